@@ -1,0 +1,44 @@
+# Two entry points (see README): `make demo` and `make test`. Everything else is a helper target.
+PYTHON ?= python3.11
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha1sum | cut -c1-12)
+
+# torch with 2 threads stalls under CPU contention unless OpenMP threads sleep when idle.
+export OMP_WAIT_POLICY ?= PASSIVE
+export PYTHONDONTWRITEBYTECODE ?= 1
+
+.PHONY: install demo test test-fast lint bench clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade "pip>=24,<26" "setuptools>=68,<81" wheel
+	$(PIP) install -q -e ".[dev]"
+	# facenet-pytorch's metadata pins torch<2.3; its MTCNN weights ship in the wheel and work with our torch.
+	$(PIP) install -q --no-deps "facenet-pytorch==2.6.0"
+	# mediapipe and invisible-watermark pull the GUI opencv builds; keep exactly one cv2 (headless).
+	$(PIP) uninstall -q -y opencv-python opencv-contrib-python || true
+	$(PIP) install -q --force-reinstall --no-deps "opencv-contrib-python-headless==4.11.0.86"
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/provatar demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+bench: $(STAMP)
+	$(PY) bench/bench_generation.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache
