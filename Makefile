@@ -17,9 +17,6 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -q -e ".[dev]"
 	# facenet-pytorch's metadata pins torch<2.3; its MTCNN weights ship in the wheel and work with our torch.
 	$(PIP) install -q --no-deps "facenet-pytorch==2.6.0"
-	# mediapipe and invisible-watermark pull the GUI opencv builds; keep exactly one cv2 (headless).
-	$(PIP) uninstall -q -y opencv-python opencv-contrib-python || true
-	$(PIP) install -q --force-reinstall --no-deps "opencv-contrib-python-headless==4.11.0.86"
 	rm -f $(VENV)/.installed-*
 	touch $@
 
