@@ -1,8 +1,8 @@
 """Errors raised by the safeguards package.
 
-One base class, `SafeguardError`, carries a machine `code` (snake_case, stable: the service maps it to an HTTP status
-and a CLI exit code in one place) and a human `message`. Each failure the caller may want to handle differently has its
-own subclass; append new subclasses below, grouped by module.
+One base class, `SafeguardError`, carries a machine `code` (snake_case, stable: the service maps it to an HTTP
+status and a CLI exit code in one place) and a human `message`. Each failure the caller may want to handle
+differently has its own subclass; append new subclasses below, grouped by module.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ class SafeguardError(Exception):
         return f"{self.code}: {self.message}"
 
 
-# --- watermark -----------------------------------------------------------------------------------------------
+# --- watermark ------------------------------------------------------------------------------------------
 
 
 class WatermarkError(SafeguardError):
@@ -44,7 +44,7 @@ class InvalidWatermarkPayload(WatermarkError):
     code = "invalid_watermark_payload"
 
 
-# --- provenance (C2PA, PKI) ---------------------------------------------------------------------------------
+# --- provenance (C2PA, PKI) ------------------------------------------------------------------------------
 
 
 class ProvenanceError(SafeguardError):
