@@ -1,6 +1,7 @@
 """Append-only, hash-chained audit log with signed checkpoints (RFC 6962 hashing, RFC 8785 canonical JSON)."""
 
 from audit.canonical import canonical_json, canonical_text
+from audit.chain import GENESIS_HASH, ChainVerifier, compute_entry_hash
 from audit.errors import (
     AuditError,
     CanonicalizationError,
@@ -14,12 +15,10 @@ from audit.errors import (
 )
 from audit.keys import key_id_for, load_or_create_signing_key
 from audit.log import (
-    GENESIS_HASH,
     KNOWN_ACTIONS,
     OUTCOMES,
     AuditLog,
     VerifyReport,
-    compute_entry_hash,
     utc_timestamp,
     verify_checkpoint_signature,
 )
@@ -36,6 +35,7 @@ __all__ = [
     "AuditEvent",
     "AuditLog",
     "CanonicalizationError",
+    "ChainVerifier",
     "ChainBroken",
     "CheckpointMismatch",
     "InvalidAuditEvent",

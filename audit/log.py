@@ -31,19 +31,12 @@ from sqlalchemy import Engine, Text, cast, func, insert, select, text, update
 from sqlalchemy.engine import Connection, RowMapping
 
 from audit.canonical import canonical_json, canonical_text, normalize
-from audit.errors import (
-    AuditError,
-    ChainBroken,
-    CheckpointMismatch,
-    InvalidAuditEvent,
-    MissingEntry,
-    UnsupportedDatabase,
-)
+from audit.chain import GENESIS_HASH, ChainVerifier, compute_entry_hash
+from audit.errors import AuditError, ChainBroken, CheckpointMismatch, InvalidAuditEvent, UnsupportedDatabase
 from audit.keys import key_id_for
-from audit.merkle import frontier_append, frontier_root, leaf_hash
-from audit.models import AUDIT_KIND, CHECKPOINT_KIND, AuditCheckpoint, AuditEvent
+from audit.merkle import frontier_append, frontier_root
+from audit.models import AUDIT_KIND, CHECKPOINT_KIND, HASHED_FIELDS, AuditCheckpoint, AuditEvent
 
-GENESIS_HASH = "0" * 64
 DEFAULT_ORIGIN = "provatar"
 OUTCOMES = frozenset({"ok", "denied", "error", "rejected"})
 KNOWN_ACTIONS = frozenset(
@@ -87,11 +80,6 @@ def utc_timestamp(moment: datetime | None = None) -> str:
     if moment.tzinfo is None:
         raise InvalidAuditEvent("timestamps must be timezone-aware (naive datetimes are ambiguous)")
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def compute_entry_hash(fields: Mapping[str, Any]) -> str:
-    """Hex RFC 6962 leaf hash of the canonical JSON of an entry's hashed fields."""
-    return leaf_hash(canonical_json(dict(fields))).hex()
 
 
 def checkpoint_message(fields: Mapping[str, Any]) -> bytes:
@@ -313,59 +301,23 @@ class AuditLog:
                 "checkpoint names another key id", expected=self.key_id, found=checkpoint.key_id
             )
 
-        expected_seq = 1
-        prev = GENESIS_HASH
-        frontier: list[bytes] = []
+        chain = ChainVerifier()
         for row in self._stream_for_verify(upto=checkpoint.size):
-            seq = row["seq"]
-            if seq != expected_seq:
-                raise MissingEntry(expected_seq, found_seq=seq)
-            if row["prev_hash"] != prev:
-                raise ChainBroken(seq, prev, str(row["prev_hash"]), field="prev_hash")
+            record = dict(row)
             try:
-                details = json.loads(row["details"])
-                fields = {**{k: row[k] for k in _HASHED_COLUMNS}, "details": details}
-                recomputed = compute_entry_hash(fields)
-            except (ValueError, TypeError, AuditError) as exc:
-                raise ChainBroken(seq, "a well-formed entry", f"unreadable fields ({exc})") from exc
-            if recomputed != row["entry_hash"]:
-                raise ChainBroken(seq, recomputed, str(row["entry_hash"]))
-            frontier = frontier_append(frontier, seq - 1, bytes.fromhex(recomputed))
-            prev = recomputed
-            expected_seq += 1
-        count = expected_seq - 1
-        if count != checkpoint.size:
-            raise CheckpointMismatch(
-                f"the signed checkpoint covers {checkpoint.size} entries but only {count} are present; "
-                "the newest entries were deleted",
-                seq=count + 1,
-                expected=str(checkpoint.size),
-                found=str(count),
-            )
-        if prev != checkpoint.head_hash:
-            raise CheckpointMismatch(
-                "head hash differs from the signed checkpoint",
-                seq=count,
-                expected=checkpoint.head_hash,
-                found=prev,
-            )
-        root = frontier_root(frontier).hex()
-        if root != checkpoint.root_hash:
-            raise CheckpointMismatch(
-                "Merkle root differs from the signed checkpoint",
-                seq=count,
-                expected=checkpoint.root_hash,
-                found=root,
-            )
-        if checkpoint.frontier != [h.hex() for h in frontier]:
-            raise CheckpointMismatch("stored Merkle frontier differs from the recomputed one", seq=count)
+                record["details"] = json.loads(row["details"])
+            except (TypeError, ValueError) as exc:
+                raise ChainBroken(row["seq"], "JSON details", f"unparsable details ({exc})") from exc
+            chain.feed(record)
+        chain.check_checkpoint(checkpoint)
         self._check_nothing_beyond(checkpoint.size)
+        count, prev, root = chain.size, chain.head_hash, chain.root_hash
         return VerifyReport(entries=count, head_hash=prev, checkpoint_size=checkpoint.size, root_hash=root)
 
     def _stream_for_verify(self, *, upto: int) -> Iterator[RowMapping]:
         # details is read as text so that a tampered, unparsable value is reported for its row, not for the
         # batch.
-        columns = [_EVENTS.c[name] for name in (*_HASHED_COLUMNS, "entry_hash")]
+        columns = [_EVENTS.c[name] for name in (*HASHED_FIELDS, "entry_hash") if name != "details"]
         columns.append(cast(_EVENTS.c.details, Text).label("details"))
         after = 0
         while True:
@@ -502,20 +454,6 @@ class AuditLog:
         if after_seq is not None:
             stmt = stmt.where(_EVENTS.c.seq > after_seq)
         return stmt
-
-
-_HASHED_COLUMNS = (
-    "seq",
-    "event_id",
-    "ts",
-    "kind",
-    "action",
-    "actor",
-    "subject",
-    "outcome",
-    "request_id",
-    "prev_hash",
-)
 
 
 def _validate_event(

@@ -14,6 +14,20 @@ from sqlmodel import Field, SQLModel
 
 AUDIT_KIND = "provatar.audit/v1"
 CHECKPOINT_KIND = "provatar.audit.checkpoint/v1"
+# The fields covered by an entry's hash (everything but `entry_hash`), in declaration order.
+HASHED_FIELDS = (
+    "seq",
+    "event_id",
+    "ts",
+    "kind",
+    "action",
+    "actor",
+    "subject",
+    "outcome",
+    "request_id",
+    "details",
+    "prev_hash",
+)
 
 
 class AuditEvent(SQLModel, table=True):
@@ -45,19 +59,7 @@ class AuditEvent(SQLModel, table=True):
 
     def hashed_fields(self) -> dict[str, Any]:
         """The fields covered by `entry_hash` (everything but the hash itself)."""
-        return {
-            "seq": self.seq,
-            "event_id": self.event_id,
-            "ts": self.ts,
-            "kind": self.kind,
-            "action": self.action,
-            "actor": self.actor,
-            "subject": self.subject,
-            "outcome": self.outcome,
-            "request_id": self.request_id,
-            "details": self.details,
-            "prev_hash": self.prev_hash,
-        }
+        return {name: getattr(self, name) for name in HASHED_FIELDS}
 
     def to_record(self) -> dict[str, Any]:
         """The entry as exported: the hashed fields plus `entry_hash`."""
