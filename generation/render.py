@@ -1,0 +1,393 @@
+"""Renderer: move the 478 landmarks by a MotionState, then draw the frame by an inverse piecewise-affine warp.
+
+For every output pixel we find the triangle of the *target* mesh it lies in (a triangle-id raster), map it back
+through that triangle's affine transform to the photo, and sample with ``grid_sample``. Because the map goes
+output -> source, every output pixel gets exactly one source pixel: lips never fold and there are no holes.
+Inside the opened inner-lip contour a mouth interior is drawn (shaded cavity, upper-teeth band under the upper
+lip, a hint of lower teeth) instead of stretching the lips. Fixed anchors on the image border keep the
+background still; a ring of half-following anchors lets hair and neck follow the head a little.
+
+All tensor maths runs on ``device`` (CPU or CUDA unchanged); only the triangle-id raster is drawn with OpenCV on
+the CPU (a few ms) and uploaded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.spatial import Delaunay
+
+from generation.face import LANDMARKS, FaceAnalysis
+from generation.motion import MotionState
+
+__all__ = ["RenderConfig", "FaceRig", "Renderer", "deform_landmarks", "inner_lip_gap"]
+
+N_MESH = 478
+_FACE_OVAL = (
+    10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377,
+    152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109,
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RenderConfig:
+    """Args:
+    ring_scale: anchor ring radius relative to the face oval (around the head, in hair/neck).
+    ring_follow: share of the oval's motion the ring follows (0 = fixed, 1 = rigid with the face).
+    border_anchors: anchors per image side (fixed: the background stays still).
+    teeth_height: visible upper-teeth height (IOD units) when the mouth is open enough.
+    lower_teeth_height: visible lower-teeth height (IOD units).
+    feather_px: softness of the mouth-interior edge.
+    lid_close: how far the upper lid travels to the lower lid at blink = 1.
+    brow_raise: brow lift (IOD units) at brow = 1.
+    """
+
+    ring_scale: float = 1.45
+    ring_follow: float = 0.45
+    border_anchors: int = 8
+    teeth_height: float = 0.085
+    lower_teeth_height: float = 0.035
+    feather_px: float = 0.7
+    lid_close: float = 0.97
+    brow_raise: float = 0.07
+    head_pivot_depth: float = 0.6
+
+
+def _smoothstep(x: np.ndarray) -> np.ndarray:
+    x = np.clip(x, 0.0, 1.0)
+    return x * x * (3 - 2 * x)
+
+
+class FaceRig:
+    """Everything about one prepared face that does not change per frame: mesh, weights, colours.
+
+    Args:
+        face: the analysed crop. config: render settings. device: where tensors live.
+    """
+
+    def __init__(self, face: FaceAnalysis, config: RenderConfig, device: torch.device) -> None:
+        self.config = config
+        self.device = device
+        self.size = face.image.shape[0]
+        lm = face.landmarks.astype(np.float64)  # (478, 3)
+        self.landmarks = lm
+        self.iod = face.inter_ocular
+        right_eye, left_eye = face.eye_centers
+        u = (left_eye - right_eye) / max(np.linalg.norm(left_eye - right_eye), 1e-6)  # eye line, image left->right
+        v = np.array([-u[1], u[0]])  # "down" in the face
+        self.u, self.v = u, v
+        self.mouth_center = (lm[13, :2] + lm[14, :2]) / 2
+        self.mouth_half_width = float(np.linalg.norm(lm[308, :2] - lm[78, :2]) / 2) or self.iod * 0.4
+        self.rest_gap = inner_lip_gap(lm[None, :, :2], self.iod)[0]
+        self._init_weights()
+        self._init_anchors()
+        self._init_mesh()
+        img = torch.from_numpy(face.image).to(device=device, dtype=torch.float32)
+        self.image = img.permute(2, 0, 1).unsqueeze(0).contiguous()  # (1, 3, H, W), 0..255
+        self.lip_color = self._lip_color(face.image)
+        luminance = float(face.image[..., :3].mean())
+        self.teeth_color = np.array([222.0, 214.0, 198.0]) * np.clip(luminance / 120.0, 0.65, 1.05)
+
+    # ----------------------------------------------------------------------------------------------- set-up
+    def _init_weights(self) -> None:
+        lm2 = self.landmarks[:, :2]
+        rel = lm2 - self.mouth_center
+        a = rel @ self.u / self.mouth_half_width  # (478,) lateral, mouth half-widths
+        b = rel @ self.v / self.iod  # (478,) below the mouth line, IOD
+        lateral_iod = np.abs(rel @ self.u) / self.iod
+        jaw = _smoothstep(b / 0.2) * np.exp(-((lateral_iod / 0.85) ** 2))
+        lower_lip = set(LANDMARKS.INNER_LOWER + LANDMARKS.OUTER_LOWER)
+        corners = {61, 291, 78, 308}
+        for i in lower_lip - corners:
+            jaw[i] = 1.0 - 0.3 * min(a[i] ** 2, 1.0)
+        for i in corners:
+            jaw[i] = 0.3
+        jaw[b < 0] = np.where(np.isin(np.nonzero(b < 0)[0], list(lower_lip)), jaw[b < 0], 0.0)
+        self.jaw_weight = jaw
+        # Closing a photo's open mouth: every inner-lip pair must meet at once, so each lower-lip point moves
+        # in proportion to its own rest opening (the outer lower lip moves with its inner partner).
+        close = jaw.copy()
+        rest = max(self.rest_gap * self.iod, 1e-6)
+        for up_i, lo_i, out_i in zip(LANDMARKS.INNER_UPPER, LANDMARKS.INNER_LOWER, LANDMARKS.OUTER_LOWER, strict=True):
+            own = float((lm2[lo_i] - lm2[up_i]) @ self.v)
+            close[lo_i] = close[out_i] = float(np.clip(own / rest, 0.0, 1.2))
+        self.jaw_close_weight = close
+        near_mouth = np.exp(-((b / 0.22) ** 2)) * np.exp(-(np.clip(np.abs(a) - 1.0, 0, None) ** 2) / 0.35**2)
+        self.width_weight = a * near_mouth  # signed: corners move out, centre stays
+        self.smile_weight = np.clip(np.abs(a), 0, 1.3) ** 2 * near_mouth
+
+    def _init_anchors(self) -> None:
+        size = self.size
+        center = self.landmarks[list(_FACE_OVAL), :2].mean(0)
+        oval = self.landmarks[list(_FACE_OVAL), :2]
+        ring = center + (oval - center) * self.config.ring_scale
+        ticks = np.linspace(0, size, self.config.border_anchors + 1)
+        border = np.unique(
+            np.concatenate(
+                [
+                    np.stack([ticks, np.zeros_like(ticks)], 1),
+                    np.stack([ticks, np.full_like(ticks, size)], 1),
+                    np.stack([np.zeros_like(ticks), ticks], 1),
+                    np.stack([np.full_like(ticks, size), ticks], 1),
+                ]
+            ),
+            axis=0,
+        )
+        # Drop ring points that fall on or beyond the border (they would make slivers there).
+        keep = np.all((ring > 4) & (ring < size - 4), axis=1)
+        self.ring_parent = np.array(_FACE_OVAL)[keep]
+        self.ring = ring[keep]
+        self.border = border
+        self.n_vertices = N_MESH + len(self.ring) + len(self.border)
+
+    def _init_mesh(self) -> None:
+        # Triangulate an opened-mouth, open-eyed pose so no triangle bridges the lips: the mouth opening
+        # becomes triangles between inner-lip vertices only, which is where the interior is drawn.
+        opened = MotionState.neutral(1)
+        opened.jaw_open[:] = max(self.rest_gap, 0.0) + 0.15
+        verts = self.deform(opened)[0]  # (V, 2)
+        tri = Delaunay(verts).simplices.astype(np.int64)  # (K, 3)
+        depth = np.concatenate(
+            [self.landmarks[:, 2], np.full(self.n_vertices - N_MESH, self.landmarks[:, 2].max() + 1.0)]
+        )
+        order = np.argsort(-depth[tri].mean(1))  # far to near: nearer triangles win overlaps
+        self.triangles = tri[order]
+        self.source_vertices = self.deform(self.rest_state(1))[0]  # (V, 2): the photo itself
+        src = torch.as_tensor(self.source_vertices[self.triangles], dtype=torch.float32)  # (K, 3, 2)
+        self._src_tri = src.to(self.device)
+
+    def _lip_color(self, image: np.ndarray) -> np.ndarray:
+        pts = (self.landmarks[list(LANDMARKS.OUTER_LOWER[2:-2]), :2] + self.landmarks[
+            list(LANDMARKS.INNER_LOWER[2:-2]), :2
+        ]) / 2
+        ij = np.clip(np.round(pts).astype(int), 0, self.size - 1)
+        return image[ij[:, 1], ij[:, 0]].astype(np.float64).mean(0)
+
+    # ------------------------------------------------------------------------------------------- per frame
+    def rest_state(self, n_frames: int) -> MotionState:
+        """The photo's own state (its mouth may be open): rendering it reproduces the photo."""
+        state = MotionState.neutral(n_frames)
+        state.jaw_open[:] = self.rest_gap
+        return state
+
+    def deform(self, motion: MotionState) -> np.ndarray:
+        """Target vertex positions (mesh, then ring, then border) for each frame: (B, V, 2) float64."""
+        return deform_landmarks(self, motion)
+
+
+def deform_landmarks(rig: FaceRig, motion: MotionState) -> np.ndarray:
+    """Apply expression, blink, gaze and head pose to the rig's landmarks.
+
+    Returns:
+        (B, V, 2) target positions: 478 landmarks, then the ring anchors, then the fixed border anchors.
+    """
+    cfg = rig.config
+    bsz = len(motion)
+    lm = np.broadcast_to(rig.landmarks, (bsz, N_MESH, 3)).copy()  # (B, 478, 3)
+    u3 = np.array([rig.u[0], rig.u[1], 0.0])
+    v3 = np.array([rig.v[0], rig.v[1], 0.0])
+    col = lambda x: np.asarray(x, dtype=np.float64)[:, None, None]  # noqa: E731  (B,) -> (B, 1, 1)
+
+    # Mouth: jaw drop to the target inner-lip gap, width, smile.
+    drop = (col(motion.jaw_open) - rig.rest_gap) * rig.iod  # (B, 1, 1) pixels
+    weight = np.where(drop > 0, rig.jaw_weight[None, :, None], rig.jaw_close_weight[None, :, None])
+    lm += drop * weight * v3
+    lm += col(motion.lip_width) * rig.mouth_half_width * rig.width_weight[None, :, None] * u3
+    smile = col(motion.smile) * rig.iod
+    lm += smile * rig.smile_weight[None, :, None] * (0.05 * np.sign(rig.width_weight)[None, :, None] * u3 - 0.06 * v3)
+
+    # Brows.
+    for idx, amount in ((LANDMARKS.RIGHT_BROW, motion.brow_r), (LANDMARKS.LEFT_BROW, motion.brow_l)):
+        lm[:, list(idx)] -= col(amount) * cfg.brow_raise * rig.iod * v3
+
+    # Gaze: shift the irises within the eye (before the blink compresses the eye).
+    for iris, corners in ((LANDMARKS.RIGHT_IRIS, LANDMARKS.RIGHT_EYE_CORNERS), (LANDMARKS.LEFT_IRIS, LANDMARKS.LEFT_EYE_CORNERS)):
+        eye_width = float(np.linalg.norm(rig.landmarks[corners[0], :2] - rig.landmarks[corners[1], :2]))
+        shift = col(motion.gaze_x) * 0.22 * eye_width * u3 + col(motion.gaze_y) * 0.12 * eye_width * v3
+        lm[:, list(iris)] += shift
+
+    # Blinks: the upper lid closes onto the lower lid; crease skin and iris follow in proportion, so the
+    # vertical order inside the eye is kept (no fold).
+    for pairs, crease, iris, amount in (
+        (LANDMARKS.RIGHT_LID_PAIRS, LANDMARKS.RIGHT_LID_CREASE, LANDMARKS.RIGHT_IRIS, motion.blink_r),
+        (LANDMARKS.LEFT_LID_PAIRS, LANDMARKS.LEFT_LID_CREASE, LANDMARKS.LEFT_IRIS, motion.blink_l),
+    ):
+        upper = [p[0] for p in pairs]
+        lower = [p[1] for p in pairs]
+        k = col(amount) * cfg.lid_close
+        delta = lm[:, lower] - lm[:, upper]  # (B, 7, 3)
+        lm[:, upper] += k * delta
+        lm[:, list(crease)] += k * 0.4 * delta
+        lower_mid = lm[:, lower].mean(1, keepdims=True)  # (B, 1, 3)
+        to_lower = ((lower_mid - lm[:, list(iris)]) @ v3)[..., None] * v3  # along "down" only
+        lm[:, list(iris)] += k * to_lower
+
+    # Head pose: rotate in 3D about a pivot behind the face, project orthographically, scale and translate.
+    center = rig.landmarks.mean(0)
+    pivot = center + np.array([0.0, 0.0, cfg.head_pivot_depth * rig.iod])
+    rot = _rotation(np.asarray(motion.yaw), np.asarray(motion.pitch), np.asarray(motion.roll))  # (B, 3, 3)
+    moved = np.einsum("bij,bnj->bni", rot, lm - pivot) + pivot  # (B, 478, 3)
+    xy = (moved[..., :2] - center[:2]) * col(motion.scale) + center[:2]
+    xy += np.stack([np.asarray(motion.tx), np.asarray(motion.ty)], 1)[:, None, :] * rig.size
+
+    ring_motion = (xy[:, rig.ring_parent] - rig.landmarks[rig.ring_parent, :2]) * cfg.ring_follow
+    ring = rig.ring[None] + ring_motion  # (B, R, 2)
+    border = np.broadcast_to(rig.border, (bsz, len(rig.border), 2))
+    return np.concatenate([xy, ring, border], axis=1)
+
+
+def _rotation(yaw: np.ndarray, pitch: np.ndarray, roll: np.ndarray) -> np.ndarray:
+    """(B, 3, 3) = Rz(roll) @ Ry(yaw) @ Rx(pitch) in image axes (x right, y down, z away from camera)."""
+    cy, sy = np.cos(yaw), np.sin(yaw)
+    cp, sp = np.cos(pitch), np.sin(pitch)
+    cr, sr = np.cos(roll), np.sin(roll)
+    one, zero = np.ones_like(yaw), np.zeros_like(yaw)
+    rx = np.stack([one, zero, zero, zero, cp, -sp, zero, sp, cp], -1).reshape(-1, 3, 3)
+    ry = np.stack([cy, zero, sy, zero, one, zero, -sy, zero, cy], -1).reshape(-1, 3, 3)
+    rz = np.stack([cr, -sr, zero, sr, cr, zero, zero, zero, one], -1).reshape(-1, 3, 3)
+    return rz @ ry @ rx
+
+
+def inner_lip_gap(points: np.ndarray, iod: float) -> np.ndarray:
+    """Mean distance between matching upper and lower inner-lip points (corners excluded), in IOD units.
+
+    Args:
+        points: (B, >=478, 2) landmark positions.
+    Returns:
+        (B,) inner-lip gap, the quantity the motion is calibrated on.
+    """
+    upper = points[:, list(LANDMARKS.INNER_UPPER[1:-1])]
+    lower = points[:, list(LANDMARKS.INNER_LOWER[1:-1])]
+    gaps = np.linalg.norm(lower - upper, axis=-1)  # (B, 9)
+    # The middle three pairs carry the opening; the outer ones only shape it.
+    return gaps[:, 3:6].mean(axis=1) / iod
+
+
+class Renderer:
+    """Draws frames of one prepared face. Thread-compatible (no shared mutable state across calls)."""
+
+    def __init__(self, rig: FaceRig) -> None:
+        self.rig = rig
+        size = rig.size
+        ys, xs = torch.meshgrid(
+            torch.arange(size, dtype=torch.float32, device=rig.device) + 0.5,
+            torch.arange(size, dtype=torch.float32, device=rig.device) + 0.5,
+            indexing="ij",
+        )
+        self._pixels = torch.stack([xs, ys], -1)  # (H, W, 2) pixel centres
+        self._tri_cpu = rig.triangles.astype(np.int32)
+
+    @torch.no_grad()
+    def render(self, motion: MotionState) -> np.ndarray:
+        """Render len(motion) frames. Returns (B, size, size, 3) uint8 RGB."""
+        rig = self.rig
+        targets = rig.deform(motion)  # (B, V, 2)
+        ids = np.stack([self._raster(t) for t in targets])  # (B, H, W) triangle ids
+        affine = self._affines(targets)  # (B, K, 2, 3) target -> source
+        ids_t = torch.from_numpy(ids).to(rig.device)
+        bsz, k = affine.shape[:2]
+        flat = affine.reshape(bsz * k, 6)
+        offset = (torch.arange(bsz, device=rig.device) * k)[:, None, None]
+        per_pixel = flat[(ids_t.long() + offset).reshape(-1)].reshape(bsz, rig.size, rig.size, 2, 3)
+        px = self._pixels[None, ..., 0:1]  # (1, H, W, 1)
+        py = self._pixels[None, ..., 1:2]
+        src = per_pixel[..., 0] * px + per_pixel[..., 1] * py + per_pixel[..., 2]  # (B, H, W, 2)
+        grid = src * (2.0 / rig.size) - 1.0  # align_corners=False convention
+        image = rig.image.expand(bsz, -1, -1, -1)
+        out = F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        out = out.permute(0, 2, 3, 1)  # (B, H, W, 3)
+        for b in range(bsz):
+            self._draw_mouth(out[b], targets[b])
+        return out.clamp_(0, 255).round_().to(torch.uint8).cpu().numpy()
+
+    def _raster(self, verts: np.ndarray) -> np.ndarray:
+        """Triangle id per output pixel, drawn far-to-near (later triangles win), 4-bit sub-pixel precision."""
+        ids = np.zeros((self.rig.size, self.rig.size), dtype=np.int32)
+        pts = np.round((verts - 0.5) * 16).astype(np.int32)[self._tri_cpu]  # (K, 3, 2) in 1/16 px
+        for k in range(len(pts)):
+            cv2.fillConvexPoly(ids, pts[k], k, lineType=cv2.LINE_8, shift=4)
+        return ids
+
+    def _affines(self, targets: np.ndarray) -> torch.Tensor:
+        """(B, K, 2, 3) affine maps from each target triangle to its source triangle."""
+        rig = self.rig
+        tgt = torch.as_tensor(targets[:, rig.triangles], dtype=torch.float32, device=rig.device)  # (B, K, 3, 2)
+        ones = torch.ones(tgt.shape[:-1] + (1,), device=rig.device)
+        m = torch.cat([tgt, ones], -1).transpose(-1, -2)  # (B, K, 3, 3) columns [x, y, 1]
+        det = torch.linalg.det(m)
+        ok = det.abs() > 1e-3
+        m_safe = torch.where(ok[..., None, None], m, torch.eye(3, device=rig.device).expand_as(m))
+        src = rig._src_tri.transpose(-1, -2).expand(tgt.shape[0], -1, -1, -1)  # (B, K, 2, 3)
+        affine = src @ torch.linalg.inv(m_safe)  # (B, K, 2, 3)
+        # Degenerate (zero-area) triangles map everything to their source centroid.
+        centroid = rig._src_tri.mean(1)  # (K, 2)
+        fallback = torch.zeros_like(affine)
+        fallback[..., 2] = centroid
+        return torch.where(ok[..., None, None], affine, fallback)
+
+    def _draw_mouth(self, frame: torch.Tensor, verts: np.ndarray) -> None:
+        """Paint the mouth interior inside the target inner-lip contour, in place. frame: (H, W, 3) float."""
+        rig = self.rig
+        cfg = rig.config
+        upper = verts[list(LANDMARKS.INNER_UPPER)]
+        lower = verts[list(LANDMARKS.INNER_LOWER)]
+        gap_px = float(np.max(np.linalg.norm(lower - upper, axis=1)))
+        if gap_px < 0.6:
+            return
+        left, right = upper[0], upper[-1]
+        center = (left + right) / 2
+        axis = (right - left) / max(float(np.linalg.norm(right - left)), 1e-6)
+        down = np.array([-axis[1], axis[0]])
+        half = float(np.linalg.norm(right - left)) / 2
+        ua = (upper - center) @ axis
+        ub = (upper - center) @ down
+        la = (lower - center) @ axis
+        lb = (lower - center) @ down
+        lo = np.floor(np.minimum(upper.min(0), lower.min(0)) - 2).astype(int).clip(0, rig.size - 1)
+        hi = np.ceil(np.maximum(upper.max(0), lower.max(0)) + 2).astype(int).clip(1, rig.size)
+        patch_px = self._pixels[lo[1] : hi[1], lo[0] : hi[0]]  # (h, w, 2)
+        dev = rig.device
+        rel = patch_px - torch.as_tensor(center, dtype=torch.float32, device=dev)
+        a = rel @ torch.as_tensor(axis, dtype=torch.float32, device=dev)  # (h, w)
+        b = rel @ torch.as_tensor(down, dtype=torch.float32, device=dev)
+        b_up = _interp(a, ua, ub, dev)
+        b_lo = _interp(a, la, lb, dev)
+        f = cfg.feather_px
+        inside = torch.sigmoid((b - b_up) / f) * torch.sigmoid((b_lo - b) / f)
+        inside = inside * torch.sigmoid((half - a.abs()) / f)
+        gap = (b_lo - b_up).clamp(min=1e-3)
+        depth = ((torch.minimum(b - b_up, b_lo - b)).clamp(min=0) / (0.5 * gap)).clamp(max=1.0) ** 0.7
+        lateral = (a / half).clamp(-1, 1)
+        lip = torch.as_tensor(rig.lip_color, dtype=torch.float32, device=dev)
+        near, deep = lip * 0.5, lip * 0.13
+        shade = (depth * (1.0 - 0.35 * lateral**2))[..., None]
+        color = near * (1 - shade) + deep * shade  # (h, w, 3)
+        # Upper teeth: a band hanging from the upper lip, shortest at the sides, in the lip's shadow at the top.
+        arch = (1 - (lateral / 0.9) ** 2).clamp(min=0).sqrt()
+        teeth_h = torch.minimum(torch.full_like(gap, cfg.teeth_height * rig.iod), 0.62 * gap) * arch
+        t_up = torch.sigmoid((b_up + teeth_h - b) / 0.6) * (teeth_h > 0.5)
+        teeth = torch.as_tensor(rig.teeth_color, dtype=torch.float32, device=dev)
+        tshade = (0.72 + 0.28 * ((b - b_up) / teeth_h.clamp(min=1.0)).clamp(0, 1)) * (1 - 0.45 * lateral**2)
+        color = color * (1 - t_up[..., None]) + teeth * tshade[..., None] * t_up[..., None]
+        # Lower teeth: a thin, half-hidden band just above the lower lip.
+        low_h = torch.minimum(torch.full_like(gap, cfg.lower_teeth_height * rig.iod), 0.3 * gap) * arch
+        t_lo = torch.sigmoid((b - (b_lo - low_h)) / 0.6) * (low_h > 0.5) * 0.55
+        color = color * (1 - t_lo[..., None]) + teeth * 0.8 * tshade[..., None] * t_lo[..., None]
+        region = frame[lo[1] : hi[1], lo[0] : hi[0]]
+        region.mul_(1 - inside[..., None]).add_(color * inside[..., None])
+
+
+def _interp(x: torch.Tensor, xp: np.ndarray, fp: np.ndarray, device: torch.device) -> torch.Tensor:
+    """np.interp for a tensor x over a small sorted table (xp, fp)."""
+    order = np.argsort(xp)
+    xs = torch.as_tensor(xp[order], dtype=torch.float32, device=device)
+    ys = torch.as_tensor(fp[order], dtype=torch.float32, device=device)
+    idx = torch.searchsorted(xs, x.contiguous()).clamp(1, len(xs) - 1)
+    x0, x1 = xs[idx - 1], xs[idx]
+    y0, y1 = ys[idx - 1], ys[idx]
+    t = ((x - x0) / (x1 - x0).clamp(min=1e-6)).clamp(0, 1)
+    return y0 + t * (y1 - y0)
