@@ -22,7 +22,8 @@ class GenerationConfig:
     """Args:
     size: output side in pixels. fps: frame rate. seed: blinks/head-motion randomness (same seed, same video).
     device: torch device ("cpu", "cuda", "cuda:1"). motion_intensity: scales head, brow and gaze motion.
-    batch_frames: frames rendered per batch (memory stays bounded by this).
+    batch_frames: frames rendered per batch (memory stays bounded by this); None = 1 on CPU (measured fastest,
+        cache-friendly) and 8 on CUDA (fewer kernel launches).
     """
 
     size: int = 512
@@ -30,7 +31,7 @@ class GenerationConfig:
     seed: int = 0
     device: str = "cpu"
     motion_intensity: float = 1.0
-    batch_frames: int = 4
+    batch_frames: int | None = None
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,7 @@ class TalkingFaceGenerator:
     def render_motion(self, prepared: PreparedFace, motion: MotionState) -> Iterator[np.ndarray]:
         """Render a given MotionState (e.g. edited or streamed), batch by batch."""
         renderer = Renderer(prepared.rig)
-        step = max(1, self.config.batch_frames)
+        step = self.config.batch_frames or (8 if self.device.type == "cuda" else 1)
         for start in range(0, len(motion), step):
             batch = renderer.render(motion.slice(start, min(start + step, len(motion))))  # (B, H, W, 3)
             yield from batch
