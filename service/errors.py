@@ -1,0 +1,167 @@
+"""Every user-facing failure, mapped in one place to an HTTP status, a CLI exit status, a code and a hint.
+
+The packages raise their own typed errors (each with a snake_case `code` and a `message`); this module is the only
+place that knows how a code is shown to an API client or a terminal user.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any
+
+
+class ExitStatus(IntEnum):
+    OK = 0
+    ERROR = 1
+    INVALID_INPUT = 2
+    DENIED = 3
+
+
+class ServiceError(Exception):
+    """Base for errors raised by the service layer itself."""
+
+    code = "error"
+    http_status = 500
+    exit_status = ExitStatus.ERROR
+
+    def __init__(self, message: str, *, code: str | None = None, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code:
+            self.code = code
+        self.details = details or {}
+
+
+class InvalidInput(ServiceError):
+    code = "invalid_input"
+    http_status = 400
+    exit_status = ExitStatus.INVALID_INPUT
+
+
+class PayloadTooLarge(InvalidInput):
+    code = "payload_too_large"
+    http_status = 413
+
+
+class NotFound(ServiceError):
+    code = "not_found"
+    http_status = 404
+    exit_status = ExitStatus.INVALID_INPUT
+
+
+class Conflict(ServiceError):
+    code = "conflict"
+    http_status = 409
+    exit_status = ExitStatus.INVALID_INPUT
+
+
+class NotInitialized(ServiceError):
+    code = "not_initialized"
+    http_status = 503
+    exit_status = ExitStatus.INVALID_INPUT
+
+
+class Unauthorized(ServiceError):
+    code = "unauthorized"
+    http_status = 401
+
+
+class Forbidden(ServiceError):
+    code = "insufficient_scope"
+    http_status = 403
+    exit_status = ExitStatus.DENIED
+
+
+class Denied(ServiceError):
+    """The policy refused the request; `reasons` are the policy's reason codes."""
+
+    code = "denied"
+    http_status = 403
+    exit_status = ExitStatus.DENIED
+
+    def __init__(self, reasons: list[str], messages: dict[str, str], decision: dict[str, Any]) -> None:
+        text = "; ".join(f"{r}: {messages.get(r, r)}" for r in reasons) or "denied by policy"
+        super().__init__(text, code=reasons[0] if reasons else "denied", details={"decision": decision})
+        self.reasons = reasons
+        self.messages = messages
+
+
+# What to do about it, by code. Shown under the message in the CLI and as `hint` in API problems.
+HINTS: dict[str, str] = {
+    "no_face": "use a photo that shows one face clearly, frontal, at least 80 pixels wide",
+    "multiple_faces": "crop the photo so it shows only the consenting subject",
+    "unknown_subject": "enroll the subject first: provatar consent enroll PHOTO --name NAME",
+    "subject_mismatch": "the photo does not look like the enrolled subject; use a photo of that person",
+    "no_consent": "record the subject's consent first: provatar consent enroll ... --purpose P",
+    "consent_expired": "the subject's consent has expired; ask the subject to grant it again",
+    "consent_revoked": "the subject revoked consent; ask the subject to grant it again",
+    "consent_wrong_purpose": "the subject consented to other purposes; request one of those or ask again",
+    "consent_wrong_client": "the subject's consent does not cover this API client",
+    "blocked_identity": "the photo matches a protected identity on the block list; this cannot be generated",
+    "audio_too_long": "shorten the audio (limit: PROVATAR_MAX_AUDIO_SECONDS)",
+    "invalid_image": "send a JPEG, PNG or WebP photo",
+    "image_too_large": "downscale the photo (limit: PROVATAR_MAX_IMAGE_PIXELS)",
+    "invalid_audio": "send a non-empty wav, mp3, ogg, flac or m4a file",
+    "invalid_video": "send an MP4/MOV/WebM video or an image",
+    "payload_too_large": "the upload exceeds PROVATAR_MAX_UPLOAD_BYTES",
+    "not_initialized": "run `provatar init` first (or `provatar demo`)",
+    "unauthorized": "get a token from POST /v1/token with your client credentials",
+    "insufficient_scope": "ask an admin for a client with the needed scope",
+    "policy_error": "the policy could not be evaluated; the request was refused (fail closed)",
+}
+
+# Codes raised by the packages, by the kind of failure they are.
+_INVALID_INPUT_CODES = {"invalid_image", "invalid_audio", "invalid_video", "invalid_input", "invalid_manifest"}
+_TOO_LARGE_CODES = {"image_too_large", "payload_too_large"}
+_DENIAL_CODES = set(HINTS) - _INVALID_INPUT_CODES - _TOO_LARGE_CODES - {
+    "not_initialized",
+    "unauthorized",
+    "insufficient_scope",
+}
+
+
+@dataclass(frozen=True)
+class Problem:
+    """How an error is shown: RFC 9457-ish body for the API, message + hint + exit status for the CLI."""
+
+    code: str
+    message: str
+    http_status: int
+    exit_status: ExitStatus
+    hint: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.hint:
+            body["hint"] = self.hint
+        if self.details:
+            body.update(self.details)
+        return body
+
+
+def describe(exc: BaseException) -> Problem:
+    """Map any exception to a Problem. Unknown exceptions become a generic 500 without internals."""
+    if isinstance(exc, Denied):
+        return Problem(
+            code=exc.code,
+            message=exc.message,
+            http_status=403,
+            exit_status=ExitStatus.DENIED,
+            hint=HINTS.get(exc.code),
+            details={"reasons": exc.reasons, **exc.details},
+        )
+    if isinstance(exc, ServiceError):
+        return Problem(exc.code, exc.message, exc.http_status, exc.exit_status, HINTS.get(exc.code), exc.details)
+    code = getattr(exc, "code", None)
+    message = getattr(exc, "message", None) or str(exc)
+    if isinstance(code, str):
+        if code in _TOO_LARGE_CODES:
+            return Problem(code, message, 413, ExitStatus.INVALID_INPUT, HINTS.get(code))
+        if code in _INVALID_INPUT_CODES:
+            return Problem(code, message, 400, ExitStatus.INVALID_INPUT, HINTS.get(code))
+        if code in _DENIAL_CODES:
+            return Problem(code, message, 403, ExitStatus.DENIED, HINTS.get(code), {"reasons": [code]})
+        return Problem(code, message, 500, ExitStatus.ERROR, HINTS.get(code))
+    return Problem("internal_error", "internal error; see the server log", 500, ExitStatus.ERROR)

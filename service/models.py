@@ -1,0 +1,81 @@
+"""Service tables: API clients and generation jobs. Secrets and internal paths never reach a response model."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Column
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class ClientBase(SQLModel):
+    name: str
+    scopes: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+
+
+class Client(ClientBase, table=True):
+    __tablename__ = "service_client"
+
+    client_id: str = Field(primary_key=True)
+    secret_hash: str
+    created_at: datetime = Field(default_factory=utcnow)
+    disabled: bool = False
+
+
+class ClientPublic(ClientBase):
+    client_id: str
+    created_at: datetime
+    disabled: bool
+
+
+class JobStatus(StrEnum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    denied = "denied"
+    failed = "failed"
+
+
+class GenerationBase(SQLModel):
+    subject_id: str
+    purpose: str
+    client_id: str
+    status: JobStatus = JobStatus.queued
+    progress: float = 0.0
+    error_code: str | None = None
+    error_message: str | None = None
+    consent_record_id: str | None = None
+    policy_decision_id: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class Generation(GenerationBase, table=True):
+    __tablename__ = "service_generation"
+
+    id: str = Field(primary_key=True)
+    request_id: str
+    # 32-bit tag carried by the watermark; unique so a mark resolves to exactly one generation.
+    watermark_tag: int = Field(sa_column=Column(BigInteger, unique=True, index=True, nullable=False))
+    photo_path: str
+    audio_path: str
+    output_path: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    # The signed C2PA manifest (JSON) kept by watermark tag, so a stripped copy can find its provenance again.
+    manifest_json: str | None = None
+    audit_seq: int | None = None
+    attempts: int = 0
+
+
+class GenerationPublic(GenerationBase):
+    id: str
+    watermark_tag: int
+    audit_seq: int | None
+    download_url: str | None = None
