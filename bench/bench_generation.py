@@ -1,7 +1,8 @@
 """End-to-end generator speed on the shipped example photo + audio, split by stage.
 
 Run: OMP_WAIT_POLICY=PASSIVE .venv/bin/python bench/bench_generation.py [--seconds S] [--threads N]
-Prints frames/s at 512x512 and the ratio to 25 fps real time for: face analysis (once), motion, render, encode.
+Prints frames/s at 512x512 and the ratio to 25 fps real time per stage:
+face analysis (once), motion, render, encode.
 """
 
 from __future__ import annotations
@@ -19,7 +20,13 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from generation import GenerationConfig, TalkingFaceGenerator, encode_mp4, load_audio, load_image  # noqa: E402
+from generation import (  # noqa: E402
+    GenerationConfig,
+    TalkingFaceGenerator,
+    encode_mp4,
+    load_audio,
+    load_image,
+)
 
 
 def main() -> None:
@@ -53,8 +60,12 @@ def main() -> None:
     print(f"face analysis (once): {t_face * 1000:8.1f} ms")
     for name, secs in (("motion", t_motion), ("render", t_render), ("encode", t_encode)):
         print(f"{name:>20}: {secs * 1000 / n:8.2f} ms/frame  {n / secs:8.1f} fps")
-    print(f"end to end (excl. face analysis): {n / total:.1f} fps = {n / total / 25:.2f}x real time at 25 fps")
-    print(f"end to end (incl. face analysis): {n / (total + t_face):.1f} fps = {n / (total + t_face) / 25:.2f}x")
+    print(
+        f"end to end (excl. face analysis): {n / total:.1f} fps = {n / total / 25:.2f}x real time at 25 fps"
+    )
+    print(
+        f"end to end (incl. face analysis): {n / (total + t_face):.1f} fps = {n / (total + t_face) / 25:.2f}x"
+    )
 
 
 if __name__ == "__main__":

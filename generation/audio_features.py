@@ -101,7 +101,9 @@ def extract_features(audio: AudioTrack, config: AudioFeatureConfig | None = None
 
     voicing, f0 = _pitch(frames, sr, config)
     silence, floor_db, peak_db = _silence_mask(rms_db, config)
-    loudness = np.clip((rms_db - (floor_db + config.silence_margin_db * 0.5)) / max(peak_db - floor_db, 6.0), 0, 1)
+    loudness = np.clip(
+        (rms_db - (floor_db + config.silence_margin_db * 0.5)) / max(peak_db - floor_db, 6.0), 0, 1
+    )
     loudness = np.where(silence, 0.0, loudness)
     f0 = np.where(silence, 0.0, f0)
     return AudioFeatures(
@@ -143,7 +145,7 @@ def _silence_mask(rms_db: np.ndarray, config: AudioFeatureConfig) -> tuple[np.nd
     """Adaptive silence: a threshold above the clip's noise floor, with hysteresis and run-length cleanup."""
     floor_db = float(np.percentile(rms_db, 10))
     peak_db = float(np.percentile(rms_db, 95))
-    # If the whole clip is speech the 10th percentile is speech too; never let the threshold pass peak - 20 dB.
+    # If the whole clip is speech, the 10th percentile is speech too: keep the threshold <= peak - 20 dB.
     on = max(min(floor_db + config.silence_margin_db, peak_db - 20.0), config.silence_floor_dbfs)
     off = on - 3.0
     speaking = np.zeros(len(rms_db), dtype=bool)

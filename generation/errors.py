@@ -1,6 +1,7 @@
 """Errors raised by the generation package.
 
-Every error carries a machine-readable snake_case ``code`` (mapped to HTTP status / CLI exit code in one place,
+Every error carries a machine-readable snake_case ``code`` (mapped to HTTP status / CLI exit code
+in one place,
 ``service/errors.py``) and a human ``message`` that says what was wrong and what to do about it.
 """
 
@@ -73,5 +74,7 @@ class NoFaceFound(GenerationError):
 
     code = "no_face"
 
-    def __init__(self, message: str = "no face was found in the photo - use a clear, frontal photo of one face") -> None:
+    def __init__(
+        self, message: str = "no face was found in the photo - use a clear, frontal photo of one face"
+    ) -> None:
         super().__init__(message)

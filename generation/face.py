@@ -76,7 +76,9 @@ class FaceAnalysis:
     def eye_centers(self) -> np.ndarray:
         """(2, 2): subject's right then left eye centre (midpoint of the eye corners)."""
         lm = self.landmarks[:, :2]
-        return np.stack([lm[list(LANDMARKS.RIGHT_EYE_CORNERS)].mean(0), lm[list(LANDMARKS.LEFT_EYE_CORNERS)].mean(0)])
+        return np.stack(
+            [lm[list(LANDMARKS.RIGHT_EYE_CORNERS)].mean(0), lm[list(LANDMARKS.LEFT_EYE_CORNERS)].mean(0)]
+        )
 
     @property
     def inter_ocular(self) -> float:
@@ -145,7 +147,7 @@ def analyze_face(photo_rgb: np.ndarray, config: FaceConfig | None = None) -> Fac
 
 
 def _crop_square(image: np.ndarray, left: float, top: float, side: float, size: int) -> np.ndarray:
-    """Crop [left, left+side) x [top, top+side) and resize to size x size, padding outside by edge replication."""
+    """Crop [left, left+side) x [top, top+side) and resize to size x size (edge-replicated outside)."""
     height, width = image.shape[:2]
     pad = int(np.ceil(max(0.0, -left, -top, left + side - width, top + side - height))) + 2
     padded = np.pad(image, ((pad, pad), (pad, pad), (0, 0)), mode="edge") if pad > 2 else image

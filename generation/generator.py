@@ -62,7 +62,9 @@ class TalkingFaceGenerator:
     def motion(self, audio: AudioTrack) -> MotionState:
         """The per-frame motion for ``audio`` (exposed for inspection, tests and the evaluation harness)."""
         features = extract_features(audio, AudioFeatureConfig(fps=self.config.fps))
-        motion_config = MotionConfig(fps=self.config.fps, seed=self.config.seed, intensity=self.config.motion_intensity)
+        motion_config = MotionConfig(
+            fps=self.config.fps, seed=self.config.seed, intensity=self.config.motion_intensity
+        )
         return motion_from_audio(features, motion_config)
 
     @torch.no_grad()

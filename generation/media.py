@@ -43,7 +43,7 @@ __all__ = [
 AAC_SAMPLE_RATE = 48000
 
 
-# ----------------------------------------------------------------------------------------------------------- images
+# ---------------------------------------------------------------------------------------------------- images
 def _read_bytes(data: bytes | Path, error: type[InvalidImage] | type[InvalidAudio]) -> bytes:
     if isinstance(data, Path):
         try:
@@ -105,7 +105,7 @@ def _flatten_to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-# ------------------------------------------------------------------------------------------------------------ audio
+# ------------------------------------------------------------------------------------------------------ audio
 @dataclass(frozen=True)
 class AudioTrack:
     """Mono audio in memory: float32 samples in [-1, 1] at ``sample_rate`` Hz."""
@@ -182,7 +182,7 @@ def load_audio(
     return AudioTrack(samples=samples, sample_rate=sample_rate)
 
 
-# ------------------------------------------------------------------------------------------------------------ video
+# ------------------------------------------------------------------------------------------------------ video
 def frame_count(duration_s: float, fps: int) -> int:
     """Frames needed to cover ``duration_s`` at ``fps``: ceil, with a tolerance for float noise."""
     return max(1, int(math.ceil(duration_s * fps - 1e-6)))
@@ -200,7 +200,8 @@ def encode_mp4(
 ) -> Path:
     """Encode frames + audio to an MP4 that plays everywhere: H.264 yuv420p + AAC 48 kHz, +faststart.
 
-    Frames are consumed one at a time (bounded memory) and interleaved with the audio. The audio is padded with
+    Frames are consumed one at a time (bounded memory) and interleaved with the audio. The audio is padded
+    with
     silence to exactly ``frame_count(audio.duration_s, fps) / fps`` so both streams last the same. The file is
     written beside ``out_path`` under a temporary name and renamed atomically; on any error the temporary file
     is removed, so a partial output never exists.
@@ -220,7 +221,9 @@ def encode_mp4(
     n_frames = frame_count(audio.duration_s, fps)
     tmp_path = out_path.parent / f".{out_path.name}.{uuid.uuid4().hex[:8]}.part"
     try:
-        _encode(frames, audio, tmp_path, n_frames=n_frames, fps=fps, crf=crf, preset=preset, on_frame=on_frame)
+        _encode(
+            frames, audio, tmp_path, n_frames=n_frames, fps=fps, crf=crf, preset=preset, on_frame=on_frame
+        )
         os.replace(tmp_path, out_path)
     except BaseException as exc:
         tmp_path.unlink(missing_ok=True)
@@ -285,7 +288,11 @@ def _encode(
 
 
 def _mux_audio(
-    container: av.container.OutputContainer, stream: av.audio.stream.AudioStream, pcm: np.ndarray, start: int, end: int
+    container: av.container.OutputContainer,
+    stream: av.audio.stream.AudioStream,
+    pcm: np.ndarray,
+    start: int,
+    end: int,
 ) -> int:
     if end <= start:
         return start
@@ -399,7 +406,9 @@ def iter_video_frames(path: Path, *, max_frames: int | None = None, every: int =
         raise InvalidVideo("no frame of the video could be decoded")
 
 
-def load_frames_for_detection(path: Path, max_frames: int, *, max_pixels: int = 50_000_000) -> list[np.ndarray]:
+def load_frames_for_detection(
+    path: Path, max_frames: int, *, max_pixels: int = 50_000_000
+) -> list[np.ndarray]:
     """Frames to run detectors on: the image itself for a still photo, else up to ``max_frames`` video frames.
 
     Videos are sampled evenly over their length when the header says how many frames there are.

@@ -1,7 +1,7 @@
 """Motion: audio features -> a per-frame MotionState (head pose, mouth, lids, brows, gaze).
 
 The MotionState is the one interface between "what the face does" and "how it is drawn": the renderer consumes
-only this. Amplitudes are in face-relative units (inter-ocular distance, IOD) so they do not depend on the crop.
+only this. Amplitudes are in face-relative units (inter-ocular distance, IOD), independent of the crop.
 The mouth is calibrated to real talking heads: inner-lip gap ~0.04-0.09 IOD at the median, 0.13-0.16 at the
 90th percentile, closed in silence.
 """
@@ -22,7 +22,8 @@ __all__ = ["MotionConfig", "MotionState", "motion_from_audio", "blink_track", "i
 @dataclass(frozen=True)
 class MotionConfig:
     """Args:
-    fps: frame rate. seed: randomness of blinks, head drift and gaze. intensity: scales head, brow and gaze motion.
+    fps: frame rate. seed: randomness of blinks, head drift and gaze.
+    intensity: scales head, brow and gaze motion.
     gap_median / gap_p90: target inner-lip gap (IOD units) at the median / 90th percentile of speech frames.
     gap_max: the widest opening ever produced.
     blinks_per_minute: mean blink rate; blink_min_s / blink_max_s: blink durations.
@@ -52,7 +53,8 @@ class MotionState:
     """Per-frame facial state; every field is a float32 array shaped (T,).
 
     Units: yaw/pitch/roll radians (positive yaw = subject turns to their left, positive pitch = chin down);
-    tx/ty fractions of the output side; scale multiplicative (1 = photo size); jaw_open = inner-lip gap in IOD;
+    tx/ty fractions of the output side; scale multiplicative (1 = photo size);
+    jaw_open = inner-lip gap in IOD;
     lip_width = relative change of mouth width; lip_round, smile, brow_*, blink_* in [0, 1];
     gaze_x/gaze_y in [-1, 1] of the iris travel (positive = image right / down).
     """
@@ -129,7 +131,12 @@ def inner_gap_targets(features: AudioFeatures, config: MotionConfig) -> np.ndarr
     # Open vowels: loud, voiced, energy in the low band. Fricatives (s, f, sh): bright, noisy, little opening.
     vowel = np.clip((features.low_high_db + 5.0) / 25.0, 0.0, 1.0)
     fricative = np.clip((features.zcr - 0.12) / 0.25, 0.0, 1.0)
-    raw = features.loudness**1.2 * (0.45 + 0.55 * vowel) * (1.0 - 0.6 * fricative) * (0.6 + 0.4 * features.voicing)
+    raw = (
+        features.loudness**1.2
+        * (0.45 + 0.55 * vowel)
+        * (1.0 - 0.6 * fricative)
+        * (0.6 + 0.4 * features.voicing)
+    )
     return np.where(features.silence, 0.0, raw)
 
 
@@ -206,11 +213,16 @@ def blink_track(n_frames: int, config: MotionConfig, rng: np.random.Generator) -
 
 
 def _smooth_noise(n: int, rng: np.random.Generator, sigma_frames: float) -> np.ndarray:
-    """Zero-mean, unit-std low-frequency noise."""
+    """Zero-mean, unit-std low-frequency noise.
+
+    The std is measured on a long realisation (at least 40 sigmas), never on a short clip's window: a short
+    window of slow noise is nearly constant, and dividing by its tiny std would blow the amplitude up.
+    """
     pad = int(4 * sigma_frames)
-    noise = gaussian_filter1d(rng.standard_normal(n + 2 * pad), sigma_frames)[pad : pad + n]
-    std = float(np.std(noise)) if n > 1 else 1.0
-    return noise / (std if std > 1e-9 else 1.0)
+    length = max(n, int(40 * sigma_frames)) + 2 * pad
+    noise = gaussian_filter1d(rng.standard_normal(length), sigma_frames)[pad:-pad]
+    noise = (noise - noise.mean()) / max(float(noise.std()), 1e-9)
+    return noise[:n]
 
 
 def _head_and_brows(

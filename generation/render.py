@@ -1,13 +1,15 @@
 """Renderer: move the 478 landmarks by a MotionState, then draw the frame by an inverse piecewise-affine warp.
 
-For every output pixel we find the triangle of the *target* mesh it lies in (a triangle-id raster), map it back
+For every output pixel we find the triangle of the *target* mesh it lies in (a triangle-id raster), map it
+back
 through that triangle's affine transform to the photo, and sample with ``grid_sample``. Because the map goes
 output -> source, every output pixel gets exactly one source pixel: lips never fold and there are no holes.
 Inside the opened inner-lip contour a mouth interior is drawn (shaded cavity, upper-teeth band under the upper
 lip, a hint of lower teeth) instead of stretching the lips. Fixed anchors on the image border keep the
 background still; a ring of half-following anchors lets hair and neck follow the head a little.
 
-All tensor maths runs on ``device`` (CPU or CUDA unchanged); only the triangle-id raster is drawn with OpenCV on
+All tensor maths runs on ``device`` (CPU or CUDA unchanged); only the triangle-id raster is drawn with OpenCV
+on
 the CPU (a few ms) and uploaded.
 """
 
@@ -77,7 +79,9 @@ class FaceRig:
         self.landmarks = lm
         self.iod = face.inter_ocular
         right_eye, left_eye = face.eye_centers
-        u = (left_eye - right_eye) / max(np.linalg.norm(left_eye - right_eye), 1e-6)  # eye line, image left->right
+        u = (left_eye - right_eye) / max(
+            np.linalg.norm(left_eye - right_eye), 1e-6
+        )  # eye line, image left->right
         v = np.array([-u[1], u[0]])  # "down" in the face
         self.u, self.v = u, v
         self.mouth_center = (lm[13, :2] + lm[14, :2]) / 2
@@ -112,7 +116,9 @@ class FaceRig:
         # in proportion to its own rest opening (the outer lower lip moves with its inner partner).
         close = jaw.copy()
         rest = max(self.rest_gap * self.iod, 1e-6)
-        for up_i, lo_i, out_i in zip(LANDMARKS.INNER_UPPER, LANDMARKS.INNER_LOWER, LANDMARKS.OUTER_LOWER, strict=True):
+        for up_i, lo_i, out_i in zip(
+            LANDMARKS.INNER_UPPER, LANDMARKS.INNER_LOWER, LANDMARKS.OUTER_LOWER, strict=True
+        ):
             own = float((lm2[lo_i] - lm2[up_i]) @ self.v)
             close[lo_i] = close[out_i] = float(np.clip(own / rest, 0.0, 1.2))
         self.jaw_close_weight = close
@@ -161,9 +167,10 @@ class FaceRig:
         self._src_tri = src.to(self.device)
 
     def _lip_color(self, image: np.ndarray) -> np.ndarray:
-        pts = (self.landmarks[list(LANDMARKS.OUTER_LOWER[2:-2]), :2] + self.landmarks[
-            list(LANDMARKS.INNER_LOWER[2:-2]), :2
-        ]) / 2
+        pts = (
+            self.landmarks[list(LANDMARKS.OUTER_LOWER[2:-2]), :2]
+            + self.landmarks[list(LANDMARKS.INNER_LOWER[2:-2]), :2]
+        ) / 2
         ij = np.clip(np.round(pts).astype(int), 0, self.size - 1)
         return image[ij[:, 1], ij[:, 0]].astype(np.float64).mean(0)
 
@@ -198,14 +205,21 @@ def deform_landmarks(rig: FaceRig, motion: MotionState) -> np.ndarray:
     lm += drop * weight * v3
     lm += col(motion.lip_width) * rig.mouth_half_width * rig.width_weight[None, :, None] * u3
     smile = col(motion.smile) * rig.iod
-    lm += smile * rig.smile_weight[None, :, None] * (0.05 * np.sign(rig.width_weight)[None, :, None] * u3 - 0.06 * v3)
+    lm += (
+        smile
+        * rig.smile_weight[None, :, None]
+        * (0.05 * np.sign(rig.width_weight)[None, :, None] * u3 - 0.06 * v3)
+    )
 
     # Brows.
     for idx, amount in ((LANDMARKS.RIGHT_BROW, motion.brow_r), (LANDMARKS.LEFT_BROW, motion.brow_l)):
         lm[:, list(idx)] -= col(amount) * cfg.brow_raise * rig.iod * v3
 
     # Gaze: shift the irises within the eye (before the blink compresses the eye).
-    for iris, corners in ((LANDMARKS.RIGHT_IRIS, LANDMARKS.RIGHT_EYE_CORNERS), (LANDMARKS.LEFT_IRIS, LANDMARKS.LEFT_EYE_CORNERS)):
+    for iris, corners in (
+        (LANDMARKS.RIGHT_IRIS, LANDMARKS.RIGHT_EYE_CORNERS),
+        (LANDMARKS.LEFT_IRIS, LANDMARKS.LEFT_EYE_CORNERS),
+    ):
         eye_width = float(np.linalg.norm(rig.landmarks[corners[0], :2] - rig.landmarks[corners[1], :2]))
         shift = col(motion.gaze_x) * 0.22 * eye_width * u3 + col(motion.gaze_y) * 0.12 * eye_width * v3
         lm[:, list(iris)] += shift
@@ -305,7 +319,7 @@ class Renderer:
         return out.clamp_(0, 255).round_().to(torch.uint8).cpu().numpy()
 
     def _raster(self, verts: np.ndarray) -> np.ndarray:
-        """Triangle id per output pixel, drawn far-to-near (later triangles win), 4-bit sub-pixel precision."""
+        """Triangle id per output pixel, drawn far-to-near (later ones win), 1/16 px precision."""
         ids = np.zeros((self.rig.size, self.rig.size), dtype=np.int32)
         pts = np.round((verts - 0.5) * 16).astype(np.int32)[self._tri_cpu]  # (K, 3, 2) in 1/16 px
         for k in range(len(pts)):
@@ -315,7 +329,9 @@ class Renderer:
     def _affines(self, targets: np.ndarray) -> torch.Tensor:
         """(B, K, 2, 3) affine maps from each target triangle to its source triangle."""
         rig = self.rig
-        tgt = torch.as_tensor(targets[:, rig.triangles], dtype=torch.float32, device=rig.device)  # (B, K, 3, 2)
+        tgt = torch.as_tensor(
+            targets[:, rig.triangles], dtype=torch.float32, device=rig.device
+        )  # (B, K, 3, 2)
         ones = torch.ones(tgt.shape[:-1] + (1,), device=rig.device)
         m = torch.cat([tgt, ones], -1).transpose(-1, -2)  # (B, K, 3, 3) columns [x, y, 1]
         det = torch.linalg.det(m)
@@ -366,7 +382,7 @@ class Renderer:
         near, deep = lip * 0.5, lip * 0.13
         shade = (depth * (1.0 - 0.35 * lateral**2))[..., None]
         color = near * (1 - shade) + deep * shade  # (h, w, 3)
-        # Upper teeth: a band hanging from the upper lip, shortest at the sides, in the lip's shadow at the top.
+        # Upper teeth: a band hanging from the upper lip, shortest at the sides, shadowed at the top.
         arch = (1 - (lateral / 0.9) ** 2).clamp(min=0).sqrt()
         teeth_h = torch.minimum(torch.full_like(gap, cfg.teeth_height * rig.iod), 0.62 * gap) * arch
         t_up = torch.sigmoid((b_up + teeth_h - b) / 0.6) * (teeth_h > 0.5)
