@@ -196,3 +196,9 @@ class PhotoStorageNotConfigured(ConsentError):
     """The subject asked for reference photos to be stored, but no photo directory is configured."""
 
     code = "photo_storage_not_configured"
+
+
+class MissingReferencePhoto(ConsentError):
+    """An enrollment came without any reference photo."""
+
+    code = "no_reference_photo"

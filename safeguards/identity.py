@@ -1,0 +1,396 @@
+"""Face identity: count the faces in a photo (MTCNN) and turn each into an embedding (dlib ResNet or facenet).
+
+The consent gate needs two measurements of a photo: how many faces it shows, and whose likeness each face is.
+MTCNN (facenet-pytorch, weights shipped in the wheel) finds and counts faces; an embedder maps a face to a vector
+where the **Euclidean (L2) distance** between two vectors is small for the same person and large for different
+people. The default embedder is dlib's ResNet (`face_recognition_models`, works offline); facenet's
+InceptionResnetV1 is the optional second backend, loaded from a local weights file.
+
+Distances from different embedders live on different scales: never compare a dlib vector with a facenet vector
+(`face_distance` refuses different shapes, and the consent registry stores the embedder name with each vector).
+
+Models are loaded once per process and shared; `FaceAnalyzer` is safe to call from several threads.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+from PIL import Image
+
+from safeguards.errors import EmbedderUnavailable, EmbeddingMismatch, InvalidFaceImage
+
+__all__ = [
+    "DEFAULT_BLOCK_MATCH_THRESHOLD",
+    "DEFAULT_SUBJECT_MATCH_THRESHOLD",
+    "DetectedFace",
+    "DlibEmbedder",
+    "FaceAnalyzer",
+    "FaceBox",
+    "FaceEmbedder",
+    "FacenetEmbedder",
+    "face_distance",
+]
+
+# Calibrated for the dlib embedder on ../shared/media (bench/calibrate_identity.py; see docs). The block threshold
+# is looser than the subject threshold on purpose: missing a protected public figure is worse than a false block.
+DEFAULT_SUBJECT_MATCH_THRESHOLD = 0.55
+DEFAULT_BLOCK_MATCH_THRESHOLD = 0.6
+
+
+@dataclass(frozen=True)
+class FaceBox:
+    """A face's bounding box in pixel coordinates of the image it was found in (right/bottom exclusive)."""
+
+    left: float
+    top: float
+    right: float
+    bottom: float
+
+    @property
+    def width(self) -> float:
+        return self.right - self.left
+
+    @property
+    def height(self) -> float:
+        return self.bottom - self.top
+
+    def scaled(self, factor: float) -> FaceBox:
+        """The same box in an image resized by `factor` (used to map detections back to the full-size photo)."""
+        return FaceBox(self.left * factor, self.top * factor, self.right * factor, self.bottom * factor)
+
+    def as_tuple(self) -> tuple[float, float, float, float]:
+        return (self.left, self.top, self.right, self.bottom)
+
+
+@dataclass(frozen=True)
+class DetectedFace:
+    """One face found in a photo.
+
+    `landmarks5` are MTCNN's points (left eye, right eye, nose, left mouth corner, right mouth corner), shape (5, 2),
+    in full-image pixels. `embedding` comes from the analyzer's embedder (compare with `face_distance`).
+    """
+
+    box: FaceBox
+    score: float
+    landmarks5: np.ndarray
+    embedding: np.ndarray
+
+
+@runtime_checkable
+class FaceEmbedder(Protocol):
+    """Maps a face to a vector; the L2 distance between two vectors of one embedder measures likeness.
+
+    Lower distance = more alike. Vectors of different embedders (`name`) must never be compared.
+    """
+
+    name: str
+    dim: int
+
+    def embed(self, image_rgb: np.ndarray, face: FaceBox) -> np.ndarray:
+        """Embed the face inside `face` (pixel box in `image_rgb`); returns a float32 vector of length `dim`."""
+        ...
+
+
+def face_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Euclidean distance between two embeddings of the same embedder (lower = more alike).
+
+    Raises:
+        EmbeddingMismatch: the vectors differ in shape (they come from different embedders).
+    """
+    va = np.asarray(a, dtype=np.float64).ravel()
+    vb = np.asarray(b, dtype=np.float64).ravel()
+    if va.shape != vb.shape:
+        raise EmbeddingMismatch(
+            f"cannot compare embeddings of length {va.size} and {vb.size}; they come from different embedders"
+        )
+    return float(np.linalg.norm(va - vb))
+
+
+def _check_image(image_rgb: np.ndarray) -> np.ndarray:
+    """Return a C-contiguous (H, W, 3) uint8 view of the image, or raise InvalidFaceImage."""
+    if not isinstance(image_rgb, np.ndarray) or image_rgb.ndim != 3 or image_rgb.shape[2] != 3:
+        shape = getattr(image_rgb, "shape", None)
+        raise InvalidFaceImage(f"expected an (H, W, 3) RGB image array, got shape {shape}")
+    if image_rgb.dtype != np.uint8:
+        raise InvalidFaceImage(f"expected a uint8 RGB image, got dtype {image_rgb.dtype}")
+    if image_rgb.shape[0] < 12 or image_rgb.shape[1] < 12:
+        raise InvalidFaceImage(f"image of {image_rgb.shape[1]}x{image_rgb.shape[0]} pixels is too small for faces")
+    return np.ascontiguousarray(image_rgb)
+
+
+_load_lock = threading.RLock()  # re-entrant: the default embedder loads its dlib models under it
+_dlib_lock = threading.Lock()  # dlib networks keep per-call scratch tensors: one call at a time
+
+
+def _shared(loader: Callable[..., Any], *args: Any) -> Any:
+    """Get a cached model, building it under a lock so that two threads never load it twice."""
+    with _load_lock:
+        return loader(*args)
+
+
+# --- dlib ----------------------------------------------------------------------------------------------------
+
+
+def _face_recognition_models_dir() -> Path:
+    """Directory of the .dat files, found without importing the package (its __init__ needs pkg_resources)."""
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        raise EmbedderUnavailable(
+            "the face_recognition_models package is not installed; install it to use the dlib embedder"
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / "models"
+
+
+@cache
+def _load_dlib_models(models_dir: Path) -> tuple[Any, Any]:
+    """(5-point shape predictor, ResNet face recognition model), loaded once per process."""
+    import dlib
+
+    predictor_path = models_dir / "shape_predictor_5_face_landmarks.dat"
+    resnet_path = models_dir / "dlib_face_recognition_resnet_model_v1.dat"
+    for path in (predictor_path, resnet_path):
+        if not path.is_file():
+            raise EmbedderUnavailable(f"dlib model file {path} is missing; reinstall face_recognition_models")
+    return dlib.shape_predictor(str(predictor_path)), dlib.face_recognition_model_v1(str(resnet_path))
+
+
+def _dlib_rectangle(face: FaceBox, width: int, height: int) -> Any:
+    """The dlib detector-style square box for an MTCNN box.
+
+    dlib's shape predictor was trained on boxes from dlib's own detectors, which are square, about 5 % wider than
+    an MTCNN box and centred ~5 % of the box height lower (measured on the shared portraits). Feeding it that box
+    puts its five landmarks where it expects them.
+    """
+    import dlib
+
+    side = 1.05 * face.width
+    cx = (face.left + face.right) / 2.0
+    cy = (face.top + face.bottom) / 2.0 + 0.05 * face.height
+    left = int(round(max(0.0, cx - side / 2)))
+    top = int(round(max(0.0, cy - side / 2)))
+    right = int(round(min(width - 1.0, cx + side / 2)))
+    bottom = int(round(min(height - 1.0, cy + side / 2)))
+    return dlib.rectangle(left, top, right, bottom)
+
+
+class DlibEmbedder:
+    """dlib's ResNet face descriptor (128-d, LFW 99.38 %); dlib's usual same-person cut-off is 0.6.
+
+    The face is aligned by dlib's 5-point shape predictor run inside the given box, then embedded from a 150x150
+    chip. dlib uses CUDA by itself when it was compiled with it, so there is no device argument.
+
+    Args:
+        num_jitters: how many randomly jittered chips to average (1 = none; 10 is ~10x slower, slightly stabler).
+        models_dir: where the .dat files are; default: the installed face_recognition_models package.
+    """
+
+    name = "dlib_resnet_v1"
+    dim = 128
+
+    def __init__(self, *, num_jitters: int = 1, models_dir: Path | None = None) -> None:
+        self._num_jitters = max(1, int(num_jitters))
+        self._predictor, self._resnet = _shared(_load_dlib_models, models_dir or _face_recognition_models_dir())
+        self._lock = _dlib_lock
+
+    def landmarks(self, image_rgb: np.ndarray, face: FaceBox) -> np.ndarray:
+        """dlib's 5 alignment points (eye corners and nose base), shape (5, 2), for the face in `face`."""
+        image = _check_image(image_rgb)
+        rect = _dlib_rectangle(face, image.shape[1], image.shape[0])
+        with self._lock:
+            shape = self._predictor(image, rect)
+        return np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float32)
+
+    def embed(self, image_rgb: np.ndarray, face: FaceBox) -> np.ndarray:
+        image = _check_image(image_rgb)
+        rect = _dlib_rectangle(face, image.shape[1], image.shape[0])
+        with self._lock:
+            shape = self._predictor(image, rect)
+            descriptor = self._resnet.compute_face_descriptor(image, shape, self._num_jitters, 0.25)
+        return np.asarray(descriptor, dtype=np.float32)
+
+
+# --- facenet -------------------------------------------------------------------------------------------------
+
+
+class FacenetEmbedder:
+    """facenet-pytorch InceptionResnetV1 (512-d unit vectors) from a LOCAL vggface2 state-dict file.
+
+    The weights are never downloaded here: pass the file (facenet-pytorch's `20180402-114759-vggface2.pt`). It is
+    loaded with `weights_only=True`; the classifier head (`logits.*`) in that file is dropped because only the
+    embedding is used. Unit vectors mean L2 distances lie in [0, 2]; its scale differs from dlib's, so it needs its
+    own calibrated thresholds.
+
+    Args:
+        weights_path: the state-dict file.
+        device: torch device ("cpu", "cuda", "cuda:1", ...).
+        margin: pixels of context added around the box at the 160x160 crop (facenet-pytorch's convention).
+
+    Raises:
+        EmbedderUnavailable: the file is missing, not a state dict, or does not fit the network.
+    """
+
+    name = "facenet_vggface2"
+    dim = 512
+    _size = 160
+
+    def __init__(self, weights_path: Path, *, device: str = "cpu", margin: int = 0) -> None:
+        import torch
+        from facenet_pytorch import InceptionResnetV1
+
+        path = Path(weights_path)
+        if not path.is_file():
+            raise EmbedderUnavailable(
+                f"facenet weights file {path} does not exist; download facenet-pytorch's vggface2 state dict "
+                "(20180402-114759-vggface2.pt) and point the setting at it"
+            )
+        try:
+            state = torch.load(path, map_location=device, weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file; all mean "unusable"
+            raise EmbedderUnavailable(f"facenet weights file {path} could not be read: {exc}") from exc
+        if not isinstance(state, dict):
+            raise EmbedderUnavailable(f"facenet weights file {path} does not hold a state dict")
+        state = {k: v for k, v in state.items() if not k.startswith("logits.")}
+        model = InceptionResnetV1(pretrained=None, classify=False)
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            raise EmbedderUnavailable(
+                f"facenet weights file {path} does not fit InceptionResnetV1: {str(exc)[:300]}"
+            ) from exc
+        self._device = torch.device(device)
+        self._model = model.to(self._device).eval()
+        self._margin = int(margin)
+
+    def _crop(self, image: np.ndarray, face: FaceBox) -> np.ndarray:
+        """The (160, 160, 3) uint8 face crop, like facenet_pytorch.extract_face."""
+        mx = self._margin * face.width / (self._size - self._margin)
+        my = self._margin * face.height / (self._size - self._margin)
+        h, w = image.shape[:2]
+        left = int(max(face.left - mx / 2, 0))
+        top = int(max(face.top - my / 2, 0))
+        right = int(min(face.right + mx / 2, w))
+        bottom = int(min(face.bottom + my / 2, h))
+        if right - left < 2 or bottom - top < 2:
+            raise InvalidFaceImage(f"face box {face.as_tuple()} lies outside the {w}x{h} image")
+        crop = Image.fromarray(image[top:bottom, left:right]).resize((self._size, self._size), Image.BILINEAR)
+        return np.asarray(crop)
+
+    def embed(self, image_rgb: np.ndarray, face: FaceBox) -> np.ndarray:
+        import torch
+
+        crop = self._crop(_check_image(image_rgb), face)
+        x = torch.from_numpy(crop).to(self._device).permute(2, 0, 1).float()  # (3, 160, 160)
+        x = ((x - 127.5) / 128.0).unsqueeze(0)  # (1, 3, 160, 160), fixed_image_standardization
+        with torch.inference_mode():
+            vec = self._model(x)[0]  # (512,), L2-normalised by the network
+        return vec.detach().cpu().numpy().astype(np.float32)
+
+
+# --- detection -----------------------------------------------------------------------------------------------
+
+
+@cache
+def _load_mtcnn_nets(device: str) -> Any:
+    """MTCNN's P/R/O-nets for one device, loaded once (their weights ship inside the facenet-pytorch wheel)."""
+    from facenet_pytorch import MTCNN
+
+    return MTCNN(keep_all=True, select_largest=False, device=device).eval()
+
+
+@cache
+def _load_default_embedder() -> DlibEmbedder:
+    return DlibEmbedder()
+
+
+class FaceAnalyzer:
+    """Counts the faces in a photo with MTCNN and embeds each one.
+
+    Thread-safe: MTCNN runs without shared mutable state and the dlib networks are called under a lock.
+
+    Args:
+        embedder: the embedding backend; default: a process-wide `DlibEmbedder`.
+        min_face_px: faces narrower than this (full-image pixels) are ignored: too small to identify anyone.
+        min_prob: MTCNN confidence a detection needs to count as a face. 0.95 rather than MTCNN's usual 0.9: on the
+            shared media every real face scores >= 0.997 while a dark jacket fold in Obama's portrait scores 0.93.
+        max_side: photos are downscaled to this longest side for detection only (speed); boxes are mapped back,
+            embeddings are computed on the full-resolution photo.
+        device: torch device for MTCNN.
+    """
+
+    # MTCNN's stage thresholds and pyramid factor (facenet-pytorch defaults).
+    _stage_thresholds = (0.6, 0.7, 0.7)
+    _pyramid_factor = 0.709
+
+    def __init__(
+        self,
+        embedder: FaceEmbedder | None = None,
+        *,
+        min_face_px: int = 40,
+        min_prob: float = 0.95,
+        max_side: int = 1024,
+        device: str = "cpu",
+    ) -> None:
+        self.embedder: FaceEmbedder = embedder if embedder is not None else _shared(_load_default_embedder)
+        self.min_face_px = int(min_face_px)
+        self.min_prob = float(min_prob)
+        self.max_side = int(max_side)
+        self.device = device
+        self._mtcnn = _shared(_load_mtcnn_nets, device)
+
+    def detect(self, image_rgb: np.ndarray) -> list[tuple[FaceBox, float, np.ndarray]]:
+        """Faces as (box, score, landmarks5) in full-image pixels, most confident first; no embeddings."""
+        import torch
+        from facenet_pytorch.models.utils.detect_face import detect_face
+
+        image = _check_image(image_rgb)
+        h, w = image.shape[:2]
+        scale = min(1.0, self.max_side / max(h, w))
+        small = image
+        if scale < 1.0:
+            size = (max(1, round(w * scale)), max(1, round(h * scale)))
+            small = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
+        # The pyramid starts at the smallest face size wanted (in the downscaled image); 12 px is MTCNN's window.
+        min_size = max(12, int(self.min_face_px * scale))
+        m = self._mtcnn
+        with torch.inference_mode():
+            batch_boxes, batch_points = detect_face(
+                small,
+                min_size,
+                m.pnet,
+                m.rnet,
+                m.onet,
+                list(self._stage_thresholds),
+                self._pyramid_factor,
+                m.device,
+            )
+        boxes = np.asarray(batch_boxes[0], dtype=np.float64).reshape(-1, 5)  # (N, 4 box + 1 prob)
+        points = np.asarray(batch_points[0], dtype=np.float64).reshape(-1, 5, 2)  # (N, 5, 2)
+        found: list[tuple[FaceBox, float, np.ndarray]] = []
+        for row, pts in zip(boxes, points, strict=True):
+            score = float(row[4])
+            face = FaceBox(*(float(v) for v in row[:4])).scaled(1.0 / scale)
+            if score < self.min_prob or face.width < self.min_face_px:
+                continue
+            found.append((face, score, (pts / scale).astype(np.float32)))
+        found.sort(key=lambda item: -item[1])
+        return found
+
+    def count(self, image_rgb: np.ndarray) -> int:
+        """How many faces the photo shows (detection only, no embeddings)."""
+        return len(self.detect(image_rgb))
+
+    def faces(self, image_rgb: np.ndarray) -> list[DetectedFace]:
+        """Every face in the photo with its embedding, most confident first."""
+        image = _check_image(image_rgb)
+        return [
+            DetectedFace(box=box, score=score, landmarks5=pts, embedding=self.embedder.embed(image, box))
+            for box, score, pts in self.detect(image)
+        ]
