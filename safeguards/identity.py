@@ -281,7 +281,7 @@ class FacenetEmbedder:
         if right - left < 2 or bottom - top < 2:
             raise InvalidFaceImage(f"face box {face.as_tuple()} lies outside the {w}x{h} image")
         crop = Image.fromarray(image[top:bottom, left:right]).resize((self._size, self._size), Image.BILINEAR)
-        return np.asarray(crop)
+        return np.array(crop)  # writable copy: torch.from_numpy needs one
 
     def embed(self, image_rgb: np.ndarray, face: FaceBox) -> np.ndarray:
         import torch
