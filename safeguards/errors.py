@@ -125,9 +125,7 @@ class MultipleFacesInPhoto(ConsentError):
     code = "multiple_faces"
 
     def __init__(self, count: int) -> None:
-        super().__init__(
-            f"the reference photo shows {count} faces; use a photo that shows only the subject's face"
-        )
+        super().__init__(f"the reference photo shows {count} faces; use a photo that shows only the subject's face")
         self.count = count
 
 
