@@ -1,0 +1,241 @@
+"""The gate measures each denial scenario into the right GenerationFacts (and the policy reads them as intended)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+from sqlmodel import Session
+
+from policies import GenerationFacts, evaluate_generation
+from safeguards.consent import (
+    BlockedIdentityCreate,
+    ConsentCreate,
+    ReferencePhoto,
+    SubjectCreate,
+    block_identity,
+    enroll_subject,
+    grant_consent,
+    revoke_consent,
+)
+from safeguards.gate import assess_generation_request
+from safeguards.identity import (
+    DEFAULT_BLOCK_MATCH_THRESHOLD,
+    DEFAULT_SUBJECT_MATCH_THRESHOLD,
+    FaceAnalyzer,
+)
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def _photo(image: np.ndarray) -> ReferencePhoto:
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    return ReferencePhoto(image_rgb=image, content=buf.getvalue())
+
+
+def _rgb(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+@pytest.fixture(scope="module")
+def analyzer() -> FaceAnalyzer:
+    return FaceAnalyzer()
+
+
+@pytest.fixture(scope="module")
+def astronaut(example_photo: Path) -> np.ndarray:
+    return _rgb(example_photo)
+
+
+@pytest.fixture()
+def session(sqlite_engine: Any) -> Any:
+    with Session(sqlite_engine) as s:
+        yield s
+
+
+@pytest.fixture()
+def subject_id(session: Session, analyzer: FaceAnalyzer, astronaut: np.ndarray) -> str:
+    """Eileen Collins enrolled from the example photo, consenting to "education" for client_a for 30 days."""
+    subject = enroll_subject(
+        session=session,
+        subject_in=SubjectCreate(display_name="Eileen Collins"),
+        photos=[_photo(astronaut)],
+        analyzer=analyzer,
+        created_by="admin:test",
+        block_threshold=DEFAULT_BLOCK_MATCH_THRESHOLD,
+        now=T0,
+    )
+    grant_consent(
+        session=session,
+        consent_in=ConsentCreate(
+            subject_id=subject.id,
+            purposes=["education"],
+            allowed_clients=["client_a"],
+            expires_at=T0 + timedelta(days=30),
+            evidence_sha256=hashlib.sha256(b"form").hexdigest(),
+        ),
+        granted_by="admin:test",
+        now=T0,
+    )
+    session.commit()
+    return subject.id
+
+
+def _assess(session: Session, analyzer: FaceAnalyzer, photo: np.ndarray, subject_id: str, **kw: Any) -> Any:
+    args: dict[str, Any] = {
+        "client_id": "client_a",
+        "purpose": "education",
+        "audio_duration_s": 9.7,
+        "max_audio_s": 120.0,
+        "subject_threshold": DEFAULT_SUBJECT_MATCH_THRESHOLD,
+        "block_threshold": DEFAULT_BLOCK_MATCH_THRESHOLD,
+        "now": T0 + timedelta(days=1),
+    }
+    args.update(kw)
+    return assess_generation_request(session=session, analyzer=analyzer, photo_rgb=photo, subject_id=subject_id, **args)
+
+
+def _reasons(facts: GenerationFacts) -> list[str]:
+    return evaluate_generation(facts).reasons
+
+
+def test_consenting_subject_with_their_photo_is_allowed(
+    session: Session, analyzer: FaceAnalyzer, astronaut: np.ndarray, subject_id: str
+) -> None:
+    facts = _assess(session, analyzer, astronaut, subject_id)
+    assert isinstance(facts, GenerationFacts)
+    assert facts.subject_exists and facts.face_count == 1
+    assert facts.subject_distance is not None and facts.subject_distance < 0.01
+    assert facts.consent_state == "active" and facts.consent_record_id is not None
+    assert facts.consent_purposes == ("education",) and facts.consent_clients == ("client_a",)
+    assert facts.blocked_identity_id is None and facts.blocked_distance is None
+    assert (facts.subject_match_threshold, facts.block_match_threshold) == (
+        DEFAULT_SUBJECT_MATCH_THRESHOLD,
+        DEFAULT_BLOCK_MATCH_THRESHOLD,
+    )
+    assert (facts.audio_duration_s, facts.max_audio_s) == (9.7, 120.0)
+    assert _reasons(facts) == []
+    # A brighter, mirrored copy of the same person still matches.
+    variant = np.clip(astronaut[:, ::-1].astype(np.int16) + 25, 0, 255).astype(np.uint8)
+    facts = _assess(session, analyzer, variant, subject_id)
+    assert facts.subject_distance is not None and facts.subject_distance < DEFAULT_SUBJECT_MATCH_THRESHOLD
+    assert _reasons(facts) == []
+
+
+def test_no_face_and_multiple_faces(
+    session: Session, analyzer: FaceAnalyzer, astronaut: np.ndarray, subject_id: str
+) -> None:
+    none = _assess(session, analyzer, np.full((256, 256, 3), 200, np.uint8), subject_id)
+    assert none.face_count == 0 and none.subject_distance is None
+    assert _reasons(none)[0] == "no_face"
+    two = _assess(session, analyzer, np.hstack([astronaut, astronaut]), subject_id)
+    assert two.face_count == 2 and two.subject_distance is None
+    assert _reasons(two)[0] == "multiple_faces"
+
+
+def test_unknown_subject_and_missing_consent(
+    session: Session, analyzer: FaceAnalyzer, astronaut: np.ndarray, subject_id: str
+) -> None:
+    unknown = _assess(session, analyzer, astronaut, "subj_nobody")
+    assert not unknown.subject_exists and unknown.subject_distance is None
+    assert unknown.consent_state == "none" and unknown.consent_record_id is None
+    assert "unknown_subject" in _reasons(unknown)
+
+    before = _assess(session, analyzer, astronaut, subject_id, now=T0 - timedelta(days=1))
+    assert before.consent_state == "none"
+    assert _reasons(before) == ["no_consent"]
+
+
+def test_expired_and_revoked_consent(
+    session: Session, analyzer: FaceAnalyzer, astronaut: np.ndarray, subject_id: str
+) -> None:
+    expired = _assess(session, analyzer, astronaut, subject_id, now=T0 + timedelta(days=31))
+    assert expired.consent_state == "expired" and expired.consent_record_id is not None
+    assert _reasons(expired) == ["consent_expired"]
+
+    revoke_consent(
+        session=session, subject_id=subject_id, revoked_by="subject", reason="no", now=T0 + timedelta(hours=2)
+    )
+    session.commit()
+    # The very next request sees it.
+    revoked = _assess(session, analyzer, astronaut, subject_id, now=T0 + timedelta(hours=2, seconds=1))
+    assert revoked.consent_state == "revoked"
+    assert _reasons(revoked) == ["consent_revoked"]
+
+
+def test_wrong_purpose_wrong_client_and_long_audio(
+    session: Session, analyzer: FaceAnalyzer, astronaut: np.ndarray, subject_id: str
+) -> None:
+    purpose = _assess(session, analyzer, astronaut, subject_id, purpose="marketing")
+    assert purpose.purpose == "marketing" and purpose.consent_state == "active"
+    assert _reasons(purpose) == ["consent_wrong_purpose"]
+    client = _assess(session, analyzer, astronaut, subject_id, client_id="client_b")
+    assert client.client_id == "client_b"
+    assert _reasons(client) == ["consent_wrong_client"]
+    long_audio = _assess(session, analyzer, astronaut, subject_id, audio_duration_s=3600.0)
+    assert long_audio.audio_duration_s == 3600.0
+    assert _reasons(long_audio) == ["audio_too_long"]
+
+
+def test_blocked_identity_is_reported_even_for_an_enrolled_subject(
+    session: Session, analyzer: FaceAnalyzer, astronaut: np.ndarray, subject_id: str
+) -> None:
+    blocked = block_identity(
+        session=session,
+        blocked_in=BlockedIdentityCreate(label="Eileen Collins", reason="public figure"),
+        photo=_photo(np.ascontiguousarray(astronaut[:, ::-1])),
+        analyzer=analyzer,
+        created_by="admin:test",
+    )
+    session.commit()
+    facts = _assess(session, analyzer, astronaut, subject_id)
+    assert facts.blocked_identity_id == blocked.id
+    assert facts.blocked_distance is not None and facts.blocked_distance <= DEFAULT_BLOCK_MATCH_THRESHOLD
+    assert _reasons(facts) == ["blocked_identity"]
+    # Also inside a group photo (denied for two faces, and the blocked person is named).
+    group = _assess(session, analyzer, np.hstack([astronaut, astronaut]), subject_id)
+    assert group.blocked_identity_id == blocked.id
+    assert _reasons(group)[:2] == ["multiple_faces", "blocked_identity"]
+
+
+@pytest.mark.shared_media
+def test_someone_else_in_the_photo_is_a_subject_mismatch(
+    session: Session, analyzer: FaceAnalyzer, subject_id: str, shared_media: Path
+) -> None:
+    other = _rgb(shared_media / "portraits" / "woman_smiling_happy.png")
+    facts = _assess(session, analyzer, other, subject_id)
+    assert facts.face_count == 1
+    assert facts.subject_distance is not None and facts.subject_distance > DEFAULT_SUBJECT_MATCH_THRESHOLD
+    assert _reasons(facts) == ["subject_mismatch"]
+
+
+@pytest.mark.shared_media
+def test_public_figure_blocked_from_one_photo_is_denied_in_another(
+    session: Session, analyzer: FaceAnalyzer, subject_id: str, shared_media: Path
+) -> None:
+    celeb = shared_media / "celebrities"
+    obama = block_identity(
+        session=session,
+        blocked_in=BlockedIdentityCreate(label="Barack Obama", reason="public figure"),
+        photo=ReferencePhoto(
+            image_rgb=_rgb(celeb / "obama_face_recognition.jpg"),
+            content=(celeb / "obama_face_recognition.jpg").read_bytes(),
+        ),
+        analyzer=analyzer,
+        created_by="admin:test",
+    )
+    session.commit()
+    for photo in ("obama_small.jpg", "two_people_obama_biden.jpg"):
+        facts = _assess(session, analyzer, _rgb(celeb / photo), subject_id)
+        assert facts.blocked_identity_id == obama.id, photo
+        assert "blocked_identity" in _reasons(facts)
+    biden = _assess(session, analyzer, _rgb(celeb / "biden_face_recognition.jpg"), subject_id)
+    assert biden.blocked_identity_id is None
+    assert _reasons(biden) == ["subject_mismatch"]
