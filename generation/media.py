@@ -415,14 +415,15 @@ def load_frames_for_detection(
     Raises InvalidImage/ImageTooLarge for a bad still, InvalidVideo for a bad video.
     """
     path = Path(path)
-    if _looks_like_image(path):
+    if is_still_image(path):
         return [load_image(path, max_pixels=max_pixels)]
     info = probe_video(path)
     every = max(1, info.frames // max_frames) if info.frames and max_frames > 0 else 1
     return list(iter_video_frames(path, max_frames=max_frames, every=every))
 
 
-def _looks_like_image(path: Path) -> bool:
+def is_still_image(path: Path) -> bool:
+    """True when Pillow recognises the file as a still image (detection treats it as one frame)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
+from safeguards.errors import ConsentError
+
 
 class ExitStatus(IntEnum):
     OK = 0
@@ -112,7 +114,19 @@ HINTS: dict[str, str] = {
 }
 
 # Codes raised by the packages, by the kind of failure they are.
-_INVALID_INPUT_CODES = {"invalid_image", "invalid_audio", "invalid_video", "invalid_input", "invalid_manifest"}
+_INVALID_INPUT_CODES = {
+    "invalid_image",
+    "invalid_audio",
+    "invalid_video",
+    "invalid_input",
+    "invalid_consent",
+    "invalid_scope",
+    "reference_mismatch",
+    "no_reference_photo",
+    "unsupported_media",
+    "photo_storage_not_configured",
+}
+_NOT_FOUND_CODES = {"subject_not_found", "consent_not_found", "blocked_identity_not_found"}
 _TOO_LARGE_CODES = {"image_too_large", "payload_too_large"}
 _DENIAL_CODES = set(HINTS) - _INVALID_INPUT_CODES - _TOO_LARGE_CODES - {
     "not_initialized",
@@ -156,7 +170,12 @@ def describe(exc: BaseException) -> Problem:
         return Problem(exc.code, exc.message, exc.http_status, exc.exit_status, HINTS.get(exc.code), exc.details)
     code = getattr(exc, "code", None)
     message = getattr(exc, "message", None) or str(exc)
+    if isinstance(exc, ConsentError) and code in ("no_face", "multiple_faces"):
+        # A bad enrollment photo is invalid input; the same codes on a generation request are policy denials.
+        return Problem(code, message, 400, ExitStatus.INVALID_INPUT, HINTS.get(code))
     if isinstance(code, str):
+        if code in _NOT_FOUND_CODES:
+            return Problem(code, message, 404, ExitStatus.INVALID_INPUT, HINTS.get(code))
         if code in _TOO_LARGE_CODES:
             return Problem(code, message, 413, ExitStatus.INVALID_INPUT, HINTS.get(code))
         if code in _INVALID_INPUT_CODES:

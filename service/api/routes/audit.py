@@ -1,0 +1,69 @@
+"""Audit log: filter events, verify the chain, export JSONL. Read-only; the log is append-only by construction."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import asdict
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import StreamingResponse
+
+from audit import AuditError
+from service.api.deps import RequireScope, RuntimeDep
+from service.auth import Principal
+
+router = APIRouter(prefix="/v1/audit", tags=["audit"])
+AuditReader = Annotated[Principal, Depends(RequireScope("audit:read"))]
+
+
+@router.get("/events")
+def list_events(
+    rt: RuntimeDep,
+    _: AuditReader,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    actor: str | None = None,
+    subject: str | None = None,
+    action: str | None = None,
+    after_seq: Annotated[int | None, Query(ge=0)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict[str, Any]:
+    """Events in sequence order; page with `after_seq` = the last `seq` you received."""
+    events = rt.audit.query(
+        since=since, until=until, actor=actor, subject=subject, action=action, after_seq=after_seq, limit=limit
+    )
+    records = [e.to_record() for e in events]
+    return {"events": records, "next_after_seq": records[-1]["seq"] if len(records) == limit else None}
+
+
+@router.get("/verify")
+def verify_log(rt: RuntimeDep, _: AuditReader) -> dict[str, Any]:
+    """Recompute the hash chain and check the signed checkpoint; `intact: false` names the first bad entry."""
+    try:
+        report = rt.audit.verify()
+    except AuditError as exc:
+        return {"intact": False, "code": exc.code, "message": str(exc), "seq": exc.seq}
+    return {"intact": True, **asdict(report)}
+
+
+@router.get("/export")
+def export_log(
+    rt: RuntimeDep,
+    _: AuditReader,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    actor: str | None = None,
+    subject: str | None = None,
+    action: str | None = None,
+) -> StreamingResponse:
+    """The (filtered) log as JSON Lines, one canonical entry per line, hashes included for offline checking."""
+    buf = io.StringIO()
+    rt.audit.export_jsonl(buf, since=since, until=until, actor=actor, subject=subject, action=action)
+    buf.seek(0)
+    return StreamingResponse(
+        iter([buf.getvalue()]),
+        media_type="application/x-ndjson",
+        headers={"Content-Disposition": 'attachment; filename="provatar-audit.jsonl"'},
+    )

@@ -1,0 +1,42 @@
+"""Streaming uploads to disk under a size limit, so a huge body is refused without filling memory or disk."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from fastapi import UploadFile
+
+from service.errors import InvalidInput, PayloadTooLarge
+
+_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_EMPTY_CODES = {"photo": "invalid_image", "audio": "invalid_audio", "file": "invalid_video"}
+
+
+def safe_suffix(filename: str | None, default: str) -> str:
+    suffix = Path(filename or "").suffix.lower()
+    suffix = _SAFE.sub("", suffix)[:8]
+    return suffix if suffix.startswith(".") and len(suffix) > 1 else default
+
+
+async def save_upload(upload: UploadFile, dest: Path, *, max_bytes: int, field: str) -> Path:
+    """Copy an upload to `dest`; refuse empty or oversized files, leaving nothing behind."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    size = 0
+    try:
+        with open(dest, "wb") as out:
+            while chunk := await upload.read(1 << 20):
+                size += len(chunk)
+                if size > max_bytes:
+                    raise PayloadTooLarge(f"{field} is larger than the {max_bytes // (1 << 20)} MiB upload limit")
+                out.write(chunk)
+        if size == 0:
+            raise InvalidInput(f"{field} is empty (0 bytes)", code=_EMPTY_CODES.get(field, "invalid_input"))
+    except BaseException:
+        dest.unlink(missing_ok=True)
+        raise
+    finally:
+        await upload.close()
+    os.chmod(dest, 0o600)
+    return dest

@@ -1,0 +1,344 @@
+"""The `provatar` command line. Exit status: 0 ok, 1 failure, 2 invalid input, 3 denied by policy.
+
+Every failure is shown as `error[code]: message` plus a hint; tracebacks only with --debug. Progress goes to
+stderr and only when it is a terminal; `--json` prints machine-readable results on stdout.
+"""
+
+from __future__ import annotations
+
+import getpass
+from dataclasses import asdict
+import json
+import os
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: 2-thread torch stalls otherwise
+# mediapipe/TFLite log every graph start to stderr through glog/absl; keep the terminal for our own messages.
+os.environ.setdefault("GLOG_minloglevel", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import typer
+from rich.console import Console
+
+from service.errors import ExitStatus, NotInitialized, describe
+from service.settings import Settings, get_settings
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Responsible talking-face video generation.")
+consent_app = typer.Typer(no_args_is_help=True, help="Subjects, consent records and the block list.")
+audit_app = typer.Typer(no_args_is_help=True, help="Verify and export the audit log.")
+client_app = typer.Typer(no_args_is_help=True, help="API clients (OAuth2 client credentials).")
+app.add_typer(consent_app, name="consent")
+app.add_typer(audit_app, name="audit")
+app.add_typer(client_app, name="client")
+
+out = Console(soft_wrap=True, highlight=False)
+err = Console(stderr=True, soft_wrap=True, highlight=False)
+STATE: dict[str, Any] = {"debug": False}
+T = TypeVar("T")
+
+
+def actor() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli:unknown"
+
+
+def fail(exc: BaseException, *, settings: Settings | None = None, action: str = "request.rejected") -> typer.Exit:
+    """Print an error the pip way (code, message, hint), audit the attempt when possible, and pick the exit status."""
+    problem = describe(exc)
+    if STATE["debug"]:
+        err.print_exception()
+    err.print(f"[bold red]error[{problem.code}][/]: {problem.message}")
+    for reason in problem.details.get("reasons", [])[1:]:
+        err.print(f"  also: {reason}")
+    if problem.hint:
+        err.print(f"[dim]hint: {problem.hint}[/]")
+    if settings is not None and not isinstance(exc, NotInitialized) and "decision" not in problem.details:
+        _audit_quietly(settings, action, problem.code, problem.message)
+    return typer.Exit(int(problem.exit_status))
+
+
+def _audit_quietly(settings: Settings, action: str, code: str, message: str) -> None:
+    try:
+        from service.runtime import Runtime
+
+        rt = Runtime(settings)
+        rt.audit.append(action=action, actor=actor(), outcome="rejected", details={"code": code, "message": message,
+                                                                                   "argv": sys.argv[1:]})
+        rt.close()
+    except Exception:  # auditing a failure must never hide the failure itself
+        pass
+
+
+@contextmanager
+def runtime(settings: Settings | None = None) -> Iterator[Any]:
+    from service.runtime import Runtime
+
+    rt = Runtime(settings or get_settings())
+    try:
+        yield rt
+    finally:
+        rt.close()
+
+
+def guarded(fn: Callable[[], T], *, action: str = "request.rejected") -> T:
+    """Run a command body, turning any error into a clean message and exit status."""
+    settings = get_settings()
+    try:
+        return fn()
+    except typer.Exit:
+        raise
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        raise typer.Exit(130) from None
+    except Exception as exc:
+        raise fail(exc, settings=settings, action=action) from None
+
+
+def emit(data: Any, as_json: bool) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+@contextmanager
+def progress_bar(label: str) -> Iterator[Callable[[float], None]]:
+    """A progress bar on stderr when it is a terminal; silent otherwise."""
+    if not err.is_terminal:
+        yield lambda _p: None
+        return
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                  TimeRemainingColumn(), console=err, transient=True) as bar:
+        task = bar.add_task(label, total=1.0)
+        yield lambda p: bar.update(task, completed=p)
+
+
+@app.callback()
+def main_options(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+) -> None:
+    STATE["debug"] = debug
+
+
+# --------------------------------------------------------------------------------------------------- init / serve
+@app.command()
+def init() -> None:
+    """Create the data dir, database, keys, dev signing CA and the first admin client (printed once)."""
+    from service.runtime import initialize
+
+    def body() -> None:
+        settings = get_settings()
+        result = initialize(settings)
+        out.print(f"data dir: {result.data_dir}")
+        if result.created_ca:
+            out.print(f"dev signing CA: {settings.pki_dir / 'root.pem'} (trust anchor for C2PA validation)")
+        if result.admin_client_id:
+            out.print("admin API client (the secret is shown only now; store it safely):")
+            out.print(f"  client_id:     {result.admin_client_id}")
+            out.print(f"  client_secret: {result.admin_secret}")
+        else:
+            out.print("already initialised; existing clients kept")
+
+    guarded(body)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+) -> None:
+    """Run the HTTP API (OpenAPI docs at /docs) with the in-process job worker."""
+    import uvicorn
+
+    from service.api.main import create_app
+
+    def body() -> None:
+        settings = get_settings()
+        if not (settings.keys_dir).exists():
+            raise NotInitialized(f"no provatar installation at {settings.data_dir}")
+        uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+
+    guarded(body)
+
+
+# ------------------------------------------------------------------------------------------------------ clients
+@client_app.command("create")
+def client_create(
+    name: Annotated[str, typer.Argument(help="A name for the client (unique).")],
+    scope: Annotated[list[str], typer.Option("--scope", "-s", help="Scope to grant (repeat).")],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Create an API client; its secret is printed once."""
+    from service.auth import create_client
+
+    def body() -> None:
+        with runtime() as rt, rt.session() as session:
+            client, secret = create_client(session=session, name=name, scopes=scope)
+            session.commit()
+            rt.audit.append(action="client.created", actor=actor(), outcome="ok",
+                            details={"client_id": client.client_id, "scopes": client.scopes})
+            data = {"client_id": client.client_id, "client_secret": secret, "scopes": client.scopes}
+        if as_json:
+            emit(data, True)
+        else:
+            out.print(f"client_id: {data['client_id']}\nclient_secret: {secret}\nscopes: {' '.join(client.scopes)}")
+
+    guarded(body)
+
+
+# ------------------------------------------------------------------------------------------------------ generate
+@app.command()
+def generate(
+    photo: Annotated[Path, typer.Argument(help="Portrait photo of the consenting subject.")],
+    audio: Annotated[Path, typer.Argument(help="Speech audio (wav/mp3/ogg/flac/m4a).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the MP4.")],
+    subject: Annotated[str, typer.Option("--subject", help="Enrolled subject id (subj_...).")],
+    purpose: Annotated[str, typer.Option("--purpose", help="Purpose the subject consented to.")],
+    seed: Annotated[int, typer.Option(help="Seed for blinks and head motion.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Generate a watermarked, C2PA-signed talking-face MP4 (only with the subject's consent)."""
+    from service.pipeline import create_generation, run_generation
+
+    def body() -> None:
+        for p in (photo, audio):
+            if not p.is_file():
+                raise_invalid(f"no such file: {p}")
+        if output.suffix.lower() != ".mp4":
+            raise_invalid(f"the output must be an .mp4 file, got {output}")
+        with runtime() as rt:
+            gen = create_generation(
+                rt, subject_id=subject, purpose=purpose, client_id="cli", photo_path=photo.resolve(),
+                audio_path=audio.resolve(), output_path=output.resolve(), request_id=uuid.uuid4().hex,
+                params={"seed": seed},
+            )
+            with progress_bar("generating") as bar:
+                gen = run_generation(rt, gen.id, actor=actor(), progress=bar)
+            data = {"generation_id": gen.id, "output": gen.output_path, "watermark_tag": f"{gen.watermark_tag:08x}",
+                    "consent_record_id": gen.consent_record_id, "policy_decision_id": gen.policy_decision_id,
+                    "audit_seq": gen.audit_seq}
+        if as_json:
+            emit(data, True)
+        else:
+            out.print(f"generation {data['generation_id']} (audit entry #{data['audit_seq']}, "
+                      f"consent {data['consent_record_id']})")
+            out.print(f"output: {data['output']}")
+
+    guarded(body)
+
+
+def raise_invalid(message: str, code: str = "invalid_input") -> None:
+    from service.errors import InvalidInput
+
+    raise InvalidInput(message, code=code)
+
+
+# -------------------------------------------------------------------------------------------------------- detect
+@app.command()
+def detect(
+    file: Annotated[Path, typer.Argument(help="A video or image to check.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Is it ours (C2PA, watermark), whose generation, and does it look synthetic (classifier)?"""
+    from service.detect import run_detection
+
+    def body() -> None:
+        if not file.is_file():
+            raise_invalid(f"no such file: {file}", code="invalid_video")
+        with runtime() as rt:
+            report = run_detection(rt, file, actor=actor(), request_id=uuid.uuid4().hex)
+        if as_json:
+            emit(report.to_dict(), True)
+        else:
+            print_detection(report.to_dict())
+
+    guarded(body, action="detection.failed")
+
+
+def print_detection(r: dict[str, Any]) -> None:
+    colour = {"provatar-generated": "bold magenta", "likely-synthetic": "bold yellow"}.get(r["verdict"], "bold green")
+    out.print(f"verdict: [{colour}]{r['verdict']}[/]")
+    c, w, k = r["c2pa"], r["watermark"], r["classifier"]
+    out.print(f"  c2pa:       {'present, ' + str(c['state']) if c['present'] else 'absent'}"
+              + (f", signer {c['signer']}" if c.get("signer") else ""))
+    wm = "not found"
+    if w["found"]:
+        wm = f"found, payload {w['payload']}, {w['frames_agreeing']:.0%} of frames agree"
+        if w.get("generation_id"):
+            wm += f" -> generation {w['generation_id']} (audit #{w['audit_seq']}, consent {w['consent_record_id']})"
+    out.print(f"  watermark:  {wm}")
+    out.print(f"  classifier: {k['score']:.2f} (threshold {k['threshold']:.2f})")
+    for reason in r["reasons"]:
+        out.print(f"  - {reason}")
+
+
+# --------------------------------------------------------------------------------------------------------- audit
+@audit_app.command("verify")
+def audit_verify(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Recompute the hash chain and check the signed checkpoint. Exit 1 naming the first bad entry."""
+    from audit import AuditError
+
+    def body() -> None:
+        with runtime() as rt:
+            try:
+                report = rt.audit.verify()
+            except AuditError as exc:
+                emit({"intact": False, "code": exc.code, "seq": exc.seq, "message": str(exc)}, as_json)
+                if not as_json:
+                    err.print(f"[bold red]audit log NOT intact[/]: first bad entry #{exc.seq}: {exc}")
+                raise typer.Exit(int(ExitStatus.ERROR)) from None
+        emit({"intact": True, **asdict(report)}, as_json)
+        if not as_json:
+            out.print(f"audit log intact: {report.entries} entries, head {report.head_hash[:16]}…, "
+                      f"signed checkpoint at size {report.checkpoint_size}")
+
+    guarded(body)
+
+
+@audit_app.command("export")
+def audit_export(
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write (default stdout).")] = None,
+    since: Annotated[datetime | None, typer.Option(help="Only events at or after (ISO 8601).")] = None,
+    until: Annotated[datetime | None, typer.Option(help="Only events before (ISO 8601).")] = None,
+    actor_: Annotated[str | None, typer.Option("--actor")] = None,
+    subject: Annotated[str | None, typer.Option()] = None,
+    action: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """Write the log (optionally filtered) as JSON Lines with hashes, for offline verification."""
+
+    def body() -> None:
+        with runtime() as rt:
+            filters = {"since": since, "until": until, "actor": actor_, "subject": subject, "action": action}
+            if output is None:
+                rt.audit.export_jsonl(sys.stdout, **filters)
+                return
+            tmp = output.with_name(f".{output.name}.tmp")
+            try:
+                with open(tmp, "w") as fh:
+                    n = rt.audit.export_jsonl(fh, **filters)
+                tmp.replace(output)
+            finally:
+                tmp.unlink(missing_ok=True)
+            err.print(f"exported {n} events to {output}")
+
+    guarded(body)
+
+
+def days_from_now(days: float | None) -> datetime | None:
+    return datetime.now(UTC) + timedelta(days=days) if days else None
+
+
+def main() -> None:
+    app()
+
+
+# Command groups that live in their own modules register themselves on `app` / `consent_app`.
+from service import cli_consent, cli_demo  # noqa: E402,F401

@@ -1,0 +1,299 @@
+"""The generation pipeline, in the order a request flows through it:
+
+    auth (done by the caller: API dependency or CLI operator)
+      -> policy: consent, identity, limits         check_generation_policy()
+      -> generate frames                            TalkingFaceGenerator
+      -> watermark every frame                      Watermarker
+      -> encode MP4 (H.264 + AAC)                   encode_mp4()
+      -> sign C2PA                                  sign_mp4()
+      -> audit                                      AuditLog.append()
+
+`run_generation` is that whole flow for one persisted Generation row; nothing else in the service generates video.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy.exc import IntegrityError
+
+from generation.errors import AudioTooLong
+from generation.media import AudioTrack, encode_mp4, load_audio, load_image
+from policies import PolicyDecision, evaluate_generation
+from policies.facts import GenerationFacts
+from safeguards.gate import assess_generation_request
+from safeguards.provenance import ManifestSpec, Signer, read_provenance, sign_mp4
+from safeguards.watermark import WATERMARK_ALGORITHM, Watermarker, WatermarkPayload
+from service.errors import Denied, describe
+from service.models import Generation, JobStatus
+from service.runtime import Runtime
+
+ProgressFn = Callable[[float], None]
+VERSION = "0.1.0"
+
+
+def new_generation_id() -> str:
+    return "gen_" + secrets.token_hex(8)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class ValidatedInputs:
+    """Decoded, size-checked inputs. `audio` is None when it was refused for length (the policy then says so)."""
+
+    photo: np.ndarray
+    audio: AudioTrack | None
+    audio_duration_s: float
+
+
+def validate_inputs(rt: Runtime, photo_path: Path, audio_path: Path) -> ValidatedInputs:
+    """Decode both inputs under the configured limits; raises typed invalid-input errors."""
+    photo = load_image(photo_path, max_pixels=rt.settings.max_image_pixels)
+    try:
+        audio = load_audio(audio_path, max_seconds=rt.settings.max_audio_seconds)
+        return ValidatedInputs(photo, audio, audio.duration_s)
+    except AudioTooLong as exc:
+        # Too long is a policy denial (audited with the other reasons), not malformed input.
+        return ValidatedInputs(photo, None, exc.duration_s)
+
+
+def check_generation_policy(
+    rt: Runtime,
+    *,
+    inputs: ValidatedInputs,
+    subject_id: str,
+    client_id: str,
+    purpose: str,
+    actor: str,
+    request_id: str,
+    generation_id: str | None = None,
+) -> tuple[PolicyDecision, GenerationFacts]:
+    """Measure the request (faces, likeness, consent, limits), let the policy decide, audit the decision.
+
+    Raises Denied when the policy refuses; the decision is audited either way.
+    """
+    with rt.session() as session:
+        facts = assess_generation_request(
+            session=session,
+            analyzer=rt.analyzer,
+            photo_rgb=inputs.photo,
+            subject_id=subject_id,
+            client_id=client_id,
+            purpose=purpose,
+            audio_duration_s=inputs.audio_duration_s,
+            max_audio_s=rt.settings.max_audio_seconds,
+            subject_threshold=rt.settings.subject_match_threshold,
+            block_threshold=rt.settings.block_match_threshold,
+            now=datetime.now(UTC),
+        )
+    decision = evaluate_generation(facts, policy=rt.policy)
+    rt.audit.append(
+        action="policy.decision",
+        actor=actor,
+        subject=subject_id,
+        outcome="ok" if decision.allowed else "denied",
+        request_id=request_id,
+        details={"generation_id": generation_id, "decision": decision.to_dict(), "facts": facts.to_dict()},
+    )
+    if not decision.allowed:
+        raise Denied(decision.reasons, decision.messages, decision.to_dict())
+    return decision, facts
+
+
+def create_generation(
+    rt: Runtime,
+    *,
+    subject_id: str,
+    purpose: str,
+    client_id: str,
+    photo_path: Path,
+    audio_path: Path,
+    output_path: Path | None,
+    request_id: str,
+    params: dict[str, Any] | None = None,
+) -> Generation:
+    """Persist a queued generation with a fresh, unique 32-bit watermark tag."""
+    gen_id = new_generation_id()
+    for _ in range(8):
+        gen = Generation(
+            id=gen_id,
+            request_id=request_id,
+            subject_id=subject_id,
+            purpose=purpose,
+            client_id=client_id,
+            watermark_tag=secrets.randbits(32),
+            photo_path=str(photo_path),
+            audio_path=str(audio_path),
+            output_path=str(output_path or rt.settings.outputs_dir / f"{gen_id}.mp4"),
+            params=params or {},
+        )
+        with rt.session() as session:
+            session.add(gen)
+            try:
+                session.commit()
+            except IntegrityError:  # tag collision (1 in 2^32 per existing generation): draw again
+                session.rollback()
+                continue
+            session.refresh(gen)
+            return gen
+    raise RuntimeError("could not allocate a unique watermark tag")
+
+
+def run_generation(
+    rt: Runtime, generation_id: str, *, actor: str | None = None, progress: ProgressFn | None = None
+) -> Generation:
+    """Run one persisted generation through the whole chain. Never leaves a partial output file behind.
+
+    `actor` defaults to the client that asked for the generation (the worker acts on its behalf).
+    """
+    gen = _update(rt, generation_id, status=JobStatus.running, started_at=datetime.now(UTC), attempts_inc=True)
+    actor = actor or f"client:{gen.client_id}"
+    out = Path(gen.output_path or "")
+    unsigned = out.with_name(f".{out.stem}.{secrets.token_hex(4)}.unsigned.mp4")
+    t0 = time.perf_counter()
+    try:
+        # 1. policy: consent, identity, limits (checked again here: consent may be revoked while a job is queued)
+        inputs = validate_inputs(rt, Path(gen.photo_path), Path(gen.audio_path))
+        decision, facts = check_generation_policy(
+            rt,
+            inputs=inputs,
+            subject_id=gen.subject_id,
+            client_id=gen.client_id,
+            purpose=gen.purpose,
+            actor=actor,
+            request_id=gen.request_id,
+            generation_id=gen.id,
+        )
+        assert inputs.audio is not None  # an over-long audio is denied by the policy above
+        consent_id = facts.consent_record_id
+        _update(rt, gen.id, consent_record_id=consent_id, policy_decision_id=decision.decision_id)
+
+        # 2. generate, 3. watermark every frame, 4. encode
+        generator = rt.generator
+        prepared = generator.prepare(inputs.photo)
+        total = generator.frame_count(inputs.audio)
+        payload = WatermarkPayload.for_generation(rt.watermark_key, gen.watermark_tag)
+        marker = Watermarker(payload)
+        frames: Iterator[np.ndarray] = (marker.embed(f) for f in generator.frames(prepared, inputs.audio))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        encode_mp4(
+            frames,
+            inputs.audio,
+            unsigned,
+            fps=rt.settings.fps,
+            crf=rt.settings.video_crf,
+            on_frame=(lambda i: progress(0.95 * (i + 1) / total)) if progress else None,
+        )
+
+        # 5. sign C2PA
+        with Signer.from_files(
+            rt.settings.cert_chain_path, rt.settings.signing_key_path, tsa_url=rt.settings.timestamp_authority_url
+        ) as signer:
+            sign_mp4(
+                unsigned,
+                out,
+                signer=signer,
+                manifest=ManifestSpec(
+                    title=out.name,
+                    generation_id=gen.id,
+                    policy_decision_id=decision.decision_id,
+                    consent_record_id=consent_id,
+                    policy_version=decision.policy_version,
+                    watermark_algorithm=WATERMARK_ALGORITHM,
+                    watermark_payload_hex=payload.to_hex(),
+                    software_version=VERSION,
+                    photo_path=Path(gen.photo_path),
+                    audio_path=Path(gen.audio_path),
+                ),
+            )
+        report = read_provenance(out, trust_anchors_pem=rt.trust_anchors_pem())
+
+        # 6. audit
+        event = rt.audit.append(
+            action="generation.completed",
+            actor=actor,
+            subject=gen.subject_id,
+            outcome="ok",
+            request_id=gen.request_id,
+            details={
+                "generation_id": gen.id,
+                "purpose": gen.purpose,
+                "client_id": gen.client_id,
+                "consent_record_id": consent_id,
+                "policy_decision_id": decision.decision_id,
+                "policy_version": decision.policy_version,
+                "watermark_tag": f"{gen.watermark_tag:08x}",
+                "frames": total,
+                "duration_s": round(inputs.audio.duration_s, 3),
+                "photo_sha256": sha256_file(Path(gen.photo_path)),
+                "audio_sha256": sha256_file(Path(gen.audio_path)),
+                "output_sha256": sha256_file(out),
+                "c2pa_state": report.state,
+                "seconds": round(time.perf_counter() - t0, 3),
+            },
+        )
+        if progress:
+            progress(1.0)
+        return _update(
+            rt,
+            gen.id,
+            status=JobStatus.succeeded,
+            progress=1.0,
+            finished_at=datetime.now(UTC),
+            manifest_json=report.manifest_json,
+            audit_seq=event.seq,
+        )
+    except BaseException as exc:
+        out.unlink(missing_ok=True)
+        problem = describe(exc)
+        denied = isinstance(exc, Denied)
+        if not denied:  # denials were audited as policy decisions already
+            rt.audit.append(
+                action="generation.failed",
+                actor=actor,
+                subject=gen.subject_id,
+                outcome="error",
+                request_id=gen.request_id,
+                details={"generation_id": gen.id, "code": problem.code, "message": problem.message},
+            )
+        _update(
+            rt,
+            gen.id,
+            status=JobStatus.denied if denied else JobStatus.failed,
+            finished_at=datetime.now(UTC),
+            error_code=problem.code,
+            error_message=problem.message,
+        )
+        raise
+    finally:
+        unsigned.unlink(missing_ok=True)
+
+
+def _update(rt: Runtime, generation_id: str, *, attempts_inc: bool = False, **fields: Any) -> Generation:
+    with rt.session() as session:
+        gen = session.get(Generation, generation_id)
+        if gen is None:
+            raise KeyError(generation_id)
+        for k, v in fields.items():
+            setattr(gen, k, v)
+        if attempts_inc:
+            gen.attempts += 1
+        session.add(gen)
+        session.commit()
+        session.refresh(gen)
+        return gen
