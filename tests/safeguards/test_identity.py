@@ -231,3 +231,18 @@ def test_same_person_is_under_the_threshold_and_different_people_above(
         assert face_distance(a, b) < threshold
     for a, b in [(obama, biden), (jolie, siegel), (jolie2, siegel), (obama_small, biden_in_pair)]:
         assert face_distance(a, b) > threshold
+
+
+@pytest.mark.gpu
+def test_cuda_detection_and_facenet_match_cpu(
+    random_facenet_weights: Path, astronaut: np.ndarray, astronaut_face: DetectedFace
+) -> None:
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("CUDA is not available")
+    faces = FaceAnalyzer(device="cuda").faces(astronaut)
+    assert len(faces) == 1
+    assert abs(faces[0].box.left - astronaut_face.box.left) < 2
+    cpu = FacenetEmbedder(random_facenet_weights, device="cpu").embed(astronaut, astronaut_face.box)
+    gpu = FacenetEmbedder(random_facenet_weights, device="cuda").embed(astronaut, astronaut_face.box)
+    assert face_distance(cpu, gpu) < 1e-3
