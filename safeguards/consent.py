@@ -497,10 +497,12 @@ def revoke_consent(
     reason: str,
     consent_id: str | None = None,
     now: datetime | None = None,
-) -> list[ConsentRecord]:
-    """Revoke the subject's unrevoked consent records (or only `consent_id`); effective from `now`.
+) -> ConsentRecord:
+    """Revoke the subject's consent, effective from `now`; returns the newest record revoked.
 
-    Returns the records revoked. Flushes, no commit.
+    Without `consent_id`, every unrevoked record of the subject is revoked (the newest is the one in force, the
+    older ones are revoked too so none can be mistaken for live consent; `list_consents` shows them all). With
+    `consent_id`, only that record. Flushes, no commit.
 
     Raises:
         SubjectNotFound: the subject is not enrolled.
@@ -508,7 +510,11 @@ def revoke_consent(
     """
     get_subject(session=session, subject_id=subject_id)
     at = _now(now)
-    stmt = select(ConsentRecord).where(ConsentRecord.subject_id == subject_id, col(ConsentRecord.revoked_at).is_(None))
+    stmt = (
+        select(ConsentRecord)
+        .where(ConsentRecord.subject_id == subject_id, col(ConsentRecord.revoked_at).is_(None))
+        .order_by(col(ConsentRecord.granted_at).desc(), col(ConsentRecord.id).desc())
+    )
     if consent_id is not None:
         stmt = stmt.where(ConsentRecord.id == consent_id)
     records = list(session.exec(stmt).all())
@@ -521,7 +527,7 @@ def revoke_consent(
         record.revocation_reason = reason
         session.add(record)
     session.flush()
-    return records
+    return records[0]
 
 
 def list_consents(*, session: Session, subject_id: str | None = None) -> list[ConsentRecord]:

@@ -210,7 +210,7 @@ def test_consent_lifecycle_grant_expire_revoke_regrant(
         now=T0 + timedelta(days=2),
     )
     session.commit()
-    assert [r.id for r in revoked] == [first.id]
+    assert revoked.id == first.id and revoked.revoked_by == "subject:self"
     assert consent_status(session=session, subject_id=subject.id, at=T0 + timedelta(days=2))[0] == "revoked"
     assert consent_status(session=session, subject_id=subject.id, at=T0 + timedelta(days=1))[0] == "active"
     with pytest.raises(ConsentNotFound):
@@ -254,7 +254,11 @@ def test_revoke_one_named_record(session: Session, analyzer: FaceAnalyzer, astro
     with pytest.raises(ConsentNotFound):
         revoke_consent(session=session, subject_id=subject.id, consent_id="cons_other", revoked_by="x", reason="r")
     done = revoke_consent(session=session, subject_id=subject.id, consent_id=old.id, revoked_by="x", reason="r")
-    assert [r.id for r in done] == [old.id] and new.revoked_at is None
+    assert done.id == old.id and new.revoked_at is None
+    # Without an id, everything still unrevoked goes, and the newest record is returned.
+    third = _grant(session, subject.id, at=T0 + timedelta(hours=2))
+    latest = revoke_consent(session=session, subject_id=subject.id, revoked_by="x", reason="r")
+    assert latest.id == third.id and new.revoked_at is not None
 
 
 def test_block_list_refuses_enrollment_and_can_be_lifted(
