@@ -239,3 +239,29 @@ def test_public_figure_blocked_from_one_photo_is_denied_in_another(
     biden = _assess(session, analyzer, _rgb(celeb / "biden_face_recognition.jpg"), subject_id)
     assert biden.blocked_identity_id is None
     assert _reasons(biden) == ["subject_mismatch"]
+
+
+@pytest.mark.shared_media
+@pytest.mark.parametrize(
+    ("blocked_from", "probe"),
+    [
+        ("angelina_jolie_facenet.jpg", "angelina_jolie_deepface_img5.jpg"),
+        ("angelina_jolie_deepface_img5.jpg", "angelina_jolie_facenet.jpg"),
+        ("obama_small.jpg", "obama_face_recognition.jpg"),
+        ("biden_face_recognition.jpg", "two_people_obama_biden.jpg"),
+    ],
+)
+def test_every_celebrity_with_two_photos_is_caught_from_the_other(
+    session: Session, analyzer: FaceAnalyzer, subject_id: str, shared_media: Path, blocked_from: str, probe: str
+) -> None:
+    celeb = shared_media / "celebrities"
+    entry = block_identity(
+        session=session,
+        blocked_in=BlockedIdentityCreate(label=blocked_from, reason="public figure"),
+        photo=ReferencePhoto(image_rgb=_rgb(celeb / blocked_from), content=(celeb / blocked_from).read_bytes()),
+        analyzer=analyzer,
+        created_by="admin:test",
+    )
+    facts = _assess(session, analyzer, _rgb(celeb / probe), subject_id)
+    assert facts.blocked_identity_id == entry.id
+    assert "blocked_identity" in _reasons(facts)
