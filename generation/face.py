@@ -7,7 +7,11 @@ coordinates are exact in the pixels the renderer warps.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -89,6 +93,23 @@ class FaceAnalysis:
 
 _MESH_LOCK = threading.Lock()
 _MESH: object | None = None
+_MESH_WARM = False
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """Send file descriptor 2 to /dev/null: mediapipe's C++ (absl/TFLite) prints start-up chatter there before
+    any logging is configured, which would bury the CLI's own messages. Used only while the graph warms up."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def _mesh() -> object:
@@ -108,9 +129,15 @@ def detect_landmarks(image_rgb: np.ndarray) -> np.ndarray | None:
     Returns:
         (478, 3) float32 pixel landmarks (z scaled by the width), or None when no face is found.
     """
+    global _MESH_WARM
     height, width = image_rgb.shape[:2]
     with _MESH_LOCK:
-        result = _mesh().process(np.ascontiguousarray(image_rgb))  # type: ignore[attr-defined]
+        if _MESH_WARM:
+            result = _mesh().process(np.ascontiguousarray(image_rgb))  # type: ignore[attr-defined]
+        else:
+            with _native_stderr_silenced():
+                result = _mesh().process(np.ascontiguousarray(image_rgb))  # type: ignore[attr-defined]
+            _MESH_WARM = True
     if not result.multi_face_landmarks:
         return None
     points = result.multi_face_landmarks[0].landmark

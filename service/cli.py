@@ -25,6 +25,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from service.errors import ExitStatus, NotInitialized, describe
 from service.settings import Settings, get_settings
@@ -55,11 +56,11 @@ def fail(exc: BaseException, *, settings: Settings | None = None, action: str = 
     problem = describe(exc)
     if STATE["debug"]:
         err.print_exception()
-    err.print(f"[bold red]error[{problem.code}][/]: {problem.message}")
+    err.print(f"[bold red]error\\[{escape(problem.code)}][/]: {escape(problem.message)}")
     for reason in problem.details.get("reasons", [])[1:]:
-        err.print(f"  also: {reason}")
+        err.print(f"  also: {escape(reason)}")
     if problem.hint:
-        err.print(f"[dim]hint: {problem.hint}[/]")
+        err.print(f"[dim]hint: {escape(problem.hint)}[/]")
     if settings is not None and not isinstance(exc, NotInitialized) and "decision" not in problem.details:
         _audit_quietly(settings, action, problem.code, problem.message)
     return typer.Exit(int(problem.exit_status))

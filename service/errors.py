@@ -10,7 +10,13 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
-from safeguards.errors import ConsentError
+from audit.errors import AuditError
+from generation.errors import GenerationError
+from policies.errors import PolicyError
+from safeguards.errors import ConsentError, SafeguardError
+
+# Only our own error families carry a trustworthy `code` (other libraries use the attribute for other things).
+_OWN_ERRORS = (GenerationError, SafeguardError, AuditError, PolicyError)
 
 
 class ExitStatus(IntEnum):
@@ -110,6 +116,7 @@ HINTS: dict[str, str] = {
     "not_initialized": "run `provatar init` first (or `provatar demo`)",
     "unauthorized": "get a token from POST /v1/token with your client credentials",
     "insufficient_scope": "ask an admin for a client with the needed scope",
+    "internal_error": "this is a bug or an environment problem; rerun the command with --debug for details",
     "policy_error": "the policy could not be evaluated; the request was refused (fail closed)",
 }
 
@@ -168,6 +175,8 @@ def describe(exc: BaseException) -> Problem:
         )
     if isinstance(exc, ServiceError):
         return Problem(exc.code, exc.message, exc.http_status, exc.exit_status, HINTS.get(exc.code), exc.details)
+    if not isinstance(exc, _OWN_ERRORS):
+        return Problem("internal_error", "internal error; see the server log", 500, ExitStatus.ERROR)
     code = getattr(exc, "code", None)
     message = getattr(exc, "message", None) or str(exc)
     if isinstance(exc, ConsentError) and code in ("no_face", "multiple_faces"):
@@ -182,5 +191,4 @@ def describe(exc: BaseException) -> Problem:
             return Problem(code, message, 400, ExitStatus.INVALID_INPUT, HINTS.get(code))
         if code in _DENIAL_CODES:
             return Problem(code, message, 403, ExitStatus.DENIED, HINTS.get(code), {"reasons": [code]})
-        return Problem(code, message, 500, ExitStatus.ERROR, HINTS.get(code))
-    return Problem("internal_error", "internal error; see the server log", 500, ExitStatus.ERROR)
+    return Problem(str(code), message, 500, ExitStatus.ERROR, HINTS.get(str(code)))

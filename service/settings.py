@@ -12,6 +12,9 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# Plain constants (importing them does not load the face models).
+from safeguards.identity import DEFAULT_BLOCK_MATCH_THRESHOLD, DEFAULT_SUBJECT_MATCH_THRESHOLD
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PROVATAR_", env_file=".env", extra="ignore")
@@ -26,9 +29,10 @@ class Settings(BaseSettings):
     max_audio_seconds: float = 120.0
     max_detect_seconds: float = 600.0
 
-    # --- identity gate; thresholds on dlib ResNet L2 distance, calibrated on ../shared/media (docs/CALIBRATION.md) ---
-    subject_match_threshold: float = 0.55
-    block_match_threshold: float = 0.60
+    # --- identity gate: dlib ResNet L2 distances, calibrated by bench/calibrate_identity.py on ../shared/media
+    # (same person <= 0.36 incl. augmented copies, different people >= 0.527; see bench/RESULTS.md) ---
+    subject_match_threshold: float = DEFAULT_SUBJECT_MATCH_THRESHOLD
+    block_match_threshold: float = DEFAULT_BLOCK_MATCH_THRESHOLD
     store_reference_photos: bool = False
     facenet_weights_path: Path | None = None
     face_embedder: str = Field("dlib", description="dlib | facenet (needs facenet_weights_path)")
