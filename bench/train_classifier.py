@@ -17,6 +17,7 @@ import argparse
 import io
 import json
 import math
+import pickle
 import random
 import sys
 import time
@@ -153,6 +154,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="fewer clips (smoke run)")
     ap.add_argument("--out", type=Path, default=ROOT / "safeguards" / "models" / DEFAULT_MODEL)
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--cache", type=Path, help="reuse/save the generated clips here (feature experiments)")
     args = ap.parse_args()
     if not (MEDIA / "SOURCES.tsv").exists():
         sys.exit("needs ../shared/media")
@@ -161,7 +163,14 @@ def main() -> None:
     t0 = time.time()
     gen = TalkingFaceGenerator(GenerationConfig(size=SIZE, seed=args.seed))
     k = 1 if args.quick else 3
-    clips = synthetic_clips(gen, rng, per_pair=k) + real_clips(rng, per_video=6 * k, per_photo=2 * k)
+    if args.cache and args.cache.exists():
+        with open(args.cache, "rb") as fh:
+            clips = pickle.load(fh)
+    else:
+        clips = synthetic_clips(gen, rng, per_pair=k) + real_clips(rng, per_video=6 * k, per_photo=2 * k)
+        if args.cache:
+            with open(args.cache, "wb") as fh:
+                pickle.dump(clips, fh)
     print(f"{len(clips)} clips in {time.time() - t0:.0f}s", file=sys.stderr)
     x = np.stack([clip_features(c.frames) for c in clips])
     y = np.array([c.label for c in clips])

@@ -163,7 +163,7 @@ def run_generation(
     """
     gen = _update(rt, generation_id, status=JobStatus.running, started_at=datetime.now(UTC), attempts_inc=True)
     actor = actor or f"client:{gen.client_id}"
-    out = Path(gen.output_path or "")
+    out = Path(gen.output_path) if gen.output_path else rt.settings.outputs_dir / f"{gen.id}.mp4"
     unsigned = out.with_name(f".{out.stem}.{secrets.token_hex(4)}.unsigned.mp4")
     t0 = time.perf_counter()
     try:

@@ -13,7 +13,11 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.api.routes import audit, detections, generations, health, subjects, token
-from service.errors import describe
+from audit.errors import AuditError
+from generation.errors import GenerationError
+from policies.errors import PolicyError
+from safeguards.errors import SafeguardError
+from service.errors import ServiceError, describe
 from service.jobs import Worker
 from service.runtime import Runtime
 from service.settings import Settings, get_settings
@@ -68,7 +72,6 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
                      "message": message},
         )
 
-    @app.exception_handler(Exception)
     async def handle_error(request: Request, exc: Exception) -> JSONResponse:
         problem = describe(exc)
         if problem.http_status >= 500:
@@ -78,6 +81,11 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             _audit_rejection(request, problem.code, problem.message, problem.http_status)
         headers = {"WWW-Authenticate": 'Bearer error="invalid_token"'} if problem.http_status == 401 else None
         return JSONResponse(problem.to_json(), status_code=problem.http_status, headers=headers)
+
+    # Our error families are answered by ExceptionMiddleware; anything else reaches Starlette's
+    # ServerErrorMiddleware through the same handler (a 500 without internals, logged with its traceback).
+    for family in (ServiceError, GenerationError, SafeguardError, AuditError, PolicyError, Exception):
+        app.add_exception_handler(family, handle_error)
 
     @app.exception_handler(RequestValidationError)
     async def handle_validation(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -1,0 +1,144 @@
+"""Subjects, consent records and the block list. Embeddings and photos never appear in responses."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, File, Form, UploadFile
+
+from safeguards.consent import (
+    BlockedIdentityPublic,
+    ConsentRecordPublic,
+    SubjectPublic,
+    get_subject,
+    list_blocked,
+    list_consents,
+    list_subjects,
+)
+from service import consent_ops
+from service.api.deps import RequestId, RequireScope, RuntimeDep, SessionDep
+from service.auth import Principal
+from service.errors import InvalidInput, PayloadTooLarge
+
+router = APIRouter(prefix="/v1", tags=["consent"])
+Reader = Annotated[Principal, Depends(RequireScope("consent:read"))]
+Writer = Annotated[Principal, Depends(RequireScope("consent:write"))]
+
+
+async def _read_limited(upload: UploadFile, limit: int, field: str) -> bytes:
+    data = await upload.read(limit + 1)
+    await upload.close()
+    if len(data) > limit:
+        raise PayloadTooLarge(f"{field} is larger than the {limit // (1 << 20)} MiB upload limit")
+    if not data:
+        raise InvalidInput(f"{field} is empty (0 bytes)", code="invalid_image" if field == "photo" else "invalid_input")
+    return data
+
+
+def _subject_view(session: SessionDep, subject_id: str) -> dict[str, Any]:
+    subject = get_subject(session=session, subject_id=subject_id)
+    return {
+        **SubjectPublic.model_validate(subject, from_attributes=True).model_dump(mode="json"),
+        "consents": [ConsentRecordPublic.model_validate(c, from_attributes=True).model_dump(mode="json")
+                     for c in list_consents(session=session, subject_id=subject_id)],
+    }
+
+
+@router.post("/subjects", status_code=201)
+async def enroll_subject(
+    rt: RuntimeDep,
+    principal: Writer,
+    rid: RequestId,
+    name: Annotated[str, Form(min_length=1, max_length=200)],
+    purposes: Annotated[list[str], Form(description="Purposes consented to (repeat the field)")],
+    photos: Annotated[list[UploadFile], File(description="Reference photos, one face each")],
+    evidence: Annotated[UploadFile | None, File(description="Consent evidence (signed form, recording)")] = None,
+    evidence_sha256: Annotated[str | None, Form()] = None,
+    allowed_clients: Annotated[list[str] | None, Form(description="Client ids (default: any)")] = None,
+    expires_days: Annotated[float, Form(gt=0, le=3650)] = 365.0,
+) -> dict[str, Any]:
+    """Enroll a subject from reference photos and record their consent in one step."""
+    limit = rt.settings.max_upload_bytes
+    contents = [await _read_limited(p, limit, "photo") for p in photos]
+    evidence_bytes = await _read_limited(evidence, limit, "evidence") if evidence is not None else None
+    digest = consent_ops.evidence_digest(evidence_bytes, evidence_sha256)
+    subject, record = await asyncio.to_thread(
+        consent_ops.enroll, rt, name=name, photos=contents, purposes=purposes, clients=allowed_clients or [],
+        expires_days=expires_days, evidence_sha256=digest, actor=principal.actor, request_id=rid,
+    )
+    with rt.session() as session:
+        return _subject_view(session, subject.id)
+
+
+@router.get("/subjects")
+def get_subjects(session: SessionDep, _: Reader, offset: int = 0, limit: int = 100) -> list[SubjectPublic]:
+    return [SubjectPublic.model_validate(s, from_attributes=True)
+            for s in list_subjects(session=session, offset=max(offset, 0), limit=min(max(limit, 1), 1000))]
+
+
+@router.get("/subjects/{subject_id}")
+def get_subject_detail(session: SessionDep, _: Reader, subject_id: str) -> dict[str, Any]:
+    return _subject_view(session, subject_id)
+
+
+@router.post("/subjects/{subject_id}/consents", status_code=201)
+async def grant_consent(
+    rt: RuntimeDep,
+    principal: Writer,
+    rid: RequestId,
+    subject_id: str,
+    purposes: Annotated[list[str], Form()],
+    evidence: Annotated[UploadFile | None, File()] = None,
+    evidence_sha256: Annotated[str | None, Form()] = None,
+    allowed_clients: Annotated[list[str] | None, Form()] = None,
+    expires_days: Annotated[float, Form(gt=0, le=3650)] = 365.0,
+) -> ConsentRecordPublic:
+    evidence_bytes = await _read_limited(evidence, rt.settings.max_upload_bytes, "evidence") if evidence else None
+    record = consent_ops.grant(
+        rt, subject_id=subject_id, purposes=purposes, clients=allowed_clients or [], expires_days=expires_days,
+        evidence_sha256=consent_ops.evidence_digest(evidence_bytes, evidence_sha256), actor=principal.actor,
+        request_id=rid,
+    )
+    return ConsentRecordPublic.model_validate(record, from_attributes=True)
+
+
+@router.post("/subjects/{subject_id}/revoke")
+def revoke_consent(
+    rt: RuntimeDep,
+    principal: Writer,
+    rid: RequestId,
+    subject_id: str,
+    reason: Annotated[str, Form(min_length=1, max_length=1000)] = "revoked by the subject",
+    consent_id: Annotated[str | None, Form()] = None,
+) -> ConsentRecordPublic:
+    """Revoke consent; the very next generation request for this subject is denied (queued jobs too)."""
+    record = consent_ops.revoke(rt, subject_id=subject_id, reason=reason, actor=principal.actor,
+                                consent_id=consent_id, request_id=rid)
+    return ConsentRecordPublic.model_validate(record, from_attributes=True)
+
+
+@router.get("/blocklist")
+def get_blocklist(session: SessionDep, _: Reader) -> list[BlockedIdentityPublic]:
+    return [BlockedIdentityPublic.model_validate(b, from_attributes=True) for b in list_blocked(session=session)]
+
+
+@router.post("/blocklist", status_code=201)
+async def add_to_blocklist(
+    rt: RuntimeDep,
+    principal: Writer,
+    rid: RequestId,
+    photo: Annotated[UploadFile, File(description="A photo of the protected person (one face)")],
+    label: Annotated[str, Form(min_length=1, max_length=200)],
+    reason: Annotated[str, Form(min_length=1, max_length=1000)] = "public figure",
+) -> BlockedIdentityPublic:
+    content = await _read_limited(photo, rt.settings.max_upload_bytes, "photo")
+    entry = await asyncio.to_thread(consent_ops.block, rt, photo=content, label=label, reason=reason,
+                                    actor=principal.actor, request_id=rid)
+    return BlockedIdentityPublic.model_validate(entry, from_attributes=True)
+
+
+@router.delete("/blocklist/{blocked_id}")
+def remove_from_blocklist(rt: RuntimeDep, principal: Writer, rid: RequestId, blocked_id: str) -> BlockedIdentityPublic:
+    entry = consent_ops.unblock(rt, blocked_id=blocked_id, actor=principal.actor, request_id=rid)
+    return BlockedIdentityPublic.model_validate(entry, from_attributes=True)
