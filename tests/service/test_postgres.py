@@ -1,0 +1,72 @@
+"""The same service on the real PostgreSQL server: consent, a generation, a denial, detection and audit verify."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy
+
+from service import consent_ops
+from service.detect import run_detection
+from service.errors import Denied
+from service.pipeline import create_generation, run_generation
+from service.runtime import Runtime, initialize
+from service.settings import Settings
+from tests.conftest import POSTGRES_URL
+from tests.service.conftest import short_speech
+
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+
+
+@pytest.fixture()
+def pg_settings(tmp_path: Path) -> Iterator[Settings]:
+    schema = f"svc_{uuid.uuid4().hex[:10]}"
+    admin = sqlalchemy.create_engine(POSTGRES_URL)
+    try:
+        with admin.begin() as conn:
+            conn.execute(sqlalchemy.text(f'CREATE SCHEMA "{schema}"'))
+    except sqlalchemy.exc.OperationalError as exc:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"PostgreSQL not reachable: {exc}")
+    url = f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
+    try:
+        yield Settings(data_dir=tmp_path / "data", database_url=url)
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sqlalchemy.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+def test_generation_chain_on_postgresql(pg_settings: Settings, example_photo: Path, example_audio: Path,
+                                        tmp_path: Path) -> None:
+    initialize(pg_settings)
+    rt = Runtime(pg_settings)
+    try:
+        assert rt.engine.dialect.name == "postgresql"
+        subject, record = consent_ops.enroll(rt, name="Eileen", photos=[example_photo.read_bytes()],
+                                             purposes=["pg"], clients=[], expires_days=1,
+                                             evidence_sha256="a" * 64, actor="test")
+        audio = short_speech(example_audio, tmp_path / "a.wav", 1.2)
+        gen = create_generation(rt, subject_id=subject.id, purpose="pg", client_id="cli", photo_path=example_photo,
+                                audio_path=audio, output_path=tmp_path / "pg.mp4", request_id="r1")
+        done = run_generation(rt, gen.id, actor="test")
+        assert done.status == "succeeded" and done.consent_record_id == record.id
+        report = run_detection(rt, tmp_path / "pg.mp4", actor="test", request_id="r2")
+        assert report.watermark["generation_id"] == gen.id and report.verdict == "provatar-generated"
+
+        consent_ops.revoke(rt, subject_id=subject.id, reason="test", actor="test")
+        again = create_generation(rt, subject_id=subject.id, purpose="pg", client_id="cli", photo_path=example_photo,
+                                  audio_path=audio, output_path=tmp_path / "pg2.mp4", request_id="r3")
+        with pytest.raises(Denied) as denied:
+            run_generation(rt, again.id, actor="test")
+        assert denied.value.reasons[0] == "consent_revoked"
+        assert not (tmp_path / "pg2.mp4").exists()
+        verified = rt.audit.verify()
+        assert verified.entries >= 8
+    finally:
+        rt.close()
