@@ -26,6 +26,7 @@ demo: $(STAMP)
 	$(VENV)/bin/provatar demo
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 
 test-fast: $(STAMP)

@@ -59,17 +59,32 @@ def main() -> None:
         settings = Settings(data_dir=work / "data")
         initialize(settings)
         rt = Runtime(settings)
-        subject, _ = consent_ops.enroll(rt, name="bench", photos=[PHOTO.read_bytes()], purposes=["bench"], clients=[],
-                                        expires_days=1, evidence_sha256="0" * 64, actor="bench")
+        subject, _ = consent_ops.enroll(
+            rt,
+            name="bench",
+            photos=[PHOTO.read_bytes()],
+            purposes=["bench"],
+            clients=[],
+            expires_days=1,
+            evidence_sha256="0" * 64,
+            actor="bench",
+        )
         audio = load_audio(audio_path)
         n_frames = rt.generator.frame_count(audio)
 
         # Whole pipeline, best of N (the first run also pays model warm-up).
         walls = []
         for i in range(args.runs):
-            gen = create_generation(rt, subject_id=subject.id, purpose="bench", client_id="bench", photo_path=PHOTO,
-                                    audio_path=audio_path, output_path=work / f"out{i}.mp4",
-                                    request_id=uuid.uuid4().hex)
+            gen = create_generation(
+                rt,
+                subject_id=subject.id,
+                purpose="bench",
+                client_id="bench",
+                photo_path=PHOTO,
+                audio_path=audio_path,
+                output_path=work / f"out{i}.mp4",
+                request_id=uuid.uuid4().hex,
+            )
             t0 = time.perf_counter()
             run_generation(rt, gen.id, actor="bench")
             walls.append(time.perf_counter() - t0)
@@ -96,8 +111,10 @@ def main() -> None:
         rt.close()
 
     fps = n_frames / wall
-    print(f"end-to-end pipeline, {n_frames} frames at 512x512 ({audio.duration_s:.1f} s of audio), "
-          f"{args.threads} torch threads, best of {args.runs}: {wall:.2f} s")
+    print(
+        f"end-to-end pipeline, {n_frames} frames at 512x512 ({audio.duration_s:.1f} s of audio), "
+        f"{args.threads} torch threads, best of {args.runs}: {wall:.2f} s"
+    )
     print(f"  -> {fps:.1f} frames/s = {fps / settings.fps:.2f}x real time at {settings.fps} fps")
     print("stage split (same inputs):")
     print(f"  face analysis (once)   {t_prepare * 1000:7.0f} ms")

@@ -65,8 +65,12 @@ def reencode(frames: list[np.ndarray], rng: random.Random) -> list[np.ndarray]:
         c = rng.uniform(0.0, 0.1)
         side = rng.choice(["l", "r", "t", "b"])
         dx, dy = int(w * c), int(h * c)
-        crops = {"l": (slice(None), slice(dx, None)), "r": (slice(None), slice(0, w - dx)),
-                 "t": (slice(dy, None), slice(None)), "b": (slice(0, h - dy), slice(None))}
+        crops = {
+            "l": (slice(None), slice(dx, None)),
+            "r": (slice(None), slice(0, w - dx)),
+            "t": (slice(dy, None), slice(None)),
+            "b": (slice(0, h - dy), slice(None)),
+        }
         ys, xs = crops[side]
         out = [cv2.resize(np.ascontiguousarray(f[ys, xs]), (w, h)) for f in out]
     buf = io.BytesIO()
@@ -127,8 +131,14 @@ def synthetic_clips(gen: TalkingFaceGenerator, rng: random.Random, per_pair: int
             frames = [cv2.resize(f, (SIZE, SIZE), interpolation=cv2.INTER_AREA) for f in gen.frames(prepared, audio)]
             for _ in range(per_pair):
                 start = rng.randrange(0, max(1, len(frames) - WINDOW))
-                clips.append(Clip(reencode(frames[start : start + WINDOW], rng), 1,
-                                  f"gen:{photo_path.stem}+{audio_path.stem}", held))
+                clips.append(
+                    Clip(
+                        reencode(frames[start : start + WINDOW], rng),
+                        1,
+                        f"gen:{photo_path.stem}+{audio_path.stem}",
+                        held,
+                    )
+                )
     return clips
 
 
@@ -138,8 +148,14 @@ def real_clips(rng: random.Random, per_video: int, per_photo: int) -> list[Clip]
         frames = [cv2.resize(f, (SIZE, SIZE), interpolation=cv2.INTER_AREA) for f in iter_video_frames(video)]
         for _ in range(per_video):
             start = rng.randrange(0, max(1, len(frames) - WINDOW))
-            clips.append(Clip(reencode(frames[start : start + WINDOW], rng), 0, f"video:{video.stem}",
-                              video.name == HELD_OUT_VIDEO))
+            clips.append(
+                Clip(
+                    reencode(frames[start : start + WINDOW], rng),
+                    0,
+                    f"video:{video.stem}",
+                    video.name == HELD_OUT_VIDEO,
+                )
+            )
     photos = [p for d in ("portraits", "celebrities", "nonface") for p in sorted((MEDIA / d).iterdir())]
     for photo_path in photos:
         photo = load_image(photo_path, max_pixels=40_000_000)
@@ -188,21 +204,38 @@ def main() -> None:
     tpr = float((p_test[y[held] == 1] >= threshold).mean()) if (y[held] == 1).any() else float("nan")
     fpr = float((p_test[y[held] == 0] >= threshold).mean()) if (y[held] == 0).any() else float("nan")
     print(f"train: {int((~held).sum())} clips ({int(y[~held].sum())} synthetic), AUC {auc_train:.4f}")
-    print(f"held-out: {int(held.sum())} clips ({int(y[held].sum())} synthetic), AUC {auc_test:.4f}, "
-          f"threshold {threshold:.3f}: TPR {tpr:.3f} FPR {fpr:.3f}")
+    print(
+        f"held-out: {int(held.sum())} clips ({int(y[held].sum())} synthetic), AUC {auc_test:.4f}, "
+        f"threshold {threshold:.3f}: TPR {tpr:.3f} FPR {fpr:.3f}"
+    )
     for name, w in sorted(zip(FEATURE_NAMES, model.coef_[0], strict=True), key=lambda t: -abs(t[1])):
         print(f"  {name:28s} {w:+.3f}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({
-        "name": "synthetic-clip-v1-logreg",
-        "features": list(FEATURE_NAMES),
-        "mean": mean.tolist(), "scale": scale.tolist(),
-        "coef": model.coef_[0].tolist(), "intercept": float(model.intercept_[0]),
-        "threshold": threshold, "window": WINDOW,
-        "trained": {"clips": int((~held).sum()), "auc_train": auc_train, "auc_held_out": auc_test,
-                    "tpr_held_out": tpr, "fpr_held_out": fpr, "seed": args.seed,
-                    "held_out": [HELD_OUT_PORTRAIT, HELD_OUT_AUDIO, HELD_OUT_VIDEO]},
-    }, indent=1) + "\n")
+    args.out.write_text(
+        json.dumps(
+            {
+                "name": "synthetic-clip-v1-logreg",
+                "features": list(FEATURE_NAMES),
+                "mean": mean.tolist(),
+                "scale": scale.tolist(),
+                "coef": model.coef_[0].tolist(),
+                "intercept": float(model.intercept_[0]),
+                "threshold": threshold,
+                "window": WINDOW,
+                "trained": {
+                    "clips": int((~held).sum()),
+                    "auc_train": auc_train,
+                    "auc_held_out": auc_test,
+                    "tpr_held_out": tpr,
+                    "fpr_held_out": fpr,
+                    "seed": args.seed,
+                    "held_out": [HELD_OUT_PORTRAIT, HELD_OUT_AUDIO, HELD_OUT_VIDEO],
+                },
+            },
+            indent=1,
+        )
+        + "\n"
+    )
     print(f"wrote {args.out} in {time.time() - t0:.0f}s")
 
 

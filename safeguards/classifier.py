@@ -113,8 +113,17 @@ class ClassifierScore:
 class SyntheticClipClassifier:
     """Logistic regression over `clip_features`, applied to sliding windows and averaged in logit space."""
 
-    def __init__(self, *, mean: np.ndarray, scale: np.ndarray, coef: np.ndarray, intercept: float,
-                 threshold: float, window: int, name: str) -> None:
+    def __init__(
+        self,
+        *,
+        mean: np.ndarray,
+        scale: np.ndarray,
+        coef: np.ndarray,
+        intercept: float,
+        threshold: float,
+        window: int,
+        name: str,
+    ) -> None:
         self.mean, self.scale, self.coef = mean, scale, coef
         self.intercept, self.threshold, self.window, self.name = intercept, threshold, window, name
 
@@ -147,6 +156,8 @@ class SyntheticClipClassifier:
             return ClassifierScore(0.5, self.threshold, 0, self.name)
         step = self.window
         starts = list(range(0, max(1, len(frames) - step + 1), step)) or [0]
-        logits = [self.logit(clip_features(frames[s : s + step])) for s in starts if len(frames[s : s + step]) >= MIN_FRAMES]
+        logits = [
+            self.logit(clip_features(frames[s : s + step])) for s in starts if len(frames[s : s + step]) >= MIN_FRAMES
+        ]
         z = float(np.mean(logits))
         return ClassifierScore(1.0 / (1.0 + math.exp(-z)), self.threshold, len(logits), self.name)

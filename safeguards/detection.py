@@ -54,8 +54,13 @@ def detect_media(
     else:
         info = probe_video(path)
         sampled = load_frames_for_detection(path, max_frames=WATERMARK_FRAMES)
-        media = {"kind": "video", "width": info.width, "height": info.height, "frames": info.frames,
-                 "duration_s": info.duration_s}
+        media = {
+            "kind": "video",
+            "width": info.width,
+            "height": info.height,
+            "frames": info.frames,
+            "duration_s": info.duration_s,
+        }
     media["frames_analyzed"] = len(sampled)
 
     prov = read_provenance(path, trust_anchors_pem=trust_anchors_pem)
@@ -86,8 +91,12 @@ def detect_media(
 
     consecutive = sampled if media["kind"] == "image" else list(iter_video_frames(path, max_frames=CLASSIFIER_FRAMES))
     cls = classifier.score_frames(consecutive)
-    classifier_out = {"score": round(cls.score, 4), "threshold": cls.threshold, "windows": cls.windows,
-                      "model": cls.model}
+    classifier_out = {
+        "score": round(cls.score, 4),
+        "threshold": cls.threshold,
+        "windows": cls.windows,
+        "model": cls.model,
+    }
 
     verdict, reasons = decide(c2pa, watermark, classifier_out)
     return DetectionReport(media, c2pa, watermark, classifier_out, verdict, reasons)
@@ -100,15 +109,18 @@ def decide(c2pa: dict[str, Any], watermark: dict[str, Any], classifier: dict[str
     if watermark["found"]:
         ours = True
         gen = watermark.get("generation_id")
+        share = f"{watermark['frames_agreeing']:.0%}"
         reasons.append(
-            f"provatar watermark found (payload {watermark['payload']}, {watermark['frames_agreeing']:.0%} of frames agree)"
+            f"provatar watermark found (payload {watermark['payload']}, {share} of frames agree)"
             + (f"; it resolves to generation {gen}" if gen else "; no generation with that tag in this installation")
         )
     if c2pa["present"]:
         state = c2pa["state"]
         if c2pa.get("generation_id") and state == "Trusted":
             ours = True
-            reasons.append(f"C2PA manifest signed by a trusted provatar signer names generation {c2pa['generation_id']}")
+            reasons.append(
+                f"C2PA manifest signed by a trusted provatar signer names generation {c2pa['generation_id']}"
+            )
         elif state == "Invalid":
             reasons.append("a C2PA manifest is present but does not validate (the file was altered after signing)")
         else:

@@ -203,6 +203,7 @@ class TokenService:
                     self._external_fetched = time.time()
                 except (httpx.HTTPError, ValueError) as exc:
                     if self._external is None:
-                        raise Unauthorized(f"cannot fetch the external issuer's keys: {exc}", code="invalid_token") from exc
+                        raise Unauthorized(
+                            f"cannot fetch the external issuer's keys: {exc}", code="invalid_token"
+                        ) from exc
             return self._external
-

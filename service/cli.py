@@ -7,13 +7,13 @@ stderr and only when it is a terminal; `--json` prints machine-readable results 
 from __future__ import annotations
 
 import getpass
-from dataclasses import asdict
 import json
 import os
 import sys
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -71,8 +71,12 @@ def _audit_quietly(settings: Settings, action: str, code: str, message: str) -> 
         from service.runtime import Runtime
 
         rt = Runtime(settings)
-        rt.audit.append(action=action, actor=actor(), outcome="rejected", details={"code": code, "message": message,
-                                                                                   "argv": sys.argv[1:]})
+        rt.audit.append(
+            action=action,
+            actor=actor(),
+            outcome="rejected",
+            details={"code": code, "message": message, "argv": sys.argv[1:]},
+        )
         rt.close()
     except Exception:  # auditing a failure must never hide the failure itself
         pass
@@ -116,8 +120,14 @@ def progress_bar(label: str) -> Iterator[Callable[[float], None]]:
         return
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                  TimeRemainingColumn(), console=err, transient=True) as bar:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+    ) as bar:
         task = bar.add_task(label, total=1.0)
         yield lambda p: bar.update(task, completed=p)
 
@@ -184,8 +194,12 @@ def client_create(
         with runtime() as rt, rt.session() as session:
             client, secret = create_client(session=session, name=name, scopes=scope)
             session.commit()
-            rt.audit.append(action="client.created", actor=actor(), outcome="ok",
-                            details={"client_id": client.client_id, "scopes": client.scopes})
+            rt.audit.append(
+                action="client.created",
+                actor=actor(),
+                outcome="ok",
+                details={"client_id": client.client_id, "scopes": client.scopes},
+            )
             data = {"client_id": client.client_id, "client_secret": secret, "scopes": client.scopes}
         if as_json:
             emit(data, True)
@@ -217,20 +231,33 @@ def generate(
             raise_invalid(f"the output must be an .mp4 file, got {output}")
         with runtime() as rt:
             gen = create_generation(
-                rt, subject_id=subject, purpose=purpose, client_id="cli", photo_path=photo.resolve(),
-                audio_path=audio.resolve(), output_path=output.resolve(), request_id=uuid.uuid4().hex,
+                rt,
+                subject_id=subject,
+                purpose=purpose,
+                client_id="cli",
+                photo_path=photo.resolve(),
+                audio_path=audio.resolve(),
+                output_path=output.resolve(),
+                request_id=uuid.uuid4().hex,
                 params={"seed": seed},
             )
             with progress_bar("generating") as bar:
                 gen = run_generation(rt, gen.id, actor=actor(), progress=bar)
-            data = {"generation_id": gen.id, "output": gen.output_path, "watermark_tag": f"{gen.watermark_tag:08x}",
-                    "consent_record_id": gen.consent_record_id, "policy_decision_id": gen.policy_decision_id,
-                    "audit_seq": gen.audit_seq}
+            data = {
+                "generation_id": gen.id,
+                "output": gen.output_path,
+                "watermark_tag": f"{gen.watermark_tag:08x}",
+                "consent_record_id": gen.consent_record_id,
+                "policy_decision_id": gen.policy_decision_id,
+                "audit_seq": gen.audit_seq,
+            }
         if as_json:
             emit(data, True)
         else:
-            out.print(f"generation {data['generation_id']} (audit entry #{data['audit_seq']}, "
-                      f"consent {data['consent_record_id']})")
+            out.print(
+                f"generation {data['generation_id']} (audit entry #{data['audit_seq']}, "
+                f"consent {data['consent_record_id']})"
+            )
             out.print(f"output: {data['output']}")
 
     guarded(body)
@@ -268,8 +295,10 @@ def print_detection(r: dict[str, Any]) -> None:
     colour = {"provatar-generated": "bold magenta", "likely-synthetic": "bold yellow"}.get(r["verdict"], "bold green")
     out.print(f"verdict: [{colour}]{r['verdict']}[/]")
     c, w, k = r["c2pa"], r["watermark"], r["classifier"]
-    out.print(f"  c2pa:       {'present, ' + str(c['state']) if c['present'] else 'absent'}"
-              + (f", signer {c['signer']}" if c.get("signer") else ""))
+    out.print(
+        f"  c2pa:       {'present, ' + str(c['state']) if c['present'] else 'absent'}"
+        + (f", signer {c['signer']}" if c.get("signer") else "")
+    )
     wm = "not found"
     if w["found"]:
         wm = f"found, payload {w['payload']}, {w['frames_agreeing']:.0%} of frames agree"
@@ -298,8 +327,10 @@ def audit_verify(as_json: Annotated[bool, typer.Option("--json")] = False) -> No
                 raise typer.Exit(int(ExitStatus.ERROR)) from None
         emit({"intact": True, **asdict(report)}, as_json)
         if not as_json:
-            out.print(f"audit log intact: {report.entries} entries, head {report.head_hash[:16]}…, "
-                      f"signed checkpoint at size {report.checkpoint_size}")
+            out.print(
+                f"audit log intact: {report.entries} entries, head {report.head_hash[:16]}…, "
+                f"signed checkpoint at size {report.checkpoint_size}"
+            )
 
     guarded(body)
 

@@ -23,7 +23,9 @@ def enroll(
     photos: Annotated[list[Path], typer.Argument(help="One or more reference photos of the subject (one face each).")],
     name: Annotated[str, typer.Option("--name", help="Display name of the subject.")],
     purpose: Annotated[list[str], typer.Option("--purpose", "-p", help="Purpose consented to (repeat).")],
-    client: Annotated[list[str] | None, typer.Option("--client", help="Allowed API client id (repeat; default any).")] = None,
+    client: Annotated[
+        list[str] | None, typer.Option("--client", help="Allowed API client id (repeat; default any).")
+    ] = None,
     expires_days: Annotated[float, typer.Option(help="Consent lifetime in days.")] = 365.0,
     evidence: Annotated[Path | None, typer.Option(help="Consent evidence file (signed form, recording).")] = None,
     evidence_sha256: Annotated[str | None, typer.Option(help="SHA-256 of evidence kept elsewhere.")] = None,
@@ -36,16 +38,29 @@ def enroll(
         contents = [_read(p, "photo") for p in photos]
         with runtime() as rt:
             subject, record = consent_ops.enroll(
-                rt, name=name, photos=contents, purposes=purpose, clients=client or [], expires_days=expires_days,
-                evidence_sha256=digest, actor=actor(),
+                rt,
+                name=name,
+                photos=contents,
+                purposes=purpose,
+                clients=client or [],
+                expires_days=expires_days,
+                evidence_sha256=digest,
+                actor=actor(),
             )
-        data = {"subject_id": subject.id, "consent_record_id": record.id, "purposes": record.purposes,
-                "allowed_clients": record.allowed_clients, "expires_at": record.expires_at.isoformat()}
+        data = {
+            "subject_id": subject.id,
+            "consent_record_id": record.id,
+            "purposes": record.purposes,
+            "allowed_clients": record.allowed_clients,
+            "expires_at": record.expires_at.isoformat(),
+        }
         if as_json:
             emit(data, True)
         else:
-            out.print(f"subject:  {subject.id} ({name})\nconsent:  {record.id} for {', '.join(record.purposes)}"
-                      f" until {record.expires_at:%Y-%m-%d}")
+            out.print(
+                f"subject:  {subject.id} ({name})\nconsent:  {record.id} for {', '.join(record.purposes)}"
+                f" until {record.expires_at:%Y-%m-%d}"
+            )
 
     guarded(body)
 
@@ -54,7 +69,9 @@ def enroll(
 def grant(
     subject: Annotated[str, typer.Argument(help="Subject id (subj_...).")],
     purpose: Annotated[list[str], typer.Option("--purpose", "-p", help="Purpose consented to (repeat).")],
-    client: Annotated[list[str] | None, typer.Option("--client", help="Allowed API client id (repeat; default any).")] = None,
+    client: Annotated[
+        list[str] | None, typer.Option("--client", help="Allowed API client id (repeat; default any).")
+    ] = None,
     expires_days: Annotated[float, typer.Option(help="Consent lifetime in days.")] = 365.0,
     evidence: Annotated[Path | None, typer.Option(help="Consent evidence file.")] = None,
     evidence_sha256: Annotated[str | None, typer.Option(help="SHA-256 of evidence kept elsewhere.")] = None,
@@ -64,8 +81,15 @@ def grant(
     def body() -> None:
         digest = consent_ops.evidence_digest(_read(evidence, "evidence file") if evidence else None, evidence_sha256)
         with runtime() as rt:
-            record = consent_ops.grant(rt, subject_id=subject, purposes=purpose, clients=client or [],
-                                       expires_days=expires_days, evidence_sha256=digest, actor=actor())
+            record = consent_ops.grant(
+                rt,
+                subject_id=subject,
+                purposes=purpose,
+                clients=client or [],
+                expires_days=expires_days,
+                evidence_sha256=digest,
+                actor=actor(),
+            )
         out.print(f"consent {record.id} for {', '.join(record.purposes)} until {record.expires_at:%Y-%m-%d}")
 
     guarded(body)
@@ -96,10 +120,22 @@ def list_(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
             rows = []
             for s in list_subjects(session=session, limit=10_000):
                 consents = list_consents(session=session, subject_id=s.id)
-                rows.append({"subject_id": s.id, "name": s.display_name, "consents": [
-                    {"id": c.id, "purposes": c.purposes, "clients": c.allowed_clients,
-                     "expires_at": c.expires_at.isoformat(), "revoked_at": c.revoked_at.isoformat() if c.revoked_at else None}
-                    for c in consents]})
+                rows.append(
+                    {
+                        "subject_id": s.id,
+                        "name": s.display_name,
+                        "consents": [
+                            {
+                                "id": c.id,
+                                "purposes": c.purposes,
+                                "clients": c.allowed_clients,
+                                "expires_at": c.expires_at.isoformat(),
+                                "revoked_at": c.revoked_at.isoformat() if c.revoked_at else None,
+                            }
+                            for c in consents
+                        ],
+                    }
+                )
         if as_json:
             emit(rows, True)
             return
@@ -149,8 +185,10 @@ def blocklist(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
 
     def body() -> None:
         with runtime() as rt, rt.session() as session:
-            rows = [{"id": b.id, "label": b.label, "reason": b.reason, "created_at": b.created_at.isoformat()}
-                    for b in list_blocked(session=session)]
+            rows = [
+                {"id": b.id, "label": b.label, "reason": b.reason, "created_at": b.created_at.isoformat()}
+                for b in list_blocked(session=session)
+            ]
         if as_json:
             emit(rows, True)
             return

@@ -28,9 +28,9 @@ CONSENT_STATEMENT = (
 
 @app.command()
 def demo(
-    out_dir: Annotated[Path, typer.Option("--out", help="Directory for the throwaway installation and the video.")] = Path(
-        "out/demo"
-    ),
+    out_dir: Annotated[
+        Path, typer.Option("--out", help="Directory for the throwaway installation and the video.")
+    ] = Path("out/demo"),
     photo: Annotated[Path, typer.Option(help="Portrait to animate.")] = EXAMPLES / "astronaut_eileen_collins.png",
     audio: Annotated[Path, typer.Option(help="Speech to lip-sync.")] = EXAMPLES / "ljspeech_LJ001-0001.wav",
 ) -> None:
@@ -51,15 +51,26 @@ def demo(
             statement = CONSENT_STATEMENT.encode()
             (run_dir / "consent-statement.txt").write_bytes(statement)
             subject, record = consent_ops.enroll(
-                rt, name="Eileen Collins (NASA portrait, public domain)", photos=[photo.read_bytes()],
-                purposes=["demo"], clients=[], expires_days=1, evidence_sha256=consent_ops.evidence_digest(statement, None),
+                rt,
+                name="Eileen Collins (NASA portrait, public domain)",
+                photos=[photo.read_bytes()],
+                purposes=["demo"],
+                clients=[],
+                expires_days=1,
+                evidence_sha256=consent_ops.evidence_digest(statement, None),
                 actor=actor(),
             )
             err.print(f"[2/5] enrolled {subject.id} with consent {record.id} (purpose demo)")
             output = run_dir / "provatar-demo.mp4"
             gen = create_generation(
-                rt, subject_id=subject.id, purpose="demo", client_id="cli",
-                photo_path=photo.resolve(), audio_path=audio.resolve(), output_path=output, request_id=uuid.uuid4().hex,
+                rt,
+                subject_id=subject.id,
+                purpose="demo",
+                client_id="cli",
+                photo_path=photo.resolve(),
+                audio_path=audio.resolve(),
+                output_path=output,
+                request_id=uuid.uuid4().hex,
             )
             t_gen = time.perf_counter()
             with progress_bar("[3/5] generating") as bar:
@@ -73,8 +84,10 @@ def demo(
             err.print(f"[5/5] audit log intact: {asdict(verified)['entries']} entries, signed checkpoint verified")
         finally:
             rt.close()
-        out.print(f"summary: subject {subject.id}, consent {record.id}, generation {gen.id}, verdict {report.verdict},"
-                  f" total {time.perf_counter() - t0:.1f}s")
+        out.print(
+            f"summary: subject {subject.id}, consent {record.id}, generation {gen.id}, verdict {report.verdict},"
+            f" total {time.perf_counter() - t0:.1f}s"
+        )
         out.print(f"data dir: {settings.data_dir}  (PROVATAR_DATA_DIR={settings.data_dir} provatar audit verify)")
         out.print(f"output: {output}")
 

@@ -46,12 +46,14 @@ def evidence_digest(content: bytes | None, sha256_hex: str | None) -> str:
         return hashlib.sha256(content).hexdigest()
     if sha256_hex:
         return sha256_hex
-    raise InvalidInput("consent needs evidence: a file (the signed form, a recording) or its SHA-256",
-                       code="invalid_consent")
+    raise InvalidInput(
+        "consent needs evidence: a file (the signed form, a recording) or its SHA-256", code="invalid_consent"
+    )
 
 
-def _consent_in(subject_id: str, purposes: Sequence[str], clients: Sequence[str], expires_days: float,
-                evidence_sha256: str) -> ConsentCreate:
+def _consent_in(
+    subject_id: str, purposes: Sequence[str], clients: Sequence[str], expires_days: float, evidence_sha256: str
+) -> ConsentCreate:
     if expires_days <= 0:
         raise InvalidInput("consent must expire in the future (expires_days > 0)", code="invalid_consent")
     try:
@@ -98,8 +100,14 @@ def enroll(
             granted_by=actor,
         )
         session.commit()
-    rt.audit.append(action="subject.enrolled", actor=actor, subject=subject.id, outcome="ok", request_id=request_id,
-                    details={"references": len(decoded), "photo_sha256": [p.sha256 for p in decoded]})
+    rt.audit.append(
+        action="subject.enrolled",
+        actor=actor,
+        subject=subject.id,
+        outcome="ok",
+        request_id=request_id,
+        details={"references": len(decoded), "photo_sha256": [p.sha256 for p in decoded]},
+    )
     _audit_grant(rt, record, actor, request_id)
     return subject, record
 
@@ -130,36 +138,70 @@ def grant(
 
 def _audit_grant(rt: Runtime, record: ConsentRecord, actor: str, request_id: str | None) -> None:
     rt.audit.append(
-        action="consent.granted", actor=actor, subject=record.subject_id, outcome="ok", request_id=request_id,
-        details={"consent_record_id": record.id, "purposes": record.purposes, "allowed_clients": record.allowed_clients,
-                 "expires_at": record.expires_at.isoformat(), "evidence_sha256": record.evidence_sha256},
+        action="consent.granted",
+        actor=actor,
+        subject=record.subject_id,
+        outcome="ok",
+        request_id=request_id,
+        details={
+            "consent_record_id": record.id,
+            "purposes": record.purposes,
+            "allowed_clients": record.allowed_clients,
+            "expires_at": record.expires_at.isoformat(),
+            "evidence_sha256": record.evidence_sha256,
+        },
     )
 
 
-def revoke(rt: Runtime, *, subject_id: str, reason: str, actor: str, consent_id: str | None = None,
-           request_id: str | None = None) -> ConsentRecord:
+def revoke(
+    rt: Runtime,
+    *,
+    subject_id: str,
+    reason: str,
+    actor: str,
+    consent_id: str | None = None,
+    request_id: str | None = None,
+) -> ConsentRecord:
     """Revoke consent; it takes effect for the very next request (and for jobs still queued)."""
     with rt.session() as session:
         session.expire_on_commit = False
-        record = revoke_consent(session=session, subject_id=subject_id, revoked_by=actor, reason=reason,
-                                consent_id=consent_id)
+        record = revoke_consent(
+            session=session, subject_id=subject_id, revoked_by=actor, reason=reason, consent_id=consent_id
+        )
         session.commit()
-    rt.audit.append(action="consent.revoked", actor=actor, subject=subject_id, outcome="ok", request_id=request_id,
-                    details={"consent_record_id": record.id, "reason": reason})
+    rt.audit.append(
+        action="consent.revoked",
+        actor=actor,
+        subject=subject_id,
+        outcome="ok",
+        request_id=request_id,
+        details={"consent_record_id": record.id, "reason": reason},
+    )
     return record
 
 
-def block(rt: Runtime, *, photo: bytes, label: str, reason: str, actor: str,
-          request_id: str | None = None) -> BlockedIdentity:
+def block(
+    rt: Runtime, *, photo: bytes, label: str, reason: str, actor: str, request_id: str | None = None
+) -> BlockedIdentity:
     """Put the likeness in `photo` on the block list (the photo itself is not kept)."""
     decoded = decode_photo(rt, photo)
     with rt.session() as session:
         session.expire_on_commit = False
-        entry = block_identity(session=session, blocked_in=BlockedIdentityCreate(label=label, reason=reason),
-                               photo=decoded, analyzer=rt.analyzer, created_by=actor)
+        entry = block_identity(
+            session=session,
+            blocked_in=BlockedIdentityCreate(label=label, reason=reason),
+            photo=decoded,
+            analyzer=rt.analyzer,
+            created_by=actor,
+        )
         session.commit()
-    rt.audit.append(action="blocklist.added", actor=actor, outcome="ok", request_id=request_id,
-                    details={"blocked_id": entry.id, "label": label, "photo_sha256": decoded.sha256})
+    rt.audit.append(
+        action="blocklist.added",
+        actor=actor,
+        outcome="ok",
+        request_id=request_id,
+        details={"blocked_id": entry.id, "label": label, "photo_sha256": decoded.sha256},
+    )
     return entry
 
 
@@ -168,6 +210,11 @@ def unblock(rt: Runtime, *, blocked_id: str, actor: str, request_id: str | None 
         session.expire_on_commit = False
         entry = unblock_identity(session=session, blocked_id=blocked_id, removed_by=actor)
         session.commit()
-    rt.audit.append(action="blocklist.removed", actor=actor, outcome="ok", request_id=request_id,
-                    details={"blocked_id": blocked_id, "label": entry.label})
+    rt.audit.append(
+        action="blocklist.removed",
+        actor=actor,
+        outcome="ok",
+        request_id=request_id,
+        details={"blocked_id": blocked_id, "label": entry.label},
+    )
     return entry

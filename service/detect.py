@@ -32,7 +32,9 @@ def resolve_watermark_tag(rt: Runtime, tag: int) -> dict[str, Any] | None:
         }
 
 
-def run_detection(rt: Runtime, path: Path, *, actor: str, request_id: str, filename: str | None = None) -> DetectionReport:
+def run_detection(
+    rt: Runtime, path: Path, *, actor: str, request_id: str, filename: str | None = None
+) -> DetectionReport:
     """Detect, then audit the outcome (success or failure) under the caller's identity."""
     try:
         report = detect_media(

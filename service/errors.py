@@ -135,11 +135,16 @@ _INVALID_INPUT_CODES = {
 }
 _NOT_FOUND_CODES = {"subject_not_found", "consent_not_found", "blocked_identity_not_found"}
 _TOO_LARGE_CODES = {"image_too_large", "payload_too_large"}
-_DENIAL_CODES = set(HINTS) - _INVALID_INPUT_CODES - _TOO_LARGE_CODES - {
-    "not_initialized",
-    "unauthorized",
-    "insufficient_scope",
-}
+_DENIAL_CODES = (
+    set(HINTS)
+    - _INVALID_INPUT_CODES
+    - _TOO_LARGE_CODES
+    - {
+        "not_initialized",
+        "unauthorized",
+        "insufficient_scope",
+    }
+)
 
 
 @dataclass(frozen=True)

@@ -77,7 +77,9 @@ class Worker:
         self.poll_seconds = poll_seconds
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._loop, name=f"provatar-worker-{i}", daemon=True) for i in range(threads)]
+        self._threads = [
+            threading.Thread(target=self._loop, name=f"provatar-worker-{i}", daemon=True) for i in range(threads)
+        ]
 
     def start(self) -> None:
         recover_interrupted(self.rt)

@@ -12,11 +12,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.api.routes import audit, detections, generations, health, subjects, token
 from audit.errors import AuditError
 from generation.errors import GenerationError
 from policies.errors import PolicyError
 from safeguards.errors import SafeguardError
+from service.api.routes import audit, detections, generations, health, subjects, token
 from service.errors import ServiceError, describe
 from service.jobs import Worker
 from service.runtime import Runtime
@@ -25,7 +25,9 @@ from service.settings import Settings, get_settings
 log = logging.getLogger("provatar.api")
 
 
-def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None, start_worker: bool = True) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, *, runtime: Runtime | None = None, start_worker: bool = True
+) -> FastAPI:
     settings = settings or get_settings()
 
     @asynccontextmanager
@@ -68,8 +70,13 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             actor=principal.actor if principal else f"anonymous@{request.client.host if request.client else '?'}",
             outcome="denied" if status in (401, 403) else "rejected",
             request_id=getattr(request.state, "request_id", None),
-            details={"method": request.method, "path": request.url.path, "status": status, "code": code,
-                     "message": message},
+            details={
+                "method": request.method,
+                "path": request.url.path,
+                "status": status,
+                "code": code,
+                "message": message,
+            },
         )
 
     async def handle_error(request: Request, exc: Exception) -> JSONResponse:

@@ -31,14 +31,17 @@ def test_still_image_gives_no_motion_evidence(classifier: SyntheticClipClassifie
     assert score.score == 0.5 and score.windows == 0
 
 
-def test_generated_clip_scores_above_real_video(classifier, example_photo: Path, example_audio: Path,
-                                               shared_media: Path) -> None:  # type: ignore[no-untyped-def]
+def test_generated_clip_scores_above_real_video(
+    classifier, example_photo: Path, example_audio: Path, shared_media: Path
+) -> None:  # type: ignore[no-untyped-def]
     gen = TalkingFaceGenerator(GenerationConfig(size=256))
-    frames = list(gen.frames(gen.prepare(load_image(example_photo, max_pixels=10**7)),
-                             load_audio(example_audio).head(2.6)))
+    frames = list(
+        gen.frames(gen.prepare(load_image(example_photo, max_pixels=10**7)), load_audio(example_audio).head(2.6))
+    )
     ours = classifier.score_frames(frames)
-    real = classifier.score_frames(list(iter_video_frames(shared_media / "videos" / "talkinghead_woman_d10.mp4",
-                                                          max_frames=64)))
+    real = classifier.score_frames(
+        list(iter_video_frames(shared_media / "videos" / "talkinghead_woman_d10.mp4", max_frames=64))
+    )
     assert 0.0 <= real.score <= 1.0 and 0.0 <= ours.score <= 1.0
     assert ours.score > real.score
 
@@ -53,10 +56,17 @@ def test_real_photo_filmed_handheld_is_not_flagged(classifier: SyntheticClipClas
     assert not classifier.score_frames(frames).synthetic
 
 
-def _evidence(found: bool = False, c2pa: bool = False, state: str | None = None, ai: bool = False,
-              score: float = 0.1) -> tuple[dict, dict, dict]:  # type: ignore[type-arg]
+def _evidence(
+    found: bool = False, c2pa: bool = False, state: str | None = None, ai: bool = False, score: float = 0.1
+) -> tuple[dict, dict, dict]:  # type: ignore[type-arg]
     return (
-        {"present": c2pa, "state": state, "ai_generated": ai, "signer": "x", "generation_id": "gen_1" if c2pa else None},
+        {
+            "present": c2pa,
+            "state": state,
+            "ai_generated": ai,
+            "signer": "x",
+            "generation_id": "gen_1" if c2pa else None,
+        },
         {"found": found, "payload": "0a0b0c0d" if found else None, "frames_agreeing": 0.9, "generation_id": "gen_1"},
         {"score": score, "threshold": 0.7},
     )

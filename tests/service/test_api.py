@@ -83,14 +83,26 @@ def test_every_v1_route_refuses_missing_forged_expired_and_wrong_scope_tokens(ap
     assert len(routes) >= 12
     forger = ECKey.generate_key("P-256")
     now = int(time.time())
-    claims = {"iss": "provatar", "aud": "provatar-api", "sub": api.admin[0], "client_id": api.admin[0],
-              "scope": "generate detect consent:read consent:write audit:read", "iat": now, "exp": now + 60}
+    claims = {
+        "iss": "provatar",
+        "aud": "provatar-api",
+        "sub": api.admin[0],
+        "client_id": api.admin[0],
+        "scope": "generate detect consent:read consent:write audit:read",
+        "iat": now,
+        "exp": now + 60,
+    }
     forged = jwt.encode({"alg": "ES256"}, claims, forger)
     expired = jwt.encode({"alg": "ES256"}, {**claims, "exp": now - 300}, api.rt.tokens._key)
     tampered = api.token()[:-4] + "AAAA"
     for method, path in routes:
-        for headers in ({}, {"Authorization": "Bearer " + forged}, {"Authorization": "Bearer " + expired},
-                        {"Authorization": "Bearer " + tampered}, {"Authorization": "Basic YTpi"}):
+        for headers in (
+            {},
+            {"Authorization": "Bearer " + forged},
+            {"Authorization": "Bearer " + expired},
+            {"Authorization": "Bearer " + tampered},
+            {"Authorization": "Basic YTpi"},
+        ):
             r = api.client.request(method, path, headers=headers)
             assert r.status_code == 401, (method, path, headers, r.text)
             assert r.json()["code"] in ("missing_token", "invalid_token")
@@ -108,8 +120,15 @@ def test_every_v1_route_refuses_missing_forged_expired_and_wrong_scope_tokens(ap
 
 
 def test_token_endpoint(api: Api) -> None:
-    r = api.client.post("/v1/token", data={"grant_type": "client_credentials", "client_id": api.admin[0],
-                                          "client_secret": api.admin[1], "scope": "detect"})
+    r = api.client.post(
+        "/v1/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_id": api.admin[0],
+            "client_secret": api.admin[1],
+            "scope": "detect",
+        },
+    )
     assert r.status_code == 200 and r.json()["scope"] == "detect" and r.headers["cache-control"] == "no-store"
     r = api.client.post("/v1/token", data={"grant_type": "client_credentials"}, auth=(api.admin[0], "wrong"))
     assert r.status_code == 401 and r.json()["error"] == "invalid_client"
@@ -122,22 +141,35 @@ def test_token_endpoint(api: Api) -> None:
 
 
 def _enroll(api: Api, photo: Path, purposes: list[str]) -> dict[str, object]:
-    files = [("photos", (photo.name, photo.read_bytes(), "image/png")),
-             ("evidence", ("consent.txt", b"signed consent", "text/plain"))]
-    r = api.client.post("/v1/subjects", data={"name": "Eileen", "purposes": purposes}, files=files,
-                        headers=api.bearer("consent:write"))
+    files = [
+        ("photos", (photo.name, photo.read_bytes(), "image/png")),
+        ("evidence", ("consent.txt", b"signed consent", "text/plain")),
+    ]
+    r = api.client.post(
+        "/v1/subjects", data={"name": "Eileen", "purposes": purposes}, files=files, headers=api.bearer("consent:write")
+    )
     assert r.status_code == 201, r.text
     body = r.json()
     assert "embedding" not in json.dumps(body)
     return dict(body)
 
 
-def _submit(api: Api, photo: Path, audio: Path, subject: str, purpose: str = "api-test",
-            photo_bytes: bytes | None = None, audio_bytes: bytes | None = None):  # type: ignore[no-untyped-def]
-    files = {"photo": (photo.name, photo_bytes if photo_bytes is not None else photo.read_bytes(), "image/png"),
-             "audio": (audio.name, audio_bytes if audio_bytes is not None else audio.read_bytes(), "audio/wav")}
-    return api.client.post("/v1/generations", data={"subject_id": subject, "purpose": purpose}, files=files,
-                           headers=api.bearer("generate"))
+def _submit(
+    api: Api,
+    photo: Path,
+    audio: Path,
+    subject: str,
+    purpose: str = "api-test",
+    photo_bytes: bytes | None = None,
+    audio_bytes: bytes | None = None,
+):  # type: ignore[no-untyped-def]
+    files = {
+        "photo": (photo.name, photo_bytes if photo_bytes is not None else photo.read_bytes(), "image/png"),
+        "audio": (audio.name, audio_bytes if audio_bytes is not None else audio.read_bytes(), "audio/wav"),
+    }
+    return api.client.post(
+        "/v1/generations", data={"subject_id": subject, "purpose": purpose}, files=files, headers=api.bearer("generate")
+    )
 
 
 def test_full_generation_through_the_api(api: Api, example_photo: Path, example_audio: Path) -> None:
@@ -153,42 +185,52 @@ def test_full_generation_through_the_api(api: Api, example_photo: Path, example_
     video = api.client.get(f"/v1/generations/{job['id']}/video", headers=api.bearer("generate"))
     assert video.status_code == 200 and video.headers["content-type"] == "video/mp4"
     assert video.content[4:8] == b"ftyp"
-    r = api.client.post("/v1/detections", files={"file": ("clip.mp4", video.content, "video/mp4")},
-                        headers=api.bearer("detect"))
+    r = api.client.post(
+        "/v1/detections", files={"file": ("clip.mp4", video.content, "video/mp4")}, headers=api.bearer("detect")
+    )
     assert r.status_code == 200, r.text
     report = r.json()
     assert report["verdict"] == "provatar-generated"
     assert report["watermark"]["generation_id"] == job["id"] and report["c2pa"]["state"] == "Trusted"
     actions = [e["action"] for e in api.audit(subject=str(subject["id"]))]
-    for a in ("subject.enrolled", "consent.granted", "policy.decision", "generation.requested",
-              "generation.completed", "detection.completed"):
+    for a in (
+        "subject.enrolled",
+        "consent.granted",
+        "policy.decision",
+        "generation.requested",
+        "generation.completed",
+        "detection.completed",
+    ):
         assert a in actions, a
     assert api.client.get("/v1/audit/verify", headers=api.bearer("audit:read")).json()["intact"] is True
-    export = api.client.get("/v1/audit/export", params={"action": "generation.completed"},
-                            headers=api.bearer("audit:read"))
+    export = api.client.get(
+        "/v1/audit/export", params={"action": "generation.completed"}, headers=api.bearer("audit:read")
+    )
     lines = [json.loads(x) for x in export.text.splitlines()]
     assert lines and all(x["action"] == "generation.completed" for x in lines)
 
     # Revocation: the very next request is denied with the reason.
-    r = api.client.post(f"/v1/subjects/{subject['id']}/revoke", data={"reason": "withdrawn"},
-                        headers=api.bearer("consent:write"))
+    r = api.client.post(
+        f"/v1/subjects/{subject['id']}/revoke", data={"reason": "withdrawn"}, headers=api.bearer("consent:write")
+    )
     assert r.status_code == 200, r.text
     r = _submit(api, example_photo, audio, str(subject["id"]))
     assert r.status_code == 403 and r.json()["code"] == "consent_revoked", r.text
     assert "consent_revoked" in r.json()["reasons"]
 
 
-def test_bad_input_gets_a_clear_4xx_leaves_nothing_and_is_audited(api: Api, example_photo: Path,
-                                                                    example_audio: Path) -> None:
+def test_bad_input_gets_a_clear_4xx_leaves_nothing_and_is_audited(
+    api: Api, example_photo: Path, example_audio: Path
+) -> None:
     subject = _enroll(api, example_photo, ["api-test"])
     audio = short_speech(example_audio, api.tmp / "speech2.wav", 1.0)
     uploads = api.rt.settings.uploads_dir
     before = set(uploads.iterdir())
     cases = [
-        (dict(photo_bytes=b"not an image at all"), 400, "invalid_image"),
-        (dict(audio_bytes=b""), 400, "invalid_audio"),
-        (dict(audio_bytes=b"RIFF\x00\x00\x00\x00WAVEjunk" * 10), 400, "invalid_audio"),
-        (dict(photo_bytes=b"\x89PNG" + b"\x00" * (5 * 1024 * 1024)), 413, "payload_too_large"),
+        ({"photo_bytes": b"not an image at all"}, 400, "invalid_image"),
+        ({"audio_bytes": b""}, 400, "invalid_audio"),
+        ({"audio_bytes": b"RIFF\x00\x00\x00\x00WAVEjunk" * 10}, 400, "invalid_audio"),
+        ({"photo_bytes": b"\x89PNG" + b"\x00" * (5 * 1024 * 1024)}, 413, "payload_too_large"),
     ]
     for kwargs, status, code in cases:
         r = _submit(api, example_photo, audio, str(subject["id"]), **kwargs)  # type: ignore[arg-type]
@@ -197,8 +239,11 @@ def test_bad_input_gets_a_clear_4xx_leaves_nothing_and_is_audited(api: Api, exam
     hour = long_silence_wav(api.tmp / "hour.wav", 3600)  # 28.8 MB > the 4 MiB limit of this app
     r = _submit(api, example_photo, hour, str(subject["id"]))
     assert r.status_code == 413
-    r = api.client.post("/v1/detections", files={"file": ("x.mp4", b"\x00\x00\x00\x18ftypmp42" + b"\xff" * 4000)},
-                        headers=api.bearer("detect"))
+    r = api.client.post(
+        "/v1/detections",
+        files={"file": ("x.mp4", b"\x00\x00\x00\x18ftypmp42" + b"\xff" * 4000)},
+        headers=api.bearer("detect"),
+    )
     assert r.status_code == 400 and r.json()["code"] in ("invalid_video", "unsupported_media"), r.text
     assert set(uploads.iterdir()) == before  # nothing left behind
     rejected = [e for e in api.audit() if e["action"] in ("request.rejected", "detection.failed")]
@@ -218,9 +263,20 @@ def test_restart_requeues_or_fails_interrupted_jobs_visibly(api: Api, example_ph
 
     with api.rt.session() as session:
         for gid, attempts in (("gen_interrupted1", 1), ("gen_interrupted2", 2)):
-            session.add(Generation(id=gid, request_id="r", subject_id="subj_x", purpose="p", client_id="c",
-                                   watermark_tag=hash(gid) & 0xFFFFFFF, photo_path=str(example_photo),
-                                   audio_path="/nonexistent.wav", status=JobStatus.running, attempts=attempts))
+            session.add(
+                Generation(
+                    id=gid,
+                    request_id="r",
+                    subject_id="subj_x",
+                    purpose="p",
+                    client_id="c",
+                    watermark_tag=hash(gid) & 0xFFFFFFF,
+                    photo_path=str(example_photo),
+                    audio_path="/nonexistent.wav",
+                    status=JobStatus.running,
+                    attempts=attempts,
+                )
+            )
         session.commit()
     worker = Worker(api.rt)
     from service.jobs import recover_interrupted

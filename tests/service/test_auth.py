@@ -83,8 +83,14 @@ def test_issue_and_verify(env) -> None:  # type: ignore[no-untyped-def]
 
 def _claims(settings: Settings, client_id: str, **over: object) -> dict[str, object]:
     now = int(time.time())
-    claims: dict[str, object] = {"iss": settings.token_issuer, "aud": settings.token_audience, "sub": client_id,
-                                 "scope": "generate", "iat": now, "exp": now + 60}
+    claims: dict[str, object] = {
+        "iss": settings.token_issuer,
+        "aud": settings.token_audience,
+        "sub": client_id,
+        "scope": "generate",
+        "iat": now,
+        "exp": now + 60,
+    }
     claims.update(over)
     return claims
 
@@ -121,8 +127,13 @@ def test_external_issuer_via_jwks(env, monkeypatch: pytest.MonkeyPatch) -> None:
     settings, session, _, _ = env
     idp = ECKey.generate_key("P-256", parameters={"kid": "idp-1"})
     jwks = {"keys": [idp.as_dict(private=False)]}
-    ext = settings.model_copy(update={"external_issuer": "https://idp.example", "external_jwks_url":
-                                      "https://idp.example/jwks.json", "external_audience": "provatar"})
+    ext = settings.model_copy(
+        update={
+            "external_issuer": "https://idp.example",
+            "external_jwks_url": "https://idp.example/jwks.json",
+            "external_audience": "provatar",
+        }
+    )
 
     class FakeResponse:
         def raise_for_status(self) -> None: ...
@@ -134,8 +145,14 @@ def test_external_issuer_via_jwks(env, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("service.auth.httpx.get", lambda url, timeout: calls.append(url) or FakeResponse())
     tokens = TokenService(ext)
     now = int(time.time())
-    claims = {"iss": "https://idp.example", "aud": "provatar", "sub": "partner-7", "scope": "detect",
-              "iat": now, "exp": now + 60}
+    claims = {
+        "iss": "https://idp.example",
+        "aud": "provatar",
+        "sub": "partner-7",
+        "scope": "detect",
+        "iat": now,
+        "exp": now + 60,
+    }
     token = jwt.encode({"alg": "ES256", "kid": "idp-1"}, claims, idp)
     principal = tokens.verify(token, session=session)
     assert principal.client_id == "partner-7" and principal.scopes == {"detect"}

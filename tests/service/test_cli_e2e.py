@@ -42,8 +42,9 @@ def _audit_actions(data_dir: Path) -> list[tuple[str, str, str]]:
 
 
 @pytest.fixture(scope="module")
-def installed(cli: Cli, data_dir: Path, example_photo: Path, example_audio: Path,
-              tmp_path_factory: pytest.TempPathFactory) -> Installed:
+def installed(
+    cli: Cli, data_dir: Path, example_photo: Path, example_audio: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Installed:
     work = tmp_path_factory.mktemp("cli-e2e")
     r = cli("init")
     assert r.exit_code == 0, r.output
@@ -51,18 +52,45 @@ def installed(cli: Cli, data_dir: Path, example_photo: Path, example_audio: Path
     assert (data_dir / "provatar.db").is_file()
     evidence = work / "consent.txt"
     evidence.write_text("signed consent form")
-    r = cli("consent", "enroll", str(example_photo), "--name", "Eileen", "--purpose", "test", "--evidence",
-            str(evidence), "--json")
+    r = cli(
+        "consent",
+        "enroll",
+        str(example_photo),
+        "--name",
+        "Eileen",
+        "--purpose",
+        "test",
+        "--evidence",
+        str(evidence),
+        "--json",
+    )
     assert r.exit_code == 0, r.output
     enrolled = json.loads(r.stdout)
     audio = short_speech(example_audio, work / "speech.wav", 2.4)
     video = work / "out.mp4"
-    r = cli("generate", str(example_photo), str(audio), "-o", str(video), "--subject", enrolled["subject_id"],
-            "--purpose", "test", "--json")
+    r = cli(
+        "generate",
+        str(example_photo),
+        str(audio),
+        "-o",
+        str(video),
+        "--subject",
+        enrolled["subject_id"],
+        "--purpose",
+        "test",
+        "--json",
+    )
     assert r.exit_code == 0, r.output
     gen = json.loads(r.stdout)
-    return Installed(data_dir, enrolled["subject_id"], enrolled["consent_record_id"], audio, video,
-                     gen["generation_id"], gen["audit_seq"])
+    return Installed(
+        data_dir,
+        enrolled["subject_id"],
+        enrolled["consent_record_id"],
+        audio,
+        video,
+        gen["generation_id"],
+        gen["audit_seq"],
+    )
 
 
 def test_output_is_h264_aac_of_the_audio_duration(installed: Installed) -> None:
@@ -82,16 +110,20 @@ def test_c2pa_trusted_with_our_root_and_invalid_after_one_flipped_byte(installed
         manifest = json.loads(reader.json())
     active = manifest["manifests"][manifest["active_manifest"]]
     labels = {a["label"] for a in active["assertions"]}
-    assert {"c2pa.actions.v2", "org.provatar.generation", "c2pa.soft-binding"} <= labels or \
-        {"c2pa.actions", "org.provatar.generation", "c2pa.soft-binding"} <= labels
+    assert {"c2pa.actions.v2", "org.provatar.generation", "c2pa.soft-binding"} <= labels or {
+        "c2pa.actions",
+        "org.provatar.generation",
+        "c2pa.soft-binding",
+    } <= labels
     assert installed.generation_id in json.dumps(active)
     flipped = flip_byte_in_mdat(installed.video, tmp_path / "flipped.mp4")
     with open(flipped, "rb") as fh, c2pa.Reader("video/mp4", fh, context=ctx) as reader:
         assert reader.get_validation_state() == "Invalid"
 
 
-def test_detect_names_generation_and_audit_entry_also_after_x264_crf28(cli: Cli, installed: Installed,
-                                                                      tmp_path: Path) -> None:
+def test_detect_names_generation_and_audit_entry_also_after_x264_crf28(
+    cli: Cli, installed: Installed, tmp_path: Path
+) -> None:
     r = cli("detect", str(installed.video), "--json")
     assert r.exit_code == 0, r.output
     report = json.loads(r.stdout)
@@ -132,13 +164,22 @@ def test_denials_fresh_machine(cli: Cli, installed: Installed, example_photo: Pa
     out = tmp_path / "denied.mp4"
     _denied(cli, example_photo, installed.audio, "subj_nobody", out, "unknown_subject")
     _denied(cli, example_photo, installed.audio, installed.subject, out, "consent_wrong_purpose", purpose="ads")
-    _denied(cli, two_face_photo(example_photo, tmp_path / "two.png"), installed.audio, installed.subject, out,
-            "multiple_faces")
+    _denied(
+        cli,
+        two_face_photo(example_photo, tmp_path / "two.png"),
+        installed.audio,
+        installed.subject,
+        out,
+        "multiple_faces",
+    )
     _denied(cli, no_face_photo(tmp_path / "gradient.png"), installed.audio, installed.subject, out, "no_face")
     long_audio = long_silence_wav(tmp_path / "hour.wav", 3600)
     _denied(cli, example_photo, long_audio, installed.subject, out, "audio_too_long")
-    reasons = [json.loads(d)["decision"]["reasons"] for a, o, d in _audit_actions(installed.data_dir)
-               if a == "policy.decision" and o == "denied"]
+    reasons = [
+        json.loads(d)["decision"]["reasons"]
+        for a, o, d in _audit_actions(installed.data_dir)
+        if a == "policy.decision" and o == "denied"
+    ]
     for code in ("unknown_subject", "consent_wrong_purpose", "multiple_faces", "no_face", "audio_too_long"):
         assert any(code in r for r in reasons), code
 
@@ -146,18 +187,31 @@ def test_denials_fresh_machine(cli: Cli, installed: Installed, example_photo: Pa
 def test_denials_with_real_faces(cli: Cli, installed: Installed, shared_media: Path, tmp_path: Path) -> None:
     out = tmp_path / "denied.mp4"
     celebs = shared_media / "celebrities"
-    _denied(cli, shared_media / "portraits" / "man_young_frontal_d19.jpg", installed.audio, installed.subject, out,
-            "subject_mismatch")
-    _denied(cli, shared_media / "portraits" / "two_faces_women_dlib_2008_001009.jpg", installed.audio,
-            installed.subject, out, "multiple_faces")
+    _denied(
+        cli,
+        shared_media / "portraits" / "man_young_frontal_d19.jpg",
+        installed.audio,
+        installed.subject,
+        out,
+        "subject_mismatch",
+    )
+    _denied(
+        cli,
+        shared_media / "portraits" / "two_faces_women_dlib_2008_001009.jpg",
+        installed.audio,
+        installed.subject,
+        out,
+        "multiple_faces",
+    )
     _denied(cli, shared_media / "nonface" / "coffee.png", installed.audio, installed.subject, out, "no_face")
     r = cli("consent", "block", str(celebs / "obama_face_recognition.jpg"), "--label", "Barack Obama")
     assert r.exit_code == 0, r.output
     _denied(cli, celebs / "obama_small.jpg", installed.audio, installed.subject, out, "blocked_identity")
 
 
-def test_bad_input_is_refused_cleanly_and_audited(cli: Cli, installed: Installed, example_photo: Path,
-                                                  tmp_path: Path) -> None:
+def test_bad_input_is_refused_cleanly_and_audited(
+    cli: Cli, installed: Installed, example_photo: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "bad.mp4"
     not_image = tmp_path / "notes.jpg"
     not_image.write_text("this is not an image")
@@ -178,15 +232,19 @@ def test_bad_input_is_refused_cleanly_and_audited(cli: Cli, installed: Installed
     corrupt.write_bytes(installed.video.read_bytes()[:3000] + b"\x00garbage" * 100)
     r = cli("detect", str(corrupt))
     assert r.exit_code == 2 and "error[" in r.output and "Traceback" not in r.output, r.output
-    codes = [json.loads(d).get("code") for a, o, d in _audit_actions(installed.data_dir)
-             if a in ("generation.failed", "detection.failed")]
+    codes = [
+        json.loads(d).get("code")
+        for a, o, d in _audit_actions(installed.data_dir)
+        if a in ("generation.failed", "detection.failed")
+    ]
     for code in ("invalid_image", "invalid_audio", "image_too_large"):
         assert code in codes
     assert any(c in ("invalid_video", "unsupported_media") for c in codes)
 
 
-def test_revocation_denies_the_very_next_request(cli: Cli, installed: Installed, example_photo: Path,
-                                                 tmp_path: Path) -> None:
+def test_revocation_denies_the_very_next_request(
+    cli: Cli, installed: Installed, example_photo: Path, tmp_path: Path
+) -> None:
     r = cli("consent", "revoke", installed.subject, "--reason", "withdrawn")
     assert r.exit_code == 0, r.output
     _denied(cli, example_photo, installed.audio, installed.subject, tmp_path / "after.mp4", "consent_revoked")

@@ -42,26 +42,50 @@ def pg_settings(tmp_path: Path) -> Iterator[Settings]:
         admin.dispose()
 
 
-def test_generation_chain_on_postgresql(pg_settings: Settings, example_photo: Path, example_audio: Path,
-                                        tmp_path: Path) -> None:
+def test_generation_chain_on_postgresql(
+    pg_settings: Settings, example_photo: Path, example_audio: Path, tmp_path: Path
+) -> None:
     initialize(pg_settings)
     rt = Runtime(pg_settings)
     try:
         assert rt.engine.dialect.name == "postgresql"
-        subject, record = consent_ops.enroll(rt, name="Eileen", photos=[example_photo.read_bytes()],
-                                             purposes=["pg"], clients=[], expires_days=1,
-                                             evidence_sha256="a" * 64, actor="test")
+        subject, record = consent_ops.enroll(
+            rt,
+            name="Eileen",
+            photos=[example_photo.read_bytes()],
+            purposes=["pg"],
+            clients=[],
+            expires_days=1,
+            evidence_sha256="a" * 64,
+            actor="test",
+        )
         audio = short_speech(example_audio, tmp_path / "a.wav", 1.2)
-        gen = create_generation(rt, subject_id=subject.id, purpose="pg", client_id="cli", photo_path=example_photo,
-                                audio_path=audio, output_path=tmp_path / "pg.mp4", request_id="r1")
+        gen = create_generation(
+            rt,
+            subject_id=subject.id,
+            purpose="pg",
+            client_id="cli",
+            photo_path=example_photo,
+            audio_path=audio,
+            output_path=tmp_path / "pg.mp4",
+            request_id="r1",
+        )
         done = run_generation(rt, gen.id, actor="test")
         assert done.status == "succeeded" and done.consent_record_id == record.id
         report = run_detection(rt, tmp_path / "pg.mp4", actor="test", request_id="r2")
         assert report.watermark["generation_id"] == gen.id and report.verdict == "provatar-generated"
 
         consent_ops.revoke(rt, subject_id=subject.id, reason="test", actor="test")
-        again = create_generation(rt, subject_id=subject.id, purpose="pg", client_id="cli", photo_path=example_photo,
-                                  audio_path=audio, output_path=tmp_path / "pg2.mp4", request_id="r3")
+        again = create_generation(
+            rt,
+            subject_id=subject.id,
+            purpose="pg",
+            client_id="cli",
+            photo_path=example_photo,
+            audio_path=audio,
+            output_path=tmp_path / "pg2.mp4",
+            request_id="r3",
+        )
         with pytest.raises(Denied) as denied:
             run_generation(rt, again.id, actor="test")
         assert denied.value.reasons[0] == "consent_revoked"

@@ -27,7 +27,9 @@ async def create_detection(
     staging = rt.settings.uploads_dir / f"det_{secrets.token_hex(8)}"
     try:
         path = await save_upload(
-            file, staging / f"media{safe_suffix(file.filename, '.bin')}", max_bytes=rt.settings.max_upload_bytes,
+            file,
+            staging / f"media{safe_suffix(file.filename, '.bin')}",
+            max_bytes=rt.settings.max_upload_bytes,
             field="file",
         )
         report = await asyncio.to_thread(

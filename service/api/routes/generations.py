@@ -45,8 +45,12 @@ async def submit_generation(
     staging = rt.settings.uploads_dir / f"req_{secrets.token_hex(8)}"
     limit = rt.settings.max_upload_bytes
     try:
-        photo_path = await save_upload(photo, staging / f"photo{safe_suffix(photo.filename, '.img')}", max_bytes=limit, field="photo")
-        audio_path = await save_upload(audio, staging / f"audio{safe_suffix(audio.filename, '.audio')}", max_bytes=limit, field="audio")
+        photo_path = await save_upload(
+            photo, staging / f"photo{safe_suffix(photo.filename, '.img')}", max_bytes=limit, field="photo"
+        )
+        audio_path = await save_upload(
+            audio, staging / f"audio{safe_suffix(audio.filename, '.audio')}", max_bytes=limit, field="audio"
+        )
         inputs = await asyncio.to_thread(validate_inputs, rt, photo_path, audio_path)
         await asyncio.to_thread(
             check_generation_policy,
@@ -120,6 +124,8 @@ def download_generation(
     """The signed, watermarked MP4 once the job has succeeded (409 before that)."""
     gen = _own(session, principal, generation_id)
     if gen.status != JobStatus.succeeded or not gen.output_path:
-        raise Conflict(f"generation {generation_id} is {gen.status}; the video is available once it has succeeded",
-                       code="not_ready")
+        raise Conflict(
+            f"generation {generation_id} is {gen.status}; the video is available once it has succeeded",
+            code="not_ready",
+        )
     return FileResponse(gen.output_path, media_type="video/mp4", filename=f"{gen.id}.mp4")

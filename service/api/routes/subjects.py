@@ -40,8 +40,10 @@ def _subject_view(session: SessionDep, subject_id: str) -> dict[str, Any]:
     subject = get_subject(session=session, subject_id=subject_id)
     return {
         **SubjectPublic.model_validate(subject, from_attributes=True).model_dump(mode="json"),
-        "consents": [ConsentRecordPublic.model_validate(c, from_attributes=True).model_dump(mode="json")
-                     for c in list_consents(session=session, subject_id=subject_id)],
+        "consents": [
+            ConsentRecordPublic.model_validate(c, from_attributes=True).model_dump(mode="json")
+            for c in list_consents(session=session, subject_id=subject_id)
+        ],
     }
 
 
@@ -64,8 +66,16 @@ async def enroll_subject(
     evidence_bytes = await _read_limited(evidence, limit, "evidence") if evidence is not None else None
     digest = consent_ops.evidence_digest(evidence_bytes, evidence_sha256)
     subject, record = await asyncio.to_thread(
-        consent_ops.enroll, rt, name=name, photos=contents, purposes=purposes, clients=allowed_clients or [],
-        expires_days=expires_days, evidence_sha256=digest, actor=principal.actor, request_id=rid,
+        consent_ops.enroll,
+        rt,
+        name=name,
+        photos=contents,
+        purposes=purposes,
+        clients=allowed_clients or [],
+        expires_days=expires_days,
+        evidence_sha256=digest,
+        actor=principal.actor,
+        request_id=rid,
     )
     with rt.session() as session:
         return _subject_view(session, subject.id)
@@ -73,8 +83,10 @@ async def enroll_subject(
 
 @router.get("/subjects")
 def get_subjects(session: SessionDep, _: Reader, offset: int = 0, limit: int = 100) -> list[SubjectPublic]:
-    return [SubjectPublic.model_validate(s, from_attributes=True)
-            for s in list_subjects(session=session, offset=max(offset, 0), limit=min(max(limit, 1), 1000))]
+    return [
+        SubjectPublic.model_validate(s, from_attributes=True)
+        for s in list_subjects(session=session, offset=max(offset, 0), limit=min(max(limit, 1), 1000))
+    ]
 
 
 @router.get("/subjects/{subject_id}")
@@ -96,8 +108,13 @@ async def grant_consent(
 ) -> ConsentRecordPublic:
     evidence_bytes = await _read_limited(evidence, rt.settings.max_upload_bytes, "evidence") if evidence else None
     record = consent_ops.grant(
-        rt, subject_id=subject_id, purposes=purposes, clients=allowed_clients or [], expires_days=expires_days,
-        evidence_sha256=consent_ops.evidence_digest(evidence_bytes, evidence_sha256), actor=principal.actor,
+        rt,
+        subject_id=subject_id,
+        purposes=purposes,
+        clients=allowed_clients or [],
+        expires_days=expires_days,
+        evidence_sha256=consent_ops.evidence_digest(evidence_bytes, evidence_sha256),
+        actor=principal.actor,
         request_id=rid,
     )
     return ConsentRecordPublic.model_validate(record, from_attributes=True)
@@ -113,8 +130,9 @@ def revoke_consent(
     consent_id: Annotated[str | None, Form()] = None,
 ) -> ConsentRecordPublic:
     """Revoke consent; the very next generation request for this subject is denied (queued jobs too)."""
-    record = consent_ops.revoke(rt, subject_id=subject_id, reason=reason, actor=principal.actor,
-                                consent_id=consent_id, request_id=rid)
+    record = consent_ops.revoke(
+        rt, subject_id=subject_id, reason=reason, actor=principal.actor, consent_id=consent_id, request_id=rid
+    )
     return ConsentRecordPublic.model_validate(record, from_attributes=True)
 
 
@@ -133,8 +151,9 @@ async def add_to_blocklist(
     reason: Annotated[str, Form(min_length=1, max_length=1000)] = "public figure",
 ) -> BlockedIdentityPublic:
     content = await _read_limited(photo, rt.settings.max_upload_bytes, "photo")
-    entry = await asyncio.to_thread(consent_ops.block, rt, photo=content, label=label, reason=reason,
-                                    actor=principal.actor, request_id=rid)
+    entry = await asyncio.to_thread(
+        consent_ops.block, rt, photo=content, label=label, reason=reason, actor=principal.actor, request_id=rid
+    )
     return BlockedIdentityPublic.model_validate(entry, from_attributes=True)
 
 
