@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy.exc import IntegrityError
 
+from generation.concurrency import threaded
 from generation.errors import AudioTooLong
 from generation.media import AudioTrack, encode_mp4, load_audio, load_image
 from policies import PolicyDecision, evaluate_generation
@@ -165,6 +166,7 @@ def run_generation(
     actor = actor or f"client:{gen.client_id}"
     out = Path(gen.output_path) if gen.output_path else rt.settings.outputs_dir / f"{gen.id}.mp4"
     unsigned = out.with_name(f".{out.stem}.{secrets.token_hex(4)}.unsigned.mp4")
+    stages: list[Generator[np.ndarray, None, None]] = []
     t0 = time.perf_counter()
     try:
         # 1. policy: consent, identity, limits (checked again here: consent may be revoked while a job is queued)
@@ -189,7 +191,10 @@ def run_generation(
         total = generator.frame_count(inputs.audio)
         payload = WatermarkPayload.for_generation(rt.watermark_key, gen.watermark_tag)
         marker = Watermarker(payload)
-        frames: Iterator[np.ndarray] = (marker.embed(f) for f in generator.frames(prepared, inputs.audio))
+        # Render, watermark and encode overlap on separate threads (each stage releases the GIL).
+        rendered = threaded(generator.frames(prepared, inputs.audio), name="provatar-render")
+        frames: Iterator[np.ndarray] = threaded((marker.embed(f) for f in rendered), name="provatar-watermark")
+        stages += [frames, rendered]
         out.parent.mkdir(parents=True, exist_ok=True)
         encode_mp4(
             frames,
@@ -281,6 +286,8 @@ def run_generation(
         )
         raise
     finally:
+        for stage in stages:  # stop the render/watermark threads at once if encoding failed
+            stage.close()
         unsigned.unlink(missing_ok=True)
 
 

@@ -42,6 +42,7 @@ class Settings(BaseSettings):
     fps: int = 25
     video_crf: int = 18
     device: str = "cpu"
+    torch_threads: int | None = Field(1, description="torch intra-op threads on CPU (None: torch's default)")
 
     # --- auth ---
     token_issuer: str = "provatar"
