@@ -305,6 +305,8 @@ def print_detection(r: dict[str, Any]) -> None:
         if w.get("generation_id"):
             wm += f" -> generation {w['generation_id']} (audit #{w['audit_seq']}, consent {w['consent_record_id']})"
     out.print(f"  watermark:  {wm}")
+    if w.get("stored_manifest") and not c["present"]:
+        out.print("  provenance: the original signed C2PA manifest was recovered through the watermark (see --json)")
     out.print(f"  classifier: {k['score']:.2f} (threshold {k['threshold']:.2f})")
     for reason in r["reasons"]:
         out.print(f"  - {reason}")
