@@ -52,16 +52,12 @@ def sqlite_engine(tmp_path: Path):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture()
-def pg_engine() -> Iterator[object]:
-    """A fresh schema on the real PostgreSQL server (127.0.0.1:5432, database `test`), dropped afterwards."""
-    sqlalchemy = pytest.importorskip("sqlalchemy")
-    from sqlmodel import SQLModel, create_engine
-
-    import audit.models  # noqa: F401
-    import safeguards.consent  # noqa: F401
+def pg_url() -> Iterator[str]:
+    """URL of a fresh schema on the real PostgreSQL server (127.0.0.1:5432, database `test`), dropped afterwards."""
+    import sqlalchemy
 
     schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(POSTGRES_URL)
+    admin = sqlalchemy.create_engine(POSTGRES_URL)
     try:
         with admin.begin() as conn:
             conn.execute(sqlalchemy.text(f'CREATE SCHEMA "{schema}"'))
@@ -69,12 +65,25 @@ def pg_engine() -> Iterator[object]:
         if os.environ.get("CI"):
             raise
         pytest.skip(f"PostgreSQL not reachable: {exc}")
-    engine = create_engine(POSTGRES_URL, connect_args={"options": f"-csearch_path={schema}"})
+    try:
+        yield f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sqlalchemy.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture()
+def pg_engine(pg_url: str) -> Iterator[object]:
+    """An engine on a fresh PostgreSQL schema with every provatar table created."""
+    from sqlmodel import SQLModel, create_engine
+
+    import audit.models  # noqa: F401
+    import safeguards.consent  # noqa: F401
+
+    engine = create_engine(pg_url)
     SQLModel.metadata.create_all(engine)
     try:
         yield engine
     finally:
         engine.dispose()
-        with admin.begin() as conn:
-            conn.execute(sqlalchemy.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import sqlalchemy
 
 from service import consent_ops
 from service.detect import run_detection
@@ -16,30 +12,14 @@ from service.errors import Denied
 from service.pipeline import create_generation, run_generation
 from service.runtime import Runtime, initialize
 from service.settings import Settings
-from tests.conftest import POSTGRES_URL
 from tests.service.conftest import short_speech
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 
 @pytest.fixture()
-def pg_settings(tmp_path: Path) -> Iterator[Settings]:
-    schema = f"svc_{uuid.uuid4().hex[:10]}"
-    admin = sqlalchemy.create_engine(POSTGRES_URL)
-    try:
-        with admin.begin() as conn:
-            conn.execute(sqlalchemy.text(f'CREATE SCHEMA "{schema}"'))
-    except sqlalchemy.exc.OperationalError as exc:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"PostgreSQL not reachable: {exc}")
-    url = f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
-    try:
-        yield Settings(data_dir=tmp_path / "data", database_url=url)
-    finally:
-        with admin.begin() as conn:
-            conn.execute(sqlalchemy.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+def pg_settings(pg_url: str, tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path / "data", database_url=pg_url)
 
 
 def test_generation_chain_on_postgresql(

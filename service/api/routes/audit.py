@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import io
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
 
-from audit import AuditError
+from audit import AuditError, canonical_text
 from service.api.deps import RequireScope, RuntimeDep
 from service.auth import Principal
 
@@ -18,22 +17,30 @@ router = APIRouter(prefix="/v1/audit", tags=["audit"])
 AuditReader = Annotated[Principal, Depends(RequireScope("audit:read"))]
 
 
+@dataclass(frozen=True)
+class AuditFilters:
+    """Query filters shared by listing and export (FastAPI reads them from the query string)."""
+
+    since: datetime | None = None
+    until: datetime | None = None
+    actor: str | None = None
+    subject: str | None = None
+    action: str | None = None
+
+
+Filters = Annotated[AuditFilters, Depends()]
+
+
 @router.get("/events")
 def list_events(
     rt: RuntimeDep,
     _: AuditReader,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    actor: str | None = None,
-    subject: str | None = None,
-    action: str | None = None,
+    filters: Filters,
     after_seq: Annotated[int | None, Query(ge=0)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
     """Events in sequence order; page with `after_seq` = the last `seq` you received."""
-    events = rt.audit.query(
-        since=since, until=until, actor=actor, subject=subject, action=action, after_seq=after_seq, limit=limit
-    )
+    events = rt.audit.query(**asdict(filters), after_seq=after_seq, limit=limit)
     records = [e.to_record() for e in events]
     return {"events": records, "next_after_seq": records[-1]["seq"] if len(records) == limit else None}
 
@@ -49,21 +56,11 @@ def verify_log(rt: RuntimeDep, _: AuditReader) -> dict[str, Any]:
 
 
 @router.get("/export")
-def export_log(
-    rt: RuntimeDep,
-    _: AuditReader,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    actor: str | None = None,
-    subject: str | None = None,
-    action: str | None = None,
-) -> StreamingResponse:
+def export_log(rt: RuntimeDep, _: AuditReader, filters: Filters) -> StreamingResponse:
     """The (filtered) log as JSON Lines, one canonical entry per line, hashes included for offline checking."""
-    buf = io.StringIO()
-    rt.audit.export_jsonl(buf, since=since, until=until, actor=actor, subject=subject, action=action)
-    buf.seek(0)
+    lines = (canonical_text(e.to_record()) + "\n" for e in rt.audit.iter_events(**asdict(filters)))
     return StreamingResponse(
-        iter([buf.getvalue()]),
+        lines,  # streamed in batches from the database, never the whole log in memory
         media_type="application/x-ndjson",
         headers={"Content-Disposition": 'attachment; filename="provatar-audit.jsonl"'},
     )
