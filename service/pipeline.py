@@ -224,6 +224,7 @@ def run_generation(
                     software_version=VERSION,
                     photo_path=Path(gen.photo_path),
                     audio_path=Path(gen.audio_path),
+                    extra={"policy_hash": decision.policy_hash, "policy_decision": "allow"},
                 ),
             )
         report = read_provenance(out, trust_anchors_pem=rt.trust_anchors_pem())
