@@ -162,7 +162,9 @@ def run_generation(
 
     `actor` defaults to the client that asked for the generation (the worker acts on its behalf).
     """
-    gen = _update(rt, generation_id, status=JobStatus.running, started_at=datetime.now(UTC), attempts_inc=True)
+    gen = update_generation(
+        rt, generation_id, status=JobStatus.running, started_at=datetime.now(UTC), attempts_inc=True
+    )
     actor = actor or f"client:{gen.client_id}"
     out = Path(gen.output_path) if gen.output_path else rt.settings.outputs_dir / f"{gen.id}.mp4"
     unsigned = out.with_name(f".{out.stem}.{secrets.token_hex(4)}.unsigned.mp4")
@@ -183,7 +185,7 @@ def run_generation(
         )
         assert inputs.audio is not None  # an over-long audio is denied by the policy above
         consent_id = facts.consent_record_id
-        _update(rt, gen.id, consent_record_id=consent_id, policy_decision_id=decision.decision_id)
+        update_generation(rt, gen.id, consent_record_id=consent_id, policy_decision_id=decision.decision_id)
 
         # 2. generate, 3. watermark every frame, 4. encode
         generator = rt.generator
@@ -255,7 +257,7 @@ def run_generation(
         )
         if progress:
             progress(1.0)
-        return _update(
+        return update_generation(
             rt,
             gen.id,
             status=JobStatus.succeeded,
@@ -277,7 +279,7 @@ def run_generation(
                 request_id=gen.request_id,
                 details={"generation_id": gen.id, "code": problem.code, "message": problem.message},
             )
-        _update(
+        update_generation(
             rt,
             gen.id,
             status=JobStatus.denied if denied else JobStatus.failed,
@@ -292,7 +294,7 @@ def run_generation(
         unsigned.unlink(missing_ok=True)
 
 
-def _update(rt: Runtime, generation_id: str, *, attempts_inc: bool = False, **fields: Any) -> Generation:
+def update_generation(rt: Runtime, generation_id: str, *, attempts_inc: bool = False, **fields: Any) -> Generation:
     with rt.session() as session:
         gen = session.get(Generation, generation_id)
         if gen is None:

@@ -16,7 +16,7 @@ from audit.errors import AuditError
 from generation.errors import GenerationError
 from policies.errors import PolicyError
 from safeguards.errors import SafeguardError
-from service.api.routes import audit, detections, generations, health, subjects, token
+from service.api.routes import audit, detections, generations, health, stream, subjects, token
 from service.errors import ServiceError, describe
 from service.jobs import Worker
 from service.runtime import Runtime
@@ -109,6 +109,14 @@ def create_app(
             _audit_rejection(request, "http_error", str(exc.detail), exc.status_code)
         return JSONResponse({"code": "http_error", "message": str(exc.detail)}, status_code=exc.status_code)
 
-    for router in (health.router, token.router, subjects.router, generations.router, detections.router, audit.router):
+    for router in (
+        health.router,
+        token.router,
+        subjects.router,
+        generations.router,
+        stream.router,
+        detections.router,
+        audit.router,
+    ):
         app.include_router(router)
     return app

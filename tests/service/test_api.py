@@ -290,3 +290,61 @@ def test_restart_requeues_or_fails_interrupted_jobs_visibly(api: Api, example_ph
     with api.rt.session() as session:
         again = session.get(Generation, "gen_interrupted1")
         assert again.status == JobStatus.failed and again.error_code == "invalid_audio"  # type: ignore[union-attr]
+
+
+def test_websocket_stream_is_authorised_policy_checked_watermarked_and_audited(
+    api: Api, example_photo: Path, example_audio: Path
+) -> None:
+    import struct
+
+    import cv2
+    import numpy as np
+    from starlette.websockets import WebSocketDisconnect
+
+    from generation import load_audio
+    from safeguards.watermark import WatermarkDetector
+
+    subject = _enroll(api, example_photo, ["live"])
+    # No token: an error message, then the socket is closed with 1008.
+    with api.client.websocket_connect("/v1/stream") as ws:
+        assert ws.receive_json()["code"] == "missing_token"
+        with pytest.raises(WebSocketDisconnect):
+            ws.receive_text()
+    # Wrong scope.
+    with api.client.websocket_connect(f"/v1/stream?access_token={api.token('detect')}") as ws:
+        assert ws.receive_json()["code"] == "insufficient_scope"
+    # A purpose the subject did not consent to is denied before any frame is made.
+    with api.client.websocket_connect("/v1/stream", headers=api.bearer("generate")) as ws:
+        ws.send_text(json.dumps({"subject_id": subject["id"], "purpose": "ads", "sample_rate": 16000}))
+        ws.send_bytes(example_photo.read_bytes())
+        assert ws.receive_json()["code"] == "consent_wrong_purpose"
+
+    audio = load_audio(example_audio).head(2.0)
+    pcm = (np.clip(audio.samples, -1, 1) * 32767).astype("<i2").tobytes()
+    frames: list[np.ndarray] = []
+    with api.client.websocket_connect("/v1/stream", headers=api.bearer("generate")) as ws:
+        ws.send_text(json.dumps({"subject_id": subject["id"], "purpose": "live", "sample_rate": audio.sample_rate}))
+        ws.send_bytes(example_photo.read_bytes())
+        ready = ws.receive_json()
+        assert ready["type"] == "ready" and ready["fps"] == 25
+        step = 3200 * 2  # 200 ms of 16 kHz s16le
+        for i in range(0, len(pcm), step):
+            ws.send_bytes(pcm[i : i + step])
+        ws.send_text(json.dumps({"type": "end"}))
+        while True:
+            msg = ws.receive()
+            if msg.get("text"):
+                done = json.loads(msg["text"])
+                break
+            index = struct.unpack(">I", msg["bytes"][:4])[0]
+            assert index == len(frames)
+            img = cv2.imdecode(np.frombuffer(msg["bytes"][4:], np.uint8), cv2.IMREAD_COLOR)
+            frames.append(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
+    assert done["type"] == "done" and done["frames"] == len(frames) == 50  # 2.0 s at 25 fps, as offline
+    mark = WatermarkDetector(api.rt.watermark_key).detect(frames)
+    with api.rt.session() as session:
+        gen = session.get(Generation, ready["generation_id"])
+        assert gen is not None and gen.status == JobStatus.succeeded
+        assert mark.found and mark.tag == gen.watermark_tag
+    events = api.audit(subject=str(subject["id"]))
+    assert any(e["action"] == "generation.completed" and e["details"]["live"] for e in events)  # type: ignore[index]

@@ -1,0 +1,172 @@
+"""Live (streaming) generation: the same responsible chain as `pipeline.run_generation`, frame by frame.
+
+auth (caller) -> policy: consent, identity, limits -> stream frames as audio arrives -> watermark every frame -> JPEG
+-> audit. A live stream has no file to sign, so it carries no C2PA manifest; the watermark identifies it, and the
+generation row (with its watermark tag) lets a recording of the stream be traced back.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from generation.media import load_image
+from generation.streaming import StreamingSession
+from policies import PolicyDecision
+from safeguards.watermark import Watermarker, WatermarkPayload
+from service.errors import Denied
+from service.models import JobStatus
+from service.pipeline import ValidatedInputs, check_generation_policy, create_generation, update_generation
+from service.runtime import Runtime
+
+JPEG_QUALITY = 90
+
+
+@dataclass
+class LiveStream:
+    """One authorised live generation. Push PCM chunks, get watermarked JPEG frames back."""
+
+    rt: Runtime
+    generation_id: str
+    actor: str
+    subject_id: str
+    request_id: str
+    decision: PolicyDecision
+    session: StreamingSession
+    marker: Watermarker
+    started: float = field(default_factory=time.perf_counter)
+    frames_sent: int = 0
+    closed: bool = False
+
+    @property
+    def fps(self) -> int:
+        return self.session.fps
+
+    def push(self, samples: np.ndarray) -> list[bytes]:
+        """Add mono float32 audio; returns the frames now ready (JPEG). Enforces the audio-length limit."""
+        limit = self.rt.settings.max_audio_seconds
+        if self.session.duration_s + len(samples) / self.session.sample_rate > limit:
+            raise Denied(
+                ["audio_too_long"],
+                {"audio_too_long": f"the stream exceeded the {limit:.0f} s audio limit"},
+                {"reasons": ["audio_too_long"]},
+            )
+        return self._encode(self.session.push(samples))
+
+    def finish(self) -> list[bytes]:
+        frames = self._encode(self.session.finish())
+        self.close(ok=True)
+        return frames
+
+    def _encode(self, frames: list[np.ndarray]) -> list[bytes]:
+        out = []
+        for frame in frames:
+            marked = self.marker.embed(frame)
+            ok, buf = cv2.imencode(
+                ".jpg", cv2.cvtColor(marked, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]
+            )
+            if not ok:  # pragma: no cover - OpenCV fails only on invalid input
+                raise RuntimeError("JPEG encoding failed")
+            out.append(buf.tobytes())
+        self.frames_sent += len(out)
+        return out
+
+    def close(self, *, ok: bool, code: str | None = None, message: str | None = None) -> None:
+        """Record how the stream ended (once)."""
+        if self.closed:
+            return
+        self.closed = True
+        status = JobStatus.succeeded if ok else (JobStatus.denied if code == "audio_too_long" else JobStatus.failed)
+        update_generation(
+            self.rt,
+            self.generation_id,
+            status=status,
+            progress=1.0 if ok else 0.0,
+            finished_at=datetime.now(UTC),
+            error_code=code,
+            error_message=message,
+        )
+        self.rt.audit.append(
+            action="generation.completed" if ok else "generation.failed",
+            actor=self.actor,
+            subject=self.subject_id,
+            outcome="ok" if ok else "error",
+            request_id=self.request_id,
+            details={
+                "generation_id": self.generation_id,
+                "live": True,
+                "frames": self.frames_sent,
+                "duration_s": round(self.session.duration_s, 3),
+                "code": code,
+                "seconds": round(time.perf_counter() - self.started, 3),
+                "policy_decision_id": self.decision.decision_id,
+            },
+        )
+
+
+def open_live_stream(
+    rt: Runtime,
+    *,
+    photo: bytes,
+    subject_id: str,
+    purpose: str,
+    client_id: str,
+    actor: str,
+    request_id: str,
+    sample_rate: int,
+    staging: Path,
+) -> LiveStream:
+    """Check the photo and the policy (consent, identity, limits), then prepare the face for streaming.
+
+    Raises the same typed errors as the file pipeline (InvalidImage, Denied, NoFaceFound...).
+    """
+    staging.mkdir(parents=True, exist_ok=True)
+    photo_path = staging / "photo.img"
+    photo_path.write_bytes(photo)
+    image = load_image(photo, max_pixels=rt.settings.max_image_pixels)
+    # The audio length is not known yet: the policy sees 0 s, and push() enforces the limit as audio arrives.
+    decision, facts = check_generation_policy(
+        rt,
+        inputs=ValidatedInputs(image, None, 0.0),
+        subject_id=subject_id,
+        client_id=client_id,
+        purpose=purpose,
+        actor=actor,
+        request_id=request_id,
+    )
+    gen = create_generation(
+        rt,
+        subject_id=subject_id,
+        purpose=purpose,
+        client_id=client_id,
+        photo_path=photo_path,
+        audio_path=staging / "live-audio",
+        output_path=None,
+        request_id=request_id,
+        params={"live": True},
+    )
+    gen = update_generation(
+        rt,
+        gen.id,
+        status=JobStatus.running,
+        started_at=datetime.now(UTC),
+        consent_record_id=facts.consent_record_id,
+        policy_decision_id=decision.decision_id,
+    )
+    generator = rt.generator
+    session = StreamingSession(generator, generator.prepare(image), sample_rate=sample_rate)
+    marker = Watermarker(WatermarkPayload.for_generation(rt.watermark_key, gen.watermark_tag))
+    rt.audit.append(
+        action="generation.requested",
+        actor=actor,
+        subject=subject_id,
+        outcome="ok",
+        request_id=request_id,
+        details={"generation_id": gen.id, "purpose": purpose, "live": True},
+    )
+    return LiveStream(rt, gen.id, actor, subject_id, request_id, decision, session, marker)
