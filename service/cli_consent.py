@@ -150,19 +150,38 @@ def list_(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     guarded(body)
 
 
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
+
+
 @consent_app.command("block")
 def block(
-    photo: Annotated[Path, typer.Argument(help="A photo of the protected person (one face).")],
-    label: Annotated[str, typer.Option(help="Who this is (e.g. the public figure's name).")],
+    photos: Annotated[list[Path], typer.Argument(help="Photos of protected people (one face each), or folders.")],
+    label: Annotated[
+        str | None, typer.Option(help="Who this is; default: each photo's file name (for seeding from a folder).")
+    ] = None,
     reason: Annotated[str, typer.Option(help="Why they are protected.")] = "public figure",
 ) -> None:
-    """Put a protected identity (e.g. a public figure) on the block list; matching photos are always denied."""
+    """Put protected identities (e.g. public figures) on the block list; matching photos are always denied.
+
+    Seed a list from a folder of photos named after the people (`provatar consent block seed-photos/`); several
+    photos of one person (same --label) make several entries and better recall.
+    """
 
     def body() -> None:
-        content = _read(photo, "photo")
+        files: list[Path] = []
+        for p in photos:
+            if p.is_dir():
+                files += sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+            else:
+                files.append(p)
+        if not files:
+            raise_invalid("no photos given (folders are searched for .jpg, .jpeg, .png, .webp)")
+        contents = [(f, _read(f, "photo")) for f in files]
         with runtime() as rt:
-            entry = consent_ops.block(rt, photo=content, label=label, reason=reason, actor=actor())
-        out.print(f"blocked {entry.id} ({label})")
+            for f, content in contents:
+                name = label or f.stem.replace("_", " ")
+                entry = consent_ops.block(rt, photo=content, label=name, reason=reason, actor=actor())
+                out.print(f"blocked {entry.id} ({name}) from {f.name}")
 
     guarded(body)
 

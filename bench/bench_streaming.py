@@ -1,0 +1,128 @@
+"""Streaming latency and long-audio memory.
+
+1. First-frame latency: time from pushing the first 200 ms audio chunk into a warmed StreamingSession to the first
+   frame watermarked and JPEG-encoded (what the WebSocket sends), median and max over N sessions.
+2. Long audio: 5 minutes of speech (the example clip repeated with pauses) streamed in 200 ms chunks through the
+   session, watermark and the H.264+AAC encoder; resident memory sampled every second must stay flat, and the output
+   must have exactly ceil(duration * fps) frames with audio and video of equal length (no drift).
+
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python bench/bench_streaming.py [--minutes 5] [--sessions 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("GLOG_minloglevel", "2")
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from generation import (  # noqa: E402
+    GenerationConfig,
+    TalkingFaceGenerator,
+    encode_mp4,
+    load_audio,
+    load_image,
+    probe_video,
+)
+from generation.concurrency import threaded  # noqa: E402
+from generation.media import AudioTrack  # noqa: E402
+from generation.streaming import StreamingSession  # noqa: E402
+from safeguards.watermark import Watermarker, WatermarkPayload  # noqa: E402
+
+PHOTO = ROOT / "examples" / "astronaut_eileen_collins.png"
+AUDIO = ROOT / "examples" / "ljspeech_LJ001-0001.wav"
+CHUNK_S = 0.2
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def first_frame_latency(gen: TalkingFaceGenerator, prepared: object, audio: AudioTrack, sessions: int) -> list[float]:
+    marker = Watermarker(WatermarkPayload.for_generation(b"k" * 32, 0x0BADCAFE))
+    chunk = audio.samples[: int(CHUNK_S * audio.sample_rate)]
+    out = []
+    for _ in range(sessions):
+        session = StreamingSession(gen, prepared, sample_rate=audio.sample_rate)  # type: ignore[arg-type]
+        t0 = time.perf_counter()
+        frames = session.push(chunk)
+        marked = marker.embed(frames[0])
+        cv2.imencode(".jpg", cv2.cvtColor(marked, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def long_stream(gen: TalkingFaceGenerator, prepared: object, base: AudioTrack, minutes: float, out: Path) -> None:
+    pause = np.zeros(base.sample_rate, np.float32)
+    reps = int(np.ceil(minutes * 60 / (base.duration_s + 1.0)))
+    samples = np.concatenate([np.concatenate([base.samples, pause]) for _ in range(reps)])
+    samples = samples[: int(minutes * 60 * base.sample_rate)]
+    audio = AudioTrack(samples, base.sample_rate)
+    session = StreamingSession(gen, prepared, sample_rate=audio.sample_rate)  # type: ignore[arg-type]
+    marker = Watermarker(WatermarkPayload.for_generation(b"k" * 32, 0x0BADCAFE))
+    chunk = int(CHUNK_S * audio.sample_rate)
+    samples_rss: list[tuple[float, float]] = []
+    done = threading.Event()
+    t0 = time.perf_counter()
+
+    def sample_memory() -> None:
+        while not done.wait(1.0):
+            samples_rss.append((time.perf_counter() - t0, rss_mb()))
+
+    def frames():  # type: ignore[no-untyped-def]
+        for i in range(0, len(samples), chunk):
+            yield from session.push(samples[i : i + chunk])
+        yield from session.finish()
+
+    threading.Thread(target=sample_memory, daemon=True).start()
+    marked = threaded((marker.embed(f) for f in threaded(frames())), name="mark")
+    encode_mp4(marked, audio, out)
+    done.set()
+    wall = time.perf_counter() - t0
+    info = probe_video(out)
+    n = len(samples_rss)
+    thirds = [samples_rss[i * n // 3 : (i + 1) * n // 3] for i in range(3)]
+    print(f"long stream: {audio.duration_s / 60:.1f} min of audio, {info.frames} frames "
+          f"(expected {int(np.ceil(audio.duration_s * 25 - 1e-9))}), wall {wall:.0f} s "
+          f"= {audio.duration_s / wall:.2f}x real time")
+    print(f"  video {info.duration_s:.3f} s, audio {info.audio_duration_s:.3f} s "
+          f"(difference {abs((info.audio_duration_s or 0) - info.duration_s) * 1000:.0f} ms)")
+    print("  resident memory (MB), max per third of the run: "
+          + ", ".join(f"{max(r for _, r in part):.0f}" for part in thirds if part))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--minutes", type=float, default=5.0)
+    ap.add_argument("--sessions", type=int, default=10)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    gen = TalkingFaceGenerator(GenerationConfig())
+    prepared = gen.prepare(load_image(PHOTO, max_pixels=10**8))
+    audio = load_audio(AUDIO)
+    lat = first_frame_latency(gen, prepared, audio, args.sessions)
+    print(f"first frame after the first {CHUNK_S * 1000:.0f} ms chunk (render + watermark + JPEG), "
+          f"{args.sessions} sessions: median {statistics.median(lat) * 1000:.1f} ms, max {max(lat) * 1000:.1f} ms")
+    with tempfile.TemporaryDirectory() as tmp:
+        long_stream(gen, prepared, audio, args.minutes, Path(tmp) / "long.mp4")
+
+
+if __name__ == "__main__":
+    main()
