@@ -1,0 +1,619 @@
+"""Evaluate generated talking faces against real talking-head video with a stack the generator does not use.
+
+The generator sees faces through mediapipe's mesh; this harness measures them with dlib (HOG face detector,
+68-point shape predictor, ResNet embeddings via safeguards.identity) and OpenCV's solvePnP, so a renderer cannot
+pass by fooling its own landmarks. For every clip it measures:
+
+- face found: share of frames where dlib's HOG detector finds a face;
+- identity: dlib ResNet distance of sampled frames to the source photo (MTCNN box + DlibEmbedder, as the gate);
+- lip sync: Pearson correlation of the inner-lip gap with the 2-8 Hz audio envelope, and the audio-visual offset
+  at the peak of their cross-correlation (positive = the mouth moves after the sound);
+- mouth in silence: the inner-lip gap (inter-ocular units) in pauses of at least 200 ms;
+- blinks: events of low eye aspect ratio (EAR) per minute and their duration;
+- head motion: mean rotation between consecutive frames from solvePnP on six 68-point landmarks.
+
+The same measurements run on the real videos in ../shared/media/videos, printed side by side, and a contact sheet
+(PNG grid of frames, plus mouth and eye close-ups at the widest openings and deepest blinks) is written per clip
+under bench/out/eval/.
+
+Run: OMP_WAIT_POLICY=PASSIVE .venv/bin/python bench/eval_generation.py [--quick] [--seconds S]
+     [--portraits NAME ...] [--speech NAME ...] [--identity-every K] [--no-videos]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import av  # noqa: E402
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+from scipy.ndimage import gaussian_filter1d  # noqa: E402
+from scipy.signal import butter, sosfiltfilt  # noqa: E402
+
+from generation import (  # noqa: E402
+    AudioTrack,
+    GenerationConfig,
+    NoFaceFound,
+    TalkingFaceGenerator,
+    load_audio,
+    load_image,
+)
+
+MEDIA = ROOT.parent / "shared" / "media"
+OUT = ROOT / "bench" / "out" / "eval"
+GRID_FPS = 25.0  # every temporal measure runs per 40 ms
+
+# dlib 68-point indices (0-based).
+_INNER_UPPER = (61, 62, 63)
+_INNER_LOWER = (67, 66, 65)
+_RIGHT_EYE = (36, 37, 38, 39, 40, 41)  # subject's right = image left
+_LEFT_EYE = (42, 43, 44, 45, 46, 47)
+# Generic 3D head model (mm-ish, y up, z toward the camera) for solvePnP: nose tip, chin, outer eye corners,
+# mouth corners. Widely used with these dlib indices; only frame-to-frame rotation change is reported, so the
+# model's absolute accuracy matters little.
+_PNP_INDEX = (30, 8, 36, 45, 48, 54)
+_PNP_MODEL = np.array(
+    [(0.0, 0.0, 0.0), (0.0, -330.0, -65.0), (-225.0, 170.0, -135.0), (225.0, 170.0, -135.0),
+     (-150.0, -150.0, -125.0), (150.0, -150.0, -125.0)],
+    dtype=np.float64,
+)  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------------ dlib stack
+class DlibFaces:
+    """dlib HOG face detector + 68-point shape predictor, loaded from face_recognition_models' files.
+
+    The package is located with importlib (its __init__ needs pkg_resources, so it is never imported).
+    """
+
+    def __init__(self, detect_side: int = 320) -> None:
+        import dlib
+
+        spec = importlib.util.find_spec("face_recognition_models")
+        if spec is None or not spec.submodule_search_locations:
+            raise SystemExit("face_recognition_models is not installed (it ships the dlib model files)")
+        models = Path(next(iter(spec.submodule_search_locations))) / "models"
+        self._dlib = dlib
+        self._detector = dlib.get_frontal_face_detector()
+        self._predictor = dlib.shape_predictor(str(models / "shape_predictor_68_face_landmarks.dat"))
+        self._detect_side = detect_side
+
+    def landmarks(self, frame: np.ndarray, previous: np.ndarray | None) -> np.ndarray | None:
+        """(68, 2) landmarks of the tracked face, or None when the detector finds no face.
+
+        Detection runs on a copy downscaled to ``detect_side`` (HOG's 80 px window still fits a talking head);
+        with several faces the one nearest the previous frame's face (else the largest) is kept.
+        """
+        h, w = frame.shape[:2]
+        scale = min(1.0, self._detect_side / max(h, w))
+        small = cv2.resize(frame, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+        rects = list(self._detector(small, 0)) or list(self._detector(small, 1))
+        if not rects:
+            return None
+
+        def centre(r: Any) -> np.ndarray:
+            return np.array([(r.left() + r.right()) / 2, (r.top() + r.bottom()) / 2]) / scale
+
+        if previous is not None:
+            rect = min(rects, key=lambda r: float(np.linalg.norm(centre(r) - previous.mean(0))))
+        else:
+            rect = max(rects, key=lambda r: r.width() * r.height())
+        full = self._dlib.rectangle(
+            int(rect.left() / scale), int(rect.top() / scale), int(rect.right() / scale), int(rect.bottom() / scale)
+        )
+        shape = self._predictor(frame, full)
+        return np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float64)
+
+
+class Identity:
+    """Identity distance as the consent gate measures it: MTCNN box, dlib ResNet embedding (safeguards.identity)."""
+
+    def __init__(self) -> None:
+        from safeguards.identity import FaceAnalyzer
+
+        self._analyzer = FaceAnalyzer()
+
+    def embed(self, image: np.ndarray, near: np.ndarray | None = None) -> np.ndarray | None:
+        found = self._analyzer.detect(image)
+        if not found:
+            return None
+        if near is not None:  # the tracked face, not a second person in the frame
+            box = min(found, key=lambda f: math.hypot((f[0].left + f[0].right) / 2 - near[0],
+                                                       (f[0].top + f[0].bottom) / 2 - near[1]))[0]  # fmt: skip
+        else:
+            box = found[0][0]
+        return self._analyzer.embedder.embed(image, box)
+
+
+# ------------------------------------------------------------------------------------------------ measures
+def _eye_aspect_ratio(pts: np.ndarray) -> float:
+    """(|p1-p5| + |p2-p4|) / (2 |p0-p3|) for one eye's six dlib points (Soukupova & Cech 2016)."""
+    vertical = np.linalg.norm(pts[1] - pts[5]) + np.linalg.norm(pts[2] - pts[4])
+    return float(vertical / (2.0 * max(np.linalg.norm(pts[0] - pts[3]), 1e-6)))
+
+
+def _inter_ocular(lm: np.ndarray) -> float:
+    return float(np.linalg.norm(lm[list(_LEFT_EYE)].mean(0) - lm[list(_RIGHT_EYE)].mean(0)))
+
+
+def _mouth_gap(lm: np.ndarray) -> float:
+    """Inner-lip gap (mean of the three middle pairs) in inter-ocular units: the generator's own calibration unit."""
+    gap = np.linalg.norm(lm[list(_INNER_LOWER)] - lm[list(_INNER_UPPER)], axis=1).mean()
+    return float(gap / max(_inter_ocular(lm), 1e-6))
+
+
+def _head_rotation(lm: np.ndarray, size: tuple[int, int], guess: tuple[np.ndarray, np.ndarray] | None
+                   ) -> tuple[np.ndarray, np.ndarray] | None:  # fmt: skip
+    h, w = size
+    camera = np.array([[w, 0, w / 2], [0, w, h / 2], [0, 0, 1]], dtype=np.float64)
+    image_pts = lm[list(_PNP_INDEX)].astype(np.float64)
+    if guess is not None:
+        ok, rvec, tvec = cv2.solvePnP(_PNP_MODEL, image_pts, camera, None, guess[0].copy(), guess[1].copy(),
+                                      useExtrinsicGuess=True, flags=cv2.SOLVEPNP_ITERATIVE)  # fmt: skip
+    else:
+        ok, rvec, tvec = cv2.solvePnP(_PNP_MODEL, image_pts, camera, None, flags=cv2.SOLVEPNP_ITERATIVE)
+    return (rvec, tvec) if ok else None
+
+
+def _rotation_change_deg(a: np.ndarray, b: np.ndarray) -> float:
+    ra, _ = cv2.Rodrigues(a)
+    rb, _ = cv2.Rodrigues(b)
+    cos = (np.trace(rb @ ra.T) - 1.0) / 2.0
+    return float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))))
+
+
+def _bandpass(x: np.ndarray, rate: float, low: float = 2.0, high: float = 8.0) -> np.ndarray:
+    sos = butter(2, [low, min(high, 0.45 * rate)], btype="band", fs=rate, output="sos")
+    return sosfiltfilt(sos, x - x.mean())
+
+
+def _frame_rms(audio: AudioTrack, grid: np.ndarray, fps: float) -> np.ndarray:
+    """RMS of the audio under each video frame [t, t + 1/fps)."""
+    sr = audio.sample_rate
+    out = np.zeros(len(grid))
+    for i, t in enumerate(grid):
+        seg = audio.samples[max(0, int(t * sr)) : max(0, int((t + 1.0 / fps) * sr))]
+        out[i] = float(np.sqrt(np.mean(seg.astype(np.float64) ** 2))) if len(seg) else 0.0
+    return out
+
+
+def _envelope(audio: AudioTrack, grid: np.ndarray, fps: float) -> np.ndarray:
+    """2-8 Hz band of the amplitude envelope (10 ms hops, 25 ms windows), sampled at the video frame centres."""
+    sr = audio.sample_rate
+    hop, win = int(0.01 * sr), int(0.025 * sr)
+    x = audio.samples.astype(np.float64)
+    starts = np.arange(0, max(len(x) - win, 1), hop)
+    env = np.array([np.sqrt(np.mean(x[s : s + win] ** 2)) for s in starts])  # (E,) at 100 Hz
+    env_t = (starts + win / 2) / sr
+    band = _bandpass(env, 100.0)
+    return np.interp(grid + 0.5 / fps, env_t, band)
+
+
+def _fill(x: np.ndarray) -> np.ndarray:
+    """Linearly interpolate NaNs (frames without a face) so filters can run."""
+    ok = np.isfinite(x)
+    if ok.sum() < 2:
+        return np.zeros_like(x)
+    idx = np.arange(len(x))
+    return np.interp(idx, idx[ok], x[ok])
+
+
+def _av_sync(gap: np.ndarray, audio: AudioTrack, grid: np.ndarray, fps: float) -> tuple[float, float, float]:
+    """(correlation at zero lag, offset ms at the cross-correlation peak, correlation at that peak)."""
+    n = len(gap)
+    mouth = _bandpass(_fill(gap), fps)
+    env = _envelope(audio, grid, fps)
+    max_lag = int(round(0.32 * fps))
+
+    def corr(lag: int) -> float:  # mouth[t] against env[t - lag]: lag > 0 = the mouth moves later
+        a = mouth[lag:] if lag >= 0 else mouth[:lag]
+        b = env[: n - lag] if lag >= 0 else env[-lag:]
+        return float(np.corrcoef(a, b)[0, 1]) if len(a) > 3 and a.std() > 0 and b.std() > 0 else 0.0
+
+    lags = np.arange(-max_lag, max_lag + 1)
+    cs = np.array([corr(int(k)) for k in lags])
+    best = int(np.argmax(cs))
+    frac = 0.0
+    if 0 < best < len(cs) - 1:  # parabolic refinement: 40 ms frames are too coarse for a 40 ms criterion
+        denom = cs[best - 1] - 2 * cs[best] + cs[best + 1]
+        frac = 0.5 * (cs[best - 1] - cs[best + 1]) / denom if denom < 0 else 0.0
+    return corr(0), float((lags[best] + frac) * 1000.0 / fps), float(cs[best])
+
+
+def _silence(rms: np.ndarray, fps: float) -> np.ndarray:
+    """Frames inside pauses: 30 dB under the loud frames for >= 200 ms, 2 frames trimmed at each end."""
+    loud = np.percentile(rms, 95) if len(rms) else 0.0
+    quiet = rms < max(loud * 10 ** (-30 / 20), 1e-5)
+    out = np.zeros_like(quiet)
+    min_len = int(round(0.2 * fps))
+    i = 0
+    while i < len(quiet):
+        if quiet[i]:
+            j = i
+            while j < len(quiet) and quiet[j]:
+                j += 1
+            if j - i >= min_len:
+                out[i + 2 : j - 2] = True
+            i = j
+        else:
+            i += 1
+    return out
+
+
+def _blinks(ear: np.ndarray, fps: float) -> list[tuple[int, int]]:
+    """Blink events as (start, end) frame ranges from the eye aspect ratio.
+
+    Open-eye level = 80th percentile of EAR. A blink is a dip below 70 % of it; its extent is where EAR stays below
+    88 % of it around the dip, so the duration covers closing and opening, not only the closed frames.
+    Dips longer than 600 ms are squints or looking down, not blinks.
+    """
+    x = _fill(ear)
+    base = float(np.percentile(x, 80))
+    deep = x < 0.70 * base
+    shallow = x < 0.88 * base
+    events: list[tuple[int, int]] = []
+    i = 0
+    while i < len(x):
+        if deep[i]:
+            s = i
+            while s > 0 and shallow[s - 1]:
+                s -= 1
+            e = i
+            while e + 1 < len(x) and shallow[e + 1]:
+                e += 1
+            if (e - s + 1) / fps <= 0.6:
+                events.append((s, e))
+            i = e + 1
+        else:
+            i += 1
+    return events
+
+
+@dataclass
+class ClipReport:
+    name: str
+    kind: str  # "generated" or "real"
+    frames: int
+    fps: float
+    face_found: float
+    identity_mean: float | None
+    identity_max: float | None
+    corr_envelope: float | None
+    av_offset_ms: float | None
+    corr_at_offset: float | None
+    silence_frames: int
+    silence_gap_median: float | None
+    silence_gap_p90: float | None
+    speech_gap_median: float | None
+    speech_gap_p90: float | None
+    blinks_per_min: float
+    blink_ms_median: float | None
+    blink_ms_min: float | None
+    blink_ms_max: float | None
+    head_deg_per_frame: float | None
+    sheet: str = ""
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def measure_clip(name: str, kind: str, frames: list[np.ndarray], times: np.ndarray, audio: AudioTrack | None,
+                 faces: DlibFaces, identity: Identity | None, reference: np.ndarray | None,
+                 identity_every: int) -> tuple[ClipReport, dict[str, np.ndarray]]:  # fmt: skip
+    """Measure one clip whose frames are shown at ``times`` (seconds; real videos may drop frames).
+
+    Every series is resampled onto a uniform 25 fps grid before the temporal measures, so generated clips and real
+    videos of any (or irregular) frame rate are compared per 40 ms. Head rotation is lightly smoothed (Gaussian,
+    sigma one grid frame) in both, so solvePnP's landmark jitter does not pass for head motion.
+
+    Returns:
+        the report and the per-frame series (for the contact sheet).
+    """
+    t0 = time.perf_counter()
+    n = len(frames)
+    lms: list[np.ndarray | None] = []
+    gap = np.full(n, np.nan)
+    ear = np.full(n, np.nan)
+    rvecs = np.full((n, 3), np.nan)
+    pose: tuple[np.ndarray, np.ndarray] | None = None
+    prev_lm: np.ndarray | None = None
+    for i, frame in enumerate(frames):
+        lm = faces.landmarks(frame, prev_lm)
+        lms.append(lm)
+        if lm is None:
+            pose = None
+            continue
+        gap[i] = _mouth_gap(lm)
+        ear[i] = (_eye_aspect_ratio(lm[list(_RIGHT_EYE)]) + _eye_aspect_ratio(lm[list(_LEFT_EYE)])) / 2
+        pose = _head_rotation(lm, frame.shape[:2], pose)
+        if pose is not None:
+            rvecs[i] = pose[0].ravel()
+        prev_lm = lm
+    t_landmarks = time.perf_counter() - t0
+
+    dists: list[float] = []
+    if identity is not None and reference is not None:
+        for i in range(0, n, identity_every):
+            lm = lms[i]
+            emb = identity.embed(frames[i], None if lm is None else lm.mean(0))
+            if emb is not None:
+                dists.append(float(np.linalg.norm(emb - reference)))
+    t_identity = time.perf_counter() - t0 - t_landmarks
+
+    fps = GRID_FPS
+    grid = np.arange(times[0], times[-1] + 1e-6, 1.0 / fps)  # (G,) uniform frame times
+    found = np.isfinite(gap)
+    near = np.abs(grid[:, None] - times[found][None, :]).min(1) if found.any() else np.full(len(grid), np.inf)
+    on_face = near <= 0.75 / fps  # grid frames with a measured frame close by
+    gap_g = np.where(on_face, np.interp(grid, times, _fill(gap)), np.nan)
+    ear_g = np.where(on_face, np.interp(grid, times, _fill(ear)), np.nan)
+    head: list[float] = []
+    ok_pose = np.isfinite(rvecs[:, 0])
+    if ok_pose.sum() > 3:
+        rv = np.stack([np.interp(grid, times[ok_pose], rvecs[ok_pose, k]) for k in range(3)], 1)  # (G, 3)
+        rv = gaussian_filter1d(rv, 1.0, axis=0)
+        head = [_rotation_change_deg(rv[i - 1], rv[i]) for i in range(1, len(rv)) if on_face[i] and on_face[i - 1]]
+
+    corr0 = offset = corr_best = None
+    silence = np.zeros(len(grid), dtype=bool)
+    if audio is not None and audio.duration_s > 1.0:
+        corr0, offset, corr_best = _av_sync(gap_g, audio, grid, fps)
+        silence = _silence(_frame_rms(audio, grid, fps), fps)
+    speech = ~silence & np.isfinite(gap_g)
+    sil = silence & np.isfinite(gap_g)
+    events = _blinks(ear_g, fps)
+    durations = [(e - s + 1) * 1000.0 / fps for s, e in events]
+    minutes = len(grid) / fps / 60.0
+
+    def q(x: np.ndarray, p: float) -> float | None:
+        return float(np.percentile(x, p)) if len(x) else None
+
+    report = ClipReport(
+        name=name, kind=kind, frames=n, fps=float((n - 1) / max(times[-1] - times[0], 1e-6)),
+        face_found=float(np.mean([lm is not None for lm in lms])) if n else 0.0,
+        identity_mean=float(np.mean(dists)) if dists else None,
+        identity_max=float(np.max(dists)) if dists else None,
+        corr_envelope=corr0, av_offset_ms=offset, corr_at_offset=corr_best,
+        silence_frames=int(sil.sum()),
+        silence_gap_median=q(gap_g[sil], 50), silence_gap_p90=q(gap_g[sil], 90),
+        speech_gap_median=q(gap_g[speech], 50), speech_gap_p90=q(gap_g[speech], 90),
+        blinks_per_min=len(events) / minutes if minutes > 0 else 0.0,
+        blink_ms_median=float(np.median(durations)) if durations else None,
+        blink_ms_min=float(np.min(durations)) if durations else None,
+        blink_ms_max=float(np.max(durations)) if durations else None,
+        head_deg_per_frame=float(np.mean(head)) if head else None,
+        seconds={"landmarks": round(t_landmarks, 2), "identity": round(t_identity, 2)},
+    )  # fmt: skip
+    series = {"gap": gap, "ear": ear, "times": times}
+    series["landmarks"] = np.array([np.full((68, 2), np.nan) if lm is None else lm for lm in lms])
+    return report, series
+
+
+def read_video(path: Path, max_seconds: float | None = None) -> tuple[list[np.ndarray], np.ndarray]:
+    """Decoded RGB frames and their presentation times in seconds (from 0), with PyAV."""
+    frames: list[np.ndarray] = []
+    times: list[float] = []
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+        for frame in container.decode(stream):
+            t = float(frame.time) if frame.time is not None else len(times) / float(stream.average_rate or 25)
+            if max_seconds is not None and t - start >= max_seconds:
+                break
+            frames.append(frame.to_ndarray(format="rgb24"))
+            times.append(t)
+    return frames, np.asarray(times)
+
+
+# ------------------------------------------------------------------------------------------------ contact sheet
+def _label(tile: np.ndarray, text: str) -> np.ndarray:
+    tile = np.ascontiguousarray(tile)
+    cv2.putText(tile, text, (5, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 3, cv2.LINE_AA)
+    cv2.putText(tile, text, (5, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
+    return tile
+
+
+def _zoom(frame: np.ndarray, centre: np.ndarray, half: float, tile: int) -> np.ndarray:
+    x0, y0 = centre - half
+    m = np.array([[tile / (2 * half), 0, -x0 * tile / (2 * half)], [0, tile / (2 * half), -y0 * tile / (2 * half)]])
+    return cv2.warpAffine(frame, m, (tile, tile), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def contact_sheet(frames: list[np.ndarray], series: dict[str, np.ndarray], path: Path,
+                  tile: int = 240, cols: int = 6, rows: int = 3) -> None:  # fmt: skip
+    """3 rows of evenly spaced frames, then a row of close-ups: the 3 widest mouths and the 3 deepest blinks."""
+    n = len(frames)
+    gap, ear, lms = series["gap"], series["ear"], series["landmarks"]
+    picks = np.linspace(0, n - 1, cols * rows).round().astype(int)
+    tiles = []
+    for i in picks:
+        small = cv2.resize(frames[i], (tile, tile), interpolation=cv2.INTER_AREA)
+        g = "-" if not np.isfinite(gap[i]) else f"{gap[i]:.2f}"
+        e = "-" if not np.isfinite(ear[i]) else f"{ear[i]:.2f}"
+        tiles.append(_label(small, f"{series['times'][i]:5.2f}s gap {g} ear {e}"))
+    close_ups = []
+    ok_gap = np.where(np.isfinite(gap))[0]
+    for i in ok_gap[np.argsort(-gap[ok_gap])][:3]:
+        lm = lms[i]
+        iod = _inter_ocular(lm)
+        close_ups.append(_label(_zoom(frames[i], lm[48:68].mean(0), 0.75 * iod, tile), f"mouth {i} gap {gap[i]:.2f}"))
+    ok_ear = np.where(np.isfinite(ear))[0]
+    for i in ok_ear[np.argsort(ear[ok_ear])][:3]:
+        lm = lms[i]
+        iod = _inter_ocular(lm)
+        close_ups.append(_label(_zoom(frames[i], lm[36:48].mean(0), 0.9 * iod, tile), f"eyes {i} ear {ear[i]:.2f}"))
+    while len(close_ups) < cols:
+        close_ups.append(np.zeros((tile, tile, 3), np.uint8))
+    tiles.extend(close_ups[:cols])
+    grid = [np.concatenate(tiles[r * cols : (r + 1) * cols], axis=1) for r in range(rows + 1)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), cv2.cvtColor(np.concatenate(grid, axis=0), cv2.COLOR_RGB2BGR))
+
+
+# ------------------------------------------------------------------------------------------------ report
+def _fmt(x: float | None, spec: str = ".3f") -> str:
+    return "-" if x is None else format(x, spec)
+
+
+_COLUMNS = (
+    ("face%", lambda r: _fmt(100 * r.face_found, ".0f")),
+    ("id mean", lambda r: _fmt(r.identity_mean)),
+    ("id max", lambda r: _fmt(r.identity_max)),
+    ("corr env", lambda r: _fmt(r.corr_envelope)),
+    ("AV ms", lambda r: _fmt(r.av_offset_ms, "+.0f")),
+    ("sil gap", lambda r: _fmt(r.silence_gap_median)),
+    ("sil n", lambda r: str(r.silence_frames)),
+    ("speech gap p50/p90", lambda r: f"{_fmt(r.speech_gap_median)}/{_fmt(r.speech_gap_p90)}"),
+    ("blinks/min", lambda r: _fmt(r.blinks_per_min, ".1f")),
+    ("blink ms", lambda r: f"{_fmt(r.blink_ms_min, '.0f')}-{_fmt(r.blink_ms_max, '.0f')}"),
+    ("head deg/fr", lambda r: _fmt(r.head_deg_per_frame)),
+)
+
+
+def print_table(reports: list[ClipReport]) -> None:
+    width = max(len(r.name) for r in reports) + 2
+    print(f"{'clip':<{width}}{'kind':<10}" + "".join(f"{name:>20}" for name, _ in _COLUMNS))
+    for r in reports:
+        print(f"{r.name:<{width}}{r.kind:<10}" + "".join(f"{fn(r):>20}" for _, fn in _COLUMNS))
+
+
+def _mean(values: list[float | None]) -> float | None:
+    vals = [v for v in values if v is not None]
+    return float(np.mean(vals)) if vals else None
+
+
+def acceptance(generated: list[ClipReport], real: list[ClipReport]) -> list[tuple[str, bool | None, str]]:
+    """The issue-4 'Done when' criteria: (criterion, passed or None when not measurable, evidence)."""
+    out: list[tuple[str, bool | None, str]] = []
+    faces = min(r.face_found for r in generated)
+    out.append(("face found in 100 % of frames", faces >= 1.0, f"min over clips {100 * faces:.1f} %"))
+    ids = [r.identity_mean for r in generated if r.identity_mean is not None]
+    mean_id = float(np.mean(ids)) if ids else None
+    out.append(("mean identity distance <= 0.25", None if mean_id is None else mean_id <= 0.25,
+                f"mean {_fmt(mean_id)}, worst clip {_fmt(max(ids) if ids else None)}"))  # fmt: skip
+    real_av = [r for r in real if r.corr_envelope is not None]
+    gen_corr = _mean([r.corr_envelope for r in generated])
+    real_corr = _mean([r.corr_envelope for r in real_av])
+    out.append(("mouth/envelope correlation >= real videos'",
+                None if gen_corr is None or real_corr is None else gen_corr >= real_corr,
+                f"generated mean {_fmt(gen_corr)} vs real mean {_fmt(real_corr)}"))  # fmt: skip
+    offsets = [abs(r.av_offset_ms) for r in generated if r.av_offset_ms is not None]
+    mean_off = _mean([r.av_offset_ms for r in generated])
+    out.append(("|AV offset| <= 40 ms", None if not offsets else abs(mean_off or 0.0) <= 40.0,
+                f"mean {_fmt(mean_off, '+.0f')} ms, median |offset| {_fmt(float(np.median(offsets)) if offsets else None, '.0f')} ms"))  # noqa: E501  fmt: skip
+    real_sil = [r.silence_gap_p90 for r in real_av if r.silence_gap_p90 is not None]
+    gen_sil = [r.silence_gap_median for r in generated if r.silence_gap_median is not None]
+    if real_sil and gen_sil:
+        hi = max(real_sil)
+        evidence = f"generated silence medians {min(gen_sil):.3f}-{max(gen_sil):.3f} vs real p90 up to {hi:.3f}"
+        out.append(("mouth opening in silence within real range", max(gen_sil) <= hi, evidence))
+    else:
+        out.append(("mouth opening in silence within real range", None, "no silences measured"))
+    rates = [r.blinks_per_min for r in generated]
+    mean_rate = float(np.mean(rates))
+    durs = [d for r in generated for d in (r.blink_ms_min, r.blink_ms_max) if d is not None]
+    ok_dur = bool(durs) and min(durs) >= 100 and max(durs) <= 400
+    span = f"{min(durs):.0f}-{max(durs):.0f} ms" if durs else "none"
+    evidence = f"mean {mean_rate:.1f}/min (clips {min(rates):.1f}-{max(rates):.1f}), durations {span}"
+    out.append(("10-32 blinks/min of 100-400 ms", 10 <= mean_rate <= 32 and ok_dur, evidence))
+    gen_head = _mean([r.head_deg_per_frame for r in generated])
+    real_head = _mean([r.head_deg_per_frame for r in real])
+    ratio = None if gen_head is None or not real_head else gen_head / real_head
+    out.append(("head-pose change per frame 0.5-1.5x real", None if ratio is None else 0.5 <= ratio <= 1.5,
+                f"generated {_fmt(gen_head)} vs real {_fmt(real_head)} deg/frame = {_fmt(ratio, '.2f')}x"))  # fmt: skip
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ main
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--media", type=Path, default=MEDIA)
+    parser.add_argument("--portraits", nargs="*", help="portrait file names (default: all in media/portraits)")
+    parser.add_argument("--speech", nargs="*", help="speech file names (default: all in media/speech)")
+    parser.add_argument("--seconds", type=float, default=8.0, help="audio per clip (default 8 s)")
+    parser.add_argument("--identity-every", type=int, default=5, help="embed every K-th frame (default 5)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-videos", action="store_true", help="skip the real videos")
+    parser.add_argument("--quick", action="store_true", help="2 portraits x 1 speech, 4 s, real videos 4 s")
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(1)
+    if not (args.media / "SOURCES.tsv").is_file():
+        raise SystemExit(f"{args.media} is not there: the evaluation needs ../shared/media")
+    portraits = sorted((args.media / "portraits").iterdir())
+    speech = sorted((args.media / "speech").iterdir())
+    if args.portraits:
+        portraits = [p for p in portraits if p.name in args.portraits or p.stem in args.portraits]
+    if args.speech:
+        speech = [s for s in speech if s.name in args.speech or s.stem in args.speech]
+    if args.quick:
+        portraits, speech, args.seconds = portraits[:2], speech[:1], 4.0
+
+    faces = DlibFaces()
+    identity = Identity()
+    generator = TalkingFaceGenerator(GenerationConfig(size=512, fps=25, seed=args.seed))
+    reports: list[ClipReport] = []
+    for photo_path in portraits:
+        try:
+            prepared = generator.prepare(load_image(photo_path, max_pixels=50_000_000))
+        except NoFaceFound:
+            print(f"{photo_path.name}: no face found by the generator, skipped", file=sys.stderr)
+            continue
+        reference = identity.embed(prepared.face.image, near=prepared.face.landmarks[:, :2].mean(0))
+        for speech_path in speech:
+            audio = load_audio(speech_path).head(args.seconds)
+            t0 = time.perf_counter()
+            frames = list(generator.frames(prepared, audio))
+            t_gen = time.perf_counter() - t0
+            name = f"{photo_path.stem}__{speech_path.stem}"
+            times = np.arange(len(frames)) / 25.0
+            report, series = measure_clip(name, "generated", frames, times, audio, faces, identity, reference,
+                                          args.identity_every)  # fmt: skip
+            report.seconds["generate"] = round(t_gen, 2)
+            report.sheet = str(args.out / f"{name}.png")
+            contact_sheet(frames, series, Path(report.sheet))
+            reports.append(report)
+            print(f"measured {name} ({report.frames} frames)", file=sys.stderr)
+
+    real: list[ClipReport] = []
+    if not args.no_videos:
+        for video in sorted((args.media / "videos").glob("*.mp4")):
+            frames, times = read_video(video, args.seconds if args.quick else None)
+            with av.open(str(video)) as container:
+                has_audio = bool(container.streams.audio)
+            audio = load_audio(video).head(float(times[-1]) + 0.04) if has_audio else None
+            first = next((i for i in range(len(frames)) if faces.landmarks(frames[i], None) is not None), 0)
+            reference = identity.embed(frames[first])  # a real video's identity is measured against its first face
+            report, series = measure_clip(video.stem, "real", frames, times, audio, faces, identity, reference,
+                                          args.identity_every)  # fmt: skip
+            report.sheet = str(args.out / f"real__{video.stem}.png")
+            contact_sheet(frames, series, Path(report.sheet))
+            real.append(report)
+            print(f"measured {video.name} ({report.frames} frames)", file=sys.stderr)
+
+    print_table(reports + real)
+    if reports:
+        print("\nissue 4 acceptance (generated vs real):")
+        for criterion, passed, evidence in acceptance(reports, real):
+            mark = "n/a " if passed is None else ("PASS" if passed else "FAIL")
+            print(f"  [{mark}] {criterion}: {evidence}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps([asdict(r) for r in reports + real], indent=1))
+    print(f"\ncontact sheets and results.json under {args.out}")
+
+
+if __name__ == "__main__":
+    main()
