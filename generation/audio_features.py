@@ -50,6 +50,8 @@ class AudioFeatures:
         zcr: zero-crossing rate per sample.
         voicing: periodicity in [0, 1] (normalised autocorrelation peak in the pitch range).
         f0_hz: pitch where voiced, else 0.
+        f1_hz / f2_hz: first/second formant proxies, the spectral centroid of 250-1000 Hz / 900-2800 Hz
+            (open vowels raise F1; rounded vowels lower F2, spread vowels raise it). Language-independent.
         silence: True where nobody speaks (after hysteresis, bridging and de-chattering).
     """
 
@@ -62,6 +64,8 @@ class AudioFeatures:
     f0_hz: np.ndarray
     silence: np.ndarray
     fps: int
+    f1_hz: np.ndarray
+    f2_hz: np.ndarray
 
     def __len__(self) -> int:
         return len(self.rms_db)
@@ -98,6 +102,8 @@ def extract_features(audio: AudioTrack, config: AudioFeatureConfig | None = None
     low = spec[:, (freqs >= 100) & (freqs < 1000)].sum(axis=1) + 1e-12
     high = spec[:, (freqs >= 2000) & (freqs < 6000)].sum(axis=1) + 1e-12
     low_high_db = 10.0 * np.log10(low / high)
+    f1 = _band_centroid(spec, freqs, 250.0, 1000.0)
+    f2 = _band_centroid(spec, freqs, 900.0, 2800.0)
 
     voicing, f0 = _pitch(frames, sr, config)
     silence, floor_db, peak_db = _silence_mask(rms_db, config)
@@ -116,7 +122,16 @@ def extract_features(audio: AudioTrack, config: AudioFeatureConfig | None = None
         f0_hz=f0.astype(np.float32),
         silence=silence,
         fps=config.fps,
+        f1_hz=f1.astype(np.float32),
+        f2_hz=f2.astype(np.float32),
     )
+
+
+def _band_centroid(spec: np.ndarray, freqs: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """(T,) power-weighted mean frequency inside [lo, hi): a cheap formant proxy that needs no LPC."""
+    band = (freqs >= lo) & (freqs < hi)
+    power = spec[:, band]  # (T, F_band)
+    return (power * freqs[band][None, :]).sum(axis=1) / (power.sum(axis=1) + 1e-12)
 
 
 def _pitch(frames: np.ndarray, sr: int, config: AudioFeatureConfig) -> tuple[np.ndarray, np.ndarray]:

@@ -8,11 +8,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from generation.audio_features import AudioFeatureConfig, extract_features
+from generation.audio_features import AudioFeatureConfig, AudioFeatures, extract_features
+from generation.controls import Controls
 from generation.face import FaceAnalysis, FaceConfig, analyze_face
 from generation.media import AudioTrack, frame_count
 from generation.motion import MotionConfig, MotionState, motion_from_audio
+from generation.phonemes import PhoneRecognizer
 from generation.render import FaceRig, RenderConfig, Renderer
+from generation.visemes import LipTrack, lips_from_acoustics, lips_from_phones
 
 __all__ = ["GenerationConfig", "PreparedFace", "TalkingFaceGenerator"]
 
@@ -24,6 +27,8 @@ class GenerationConfig:
     device: torch device ("cpu", "cuda", "cuda:1"). motion_intensity: scales head, brow and gaze motion.
     batch_frames: frames rendered per batch (memory stays bounded by this); None = 1 on CPU (measured fastest,
         cache-friendly) and 8 on CUDA (fewer kernel launches).
+    controls: gaze, head distance, emotion, lip-sync path (generation.controls.Controls); its seed and
+        motion_intensity, when set, override the two plain fields above. None = neutral controls.
     """
 
     size: int = 512
@@ -32,6 +37,24 @@ class GenerationConfig:
     device: str = "cpu"
     motion_intensity: float = 1.0
     batch_frames: int | None = None
+    controls: Controls | None = None
+
+    @property
+    def effective_controls(self) -> Controls:
+        """The controls with seed and motion intensity resolved (controls win over the plain fields)."""
+        c = self.controls or Controls()
+        seed = self.seed if c.seed is None else c.seed
+        intensity = self.motion_intensity if c.motion_intensity is None else c.motion_intensity
+        return Controls(
+            gaze_x=c.gaze_x,
+            gaze_y=c.gaze_y,
+            head_distance=c.head_distance,
+            emotion=c.emotion,
+            emotion_intensity=c.emotion_intensity,
+            motion_intensity=intensity,
+            seed=seed,
+            lipsync=c.lipsync,
+        )
 
 
 @dataclass(frozen=True)
@@ -49,6 +72,8 @@ class TalkingFaceGenerator:
         self.config = config or GenerationConfig()
         self.device = torch.device(self.config.device)
         self.render_config = render or RenderConfig()
+        self.controls = self.config.effective_controls  # validated once, here
+        self._phones = PhoneRecognizer()
 
     def prepare(self, photo_rgb: np.ndarray) -> PreparedFace:
         """Find, crop and mesh the face (slow part, done once). Raises NoFaceFound."""
@@ -62,10 +87,21 @@ class TalkingFaceGenerator:
     def motion(self, audio: AudioTrack) -> MotionState:
         """The per-frame motion for ``audio`` (exposed for inspection, tests and the evaluation harness)."""
         features = extract_features(audio, AudioFeatureConfig(fps=self.config.fps))
-        motion_config = MotionConfig(
-            fps=self.config.fps, seed=self.config.seed, intensity=self.config.motion_intensity
-        )
-        return motion_from_audio(features, motion_config)
+        motion_config = MotionConfig(fps=self.config.fps)
+        lips = self.lips(audio, features)
+        return motion_from_audio(features, motion_config, lips=lips, controls=self.controls)
+
+    def lips(self, audio: AudioTrack, features: AudioFeatures) -> LipTrack:
+        """The lip track by the configured path: "phonemes", "acoustic", or "auto" (phones when pocketsphinx is
+        installed and its output looks like speech, acoustic otherwise). "phonemes" raises PhonemesUnavailable
+        when pocketsphinx is missing."""
+        mode = self.controls.lipsync
+        if mode == "acoustic" or (mode == "auto" and not PhoneRecognizer.available()):
+            return lips_from_acoustics(features)
+        transcript = self._phones.recognize(audio)
+        if mode == "auto" and transcript.plausibility < 0.5:
+            return lips_from_acoustics(features)
+        return lips_from_phones(transcript, features)
 
     @torch.no_grad()
     def frames(self, prepared: PreparedFace, audio: AudioTrack) -> Iterator[np.ndarray]:

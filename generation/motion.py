@@ -2,33 +2,51 @@
 
 The MotionState is the one interface between "what the face does" and "how it is drawn": the renderer consumes
 only this. Amplitudes are in face-relative units (inter-ocular distance, IOD), independent of the crop.
-The mouth is calibrated to real talking heads: inner-lip gap ~0.04-0.09 IOD at the median, 0.13-0.16 at the
-90th percentile, closed in silence.
+
+- Lips: a ``LipTrack`` (generation.visemes: from recognised phones with coarticulation, or from acoustics) is
+  calibrated to real talking heads: inner-lip gap ~0.04-0.09 IOD at the median, 0.13-0.16 at the 90th
+  percentile, exactly closed on p/b/m and in silence, never a one-frame flash.
+- The rest follows prosody: nods on stressed syllables, a new head orientation per phrase, chin up with high
+  pitch, brows on pitch accents, blinks drawn to phrase boundaries (10-32 per minute, 100-400 ms), calm idle in
+  pauses. Random parts come from one seeded generator, so a seed reproduces the motion exactly.
+- Controls (generation.controls) add gaze direction, head distance and emotion offsets and scale the motion.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 from scipy.signal import find_peaks
 
 from generation.audio_features import AudioFeatures
+from generation.controls import Controls, EmotionOffsets, emotion_offsets
+from generation.visemes import LipTrack, lips_from_acoustics
 
-__all__ = ["MotionConfig", "MotionState", "motion_from_audio", "blink_track", "inner_gap_targets"]
+__all__ = [
+    "MotionConfig",
+    "MotionState",
+    "motion_from_audio",
+    "blink_track",
+    "inner_gap_targets",
+    "phrase_boundaries",
+]
 
 
 @dataclass(frozen=True)
 class MotionConfig:
     """Args:
     fps: frame rate. seed: randomness of blinks, head drift and gaze.
-    intensity: scales head, brow and gaze motion.
+    intensity: scales head, brow and gaze motion (Controls.motion_intensity overrides it when set).
     gap_median / gap_p90: target inner-lip gap (IOD units) at the median / 90th percentile of speech frames.
     gap_max: the widest opening ever produced.
     blinks_per_minute: mean blink rate; blink_min_s / blink_max_s: blink durations.
     head_yaw_deg / head_pitch_deg / head_roll_deg: standard deviation of the slow head drift.
-    nod_deg: size of the nod on stressed syllables.
+    nod_deg: size of the nod on stressed syllables. phrase_turn_deg: std of the new head orientation per phrase.
+    pitch_follow_deg: chin rise per octave of pitch above the speaker's median.
+    max_head_deg: soft limit of any head angle at intensity 1 (grows with sqrt(intensity) above 1).
+    blink_snap_s: a scheduled blink this close to a phrase boundary moves onto it.
     """
 
     fps: int = 25
@@ -42,10 +60,14 @@ class MotionConfig:
     blinks_per_minute: float = 17.0
     blink_min_s: float = 0.12
     blink_max_s: float = 0.32
-    head_yaw_deg: float = 2.5
-    head_pitch_deg: float = 1.8
-    head_roll_deg: float = 1.2
+    head_yaw_deg: float = 2.0
+    head_pitch_deg: float = 1.5
+    head_roll_deg: float = 1.1
     nod_deg: float = 1.6
+    phrase_turn_deg: float = 1.5
+    pitch_follow_deg: float = 2.0
+    max_head_deg: float = 9.0
+    blink_snap_s: float = 0.8
 
 
 @dataclass
@@ -55,8 +77,12 @@ class MotionState:
     Units: yaw/pitch/roll radians (positive yaw = subject turns to their left, positive pitch = chin down);
     tx/ty fractions of the output side; scale multiplicative (1 = photo size);
     jaw_open = inner-lip gap in IOD;
-    lip_width = relative change of mouth width; lip_round, smile, brow_*, blink_* in [0, 1];
-    gaze_x/gaze_y in [-1, 1] of the iris travel (positive = image right / down).
+    lip_width = relative change of mouth width; lip_round in [0, 1];
+    smile in [-1, 1] (< 0: corners down); brow_* in [-1, 1] (< 0: lowered); blink_* in [-0.3, 1]
+    (1 closed, < 0 eyes widened); gaze_x/gaze_y in [-1, 1] of the iris travel (positive = image right / down).
+    lower_lip_raise in [0, 1]: lower lip tucked up under the upper teeth (f, v).
+    upper_lip_raise in [0, 1]: upper lip lifted off the teeth (anger, broad smile).
+    The last two were added after v1: they default to zeros of the right length, so older constructors work.
     """
 
     yaw: np.ndarray
@@ -75,6 +101,16 @@ class MotionState:
     blink_r: np.ndarray
     gaze_x: np.ndarray
     gaze_y: np.ndarray
+    lower_lip_raise: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
+    upper_lip_raise: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
+
+    def __post_init__(self) -> None:
+        n = len(self.yaw)
+        for name in ("lower_lip_raise", "upper_lip_raise"):
+            if len(getattr(self, name)) != n:
+                if len(getattr(self, name)) != 0:
+                    raise ValueError(f"{name} has {len(getattr(self, name))} frames, the others {n}")
+                setattr(self, name, np.zeros(n, dtype=np.float32))
 
     @classmethod
     def neutral(cls, n_frames: int) -> MotionState:
@@ -99,45 +135,74 @@ class MotionState:
         return np.stack([getattr(self, name) for name in self.field_names()], axis=1).astype(np.float32)
 
 
-def motion_from_audio(features: AudioFeatures, config: MotionConfig | None = None) -> MotionState:
-    """Derive the whole face's motion from the audio, reproducibly for a given seed."""
-    config = config or MotionConfig(fps=features.fps)
-    n = len(features)
-    rng = np.random.default_rng(config.seed)
-    state = MotionState.neutral(n)
+def motion_from_audio(
+    features: AudioFeatures,
+    config: MotionConfig | None = None,
+    *,
+    lips: LipTrack | None = None,
+    controls: Controls | None = None,
+) -> MotionState:
+    """Derive the whole face's motion from the audio, reproducibly for a given seed.
 
-    gap, width, rounding = _mouth(features, config)
+    Args:
+        features: per-frame audio features (generation.audio_features).
+        config: motion parameters; its seed/intensity are overridden by ``controls`` where those are set.
+        lips: the lip track to calibrate; None = the language-independent acoustic path from ``features``.
+        controls: gaze, head distance, emotion, intensity, seed; None = neutral.
+    Returns:
+        MotionState with len(features) frames.
+    """
+    config = config or MotionConfig(fps=features.fps)
+    controls = controls or Controls()
+    seed = config.seed if controls.seed is None else controls.seed
+    intensity = config.intensity if controls.motion_intensity is None else controls.motion_intensity
+    emotion = emotion_offsets(controls.emotion, controls.emotion_intensity)
+    n = len(features)
+    rng = np.random.default_rng(seed)
+    state = MotionState.neutral(n)
+    lips = lips if lips is not None else lips_from_acoustics(features)
+    if len(lips) != n:
+        raise ValueError(f"the lip track has {len(lips)} frames, the audio features {n}")
+
+    gap, width, rounding, lower = _mouth(lips, features, config, emotion)
     state.jaw_open[:] = gap
     state.lip_width[:] = width
     state.lip_round[:] = rounding
+    state.lower_lip_raise[:] = lower
 
-    blink = blink_track(n, config, rng)
-    state.blink_l[:] = blink
-    state.blink_r[:] = blink
+    boundaries = phrase_boundaries(features)
+    # Draw the random parts in a fixed order from one generator: same seed, same motion.
+    blink = blink_track(n, config, rng, boundaries=boundaries)
+    yaw, pitch, roll, brow = _head_and_brows(features, config, rng, intensity * emotion.head_activity, boundaries)
+    gx, gy = _gaze(n, config, rng, intensity)
 
-    yaw, pitch, roll, brow = _head_and_brows(features, config, rng)
-    state.yaw[:], state.pitch[:], state.roll[:] = yaw, pitch, roll
-    state.brow_l[:] = brow
-    state.brow_r[:] = brow * 0.9
-    state.tx[:] = np.sin(yaw) * 0.02  # a turn also shifts the head a little
-    state.ty[:] = np.sin(pitch) * 0.02
-    gx, gy = _gaze(n, config, rng)
-    state.gaze_x[:], state.gaze_y[:] = gx, gy
+    k_lids = emotion.lids
+    state.blink_l[:] = np.clip(blink + k_lids * (1.0 - blink), -0.3, 1.0)
+    state.blink_r[:] = state.blink_l
+    limit = np.radians(config.max_head_deg * max(1.0, intensity) ** 0.5)
+    state.yaw[:] = _soft_limit(yaw, limit)
+    state.pitch[:] = _soft_limit(pitch + np.radians(emotion.pitch_deg), limit)
+    state.roll[:] = _soft_limit(roll, limit)
+    state.brow_l[:] = np.clip(brow + emotion.brow, -1.0, 1.0)
+    state.brow_r[:] = np.clip(brow * 0.9 + emotion.brow, -1.0, 1.0)
+    state.smile[:] = np.clip(emotion.smile, -1.0, 1.0)
+    state.upper_lip_raise[:] = np.clip(emotion.upper_lip, 0.0, 1.0)
+    state.tx[:] = np.sin(state.yaw) * 0.02  # a turn also shifts the head a little
+    state.ty[:] = np.sin(state.pitch) * 0.02
+    state.scale[:] = 1.0 / controls.head_distance
+    state.gaze_x[:] = np.clip(gx + controls.gaze_x, -1.0, 1.0)
+    state.gaze_y[:] = np.clip(gy + controls.gaze_y + emotion.gaze_y, -1.0, 1.0)
     return state
 
 
+def _soft_limit(angle: np.ndarray, limit: float) -> np.ndarray:
+    """Smooth saturation at +-limit (tanh): rare large excursions of the random drift bend instead of clipping."""
+    return (limit * np.tanh(np.asarray(angle, dtype=np.float64) / limit)).astype(np.float32)
+
+
 def inner_gap_targets(features: AudioFeatures, config: MotionConfig) -> np.ndarray:
-    """Raw (uncalibrated) per-frame mouth opening from loudness, voicing and spectral shape."""
-    # Open vowels: loud, voiced, energy in the low band. Fricatives (s, f, sh): bright, noisy, little opening.
-    vowel = np.clip((features.low_high_db + 5.0) / 25.0, 0.0, 1.0)
-    fricative = np.clip((features.zcr - 0.12) / 0.25, 0.0, 1.0)
-    raw = (
-        features.loudness**1.2
-        * (0.45 + 0.55 * vowel)
-        * (1.0 - 0.6 * fricative)
-        * (0.6 + 0.4 * features.voicing)
-    )
-    return np.where(features.silence, 0.0, raw)
+    """Raw (uncalibrated) per-frame mouth opening of the acoustic path (0 in silence)."""
+    return lips_from_acoustics(features).openness
 
 
 def _calibrate(raw: np.ndarray, speech: np.ndarray, config: MotionConfig) -> np.ndarray:
@@ -154,12 +219,14 @@ def _calibrate(raw: np.ndarray, speech: np.ndarray, config: MotionConfig) -> np.
     return np.interp(raw, xs, ys)
 
 
-def _mouth(features: AudioFeatures, config: MotionConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _mouth(
+    lips: LipTrack, features: AudioFeatures, config: MotionConfig, emotion: EmotionOffsets
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Calibrated gap, width, rounding and lower-lip tuck from a lip track."""
     speech = ~features.silence
-    target = _calibrate(inner_gap_targets(features, config), speech, config)
-    # Coarticulation: the lips start moving toward the next sound before it is heard (one-frame look-ahead).
-    ahead = np.concatenate([target[1:], target[-1:]])
-    target = np.maximum(target, 0.55 * ahead)
+    # The calibration statistics are those of real speech including its closures, so count closed frames at 0.
+    raw = np.where(lips.closed, 0.0, lips.openness.astype(np.float64))
+    target = _calibrate(raw, speech, config)
     # Attack/release smoothing: opens fast, closes a little slower, never chatters frame to frame.
     gap = np.zeros_like(target)
     level = 0.0
@@ -167,35 +234,69 @@ def _mouth(features: AudioFeatures, config: MotionConfig) -> tuple[np.ndarray, n
         k = config.attack if value > level else config.release
         level += k * (value - level)
         gap[t] = level
-    # Silence means a closed mouth, exactly (not "almost"): the audio-visual check measures it.
-    silence = features.silence & ~np.concatenate([speech[1:], [False]])  # keep the anticipatory frame
+    # p/b/m: the lips meet, exactly. Silence: closed, except the frame just before speech (anticipation).
+    gap[lips.closed] = 0.0
+    silence = features.silence & ~np.concatenate([speech[1:], [False]])
     gap = np.where(silence, 0.0, gap)
+    # Smoothing and closures shift the statistics a little: calibrate once more on the result (0 stays 0).
+    gap = _calibrate(gap, speech, config) * emotion.gap_scale + emotion.gap_add * (gap > 0)
     gap = np.clip(gap, 0.0, config.gap_max)
+    gap = _no_flashes(gap)
 
-    brightness = np.clip((features.centroid_hz - 1500.0) / 2500.0, -1.0, 1.0)
-    # Rounded vowels (o, u): dark spectrum, voiced, moderate opening.
-    rounding = np.clip(-brightness, 0, 1) * features.voicing * np.clip(gap / config.gap_p90, 0, 1)
-    # Spread (i, e, s): bright spectrum widens the mouth a little.
-    width = 0.06 * np.clip(brightness, 0, 1) * (~features.silence) - 0.10 * rounding
+    width = np.where(lips.width > 0, 0.06, 0.10) * lips.width * speech
+    rounding = np.clip(lips.rounding, 0.0, 1.0) * speech
+    lower = np.clip(lips.lower_lip, 0.0, 1.0) * speech
     return (
         gap.astype(np.float32),
-        gaussian_filter1d(width, 1.0).astype(np.float32),
-        gaussian_filter1d(rounding, 1.0).astype(np.float32),
+        gaussian_filter1d(width.astype(np.float64), 1.0).astype(np.float32),
+        gaussian_filter1d(rounding.astype(np.float64), 1.0).astype(np.float32),
+        gaussian_filter1d(lower.astype(np.float64), 0.7).astype(np.float32),
     )
 
 
-def blink_track(n_frames: int, config: MotionConfig, rng: np.random.Generator) -> np.ndarray:
+def _no_flashes(gap: np.ndarray, open_above: float = 0.02) -> np.ndarray:
+    """Close any opening that lasts a single frame between closed frames (chattering), e.g. "m-a-m" at 25 fps."""
+    opened = gap > open_above
+    prev_closed = np.concatenate([[True], ~opened[:-1]])
+    next_closed = np.concatenate([~opened[1:], [True]])
+    flash = opened & prev_closed & next_closed
+    return np.where(flash, np.minimum(gap, open_above), gap)
+
+
+def phrase_boundaries(features: AudioFeatures, min_pause_s: float = 0.15) -> np.ndarray:
+    """Frames where a phrase ends: speech followed by a pause of at least ``min_pause_s`` (and the clip's end)."""
+    speech = ~features.silence
+    n = len(speech)
+    ends = np.nonzero(speech[:-1] & ~speech[1:])[0] + 1 if n > 1 else np.zeros(0, dtype=np.int64)
+    min_frames = max(1, int(round(min_pause_s * features.fps)))
+    keep = [e for e in ends if not speech[e : e + min_frames].any()]
+    return np.asarray(keep, dtype=np.int64)
+
+
+def blink_track(
+    n_frames: int, config: MotionConfig, rng: np.random.Generator, *, boundaries: np.ndarray | None = None
+) -> np.ndarray:
     """Blink closure in [0, 1] per frame: random intervals (gamma, mean 60/rate s), 100-400 ms each.
 
-    The profile closes fast and opens slower, and always reaches full closure on at least one frame.
+    People blink at phrase ends and pauses: a scheduled blink within ``config.blink_snap_s`` of a boundary
+    (frame index in ``boundaries``) moves onto it. The profile closes fast and opens slower, and always reaches
+    full closure on at least one frame.
     """
     fps = config.fps
     out = np.zeros(n_frames, dtype=np.float32)
     mean_interval = 60.0 / max(config.blinks_per_minute, 1e-3)
+    bounds = np.asarray(boundaries if boundaries is not None else [], dtype=np.float64) / fps  # seconds
+    last_end = -1.0
     t = rng.uniform(0.3, mean_interval)
     while True:
-        start = int(round(t * fps))
         duration = rng.uniform(config.blink_min_s, config.blink_max_s)
+        gap = max(1.0, rng.gamma(shape=3.0, scale=mean_interval / 3.0))
+        when = t
+        if len(bounds):
+            nearest = bounds[np.argmin(np.abs(bounds - t))]
+            if abs(nearest - t) <= config.blink_snap_s and nearest > last_end + 1.0:
+                when = nearest
+        start = int(round(when * fps))
         length = max(3, int(round(duration * fps)))
         if start + length > n_frames:
             break
@@ -207,8 +308,9 @@ def blink_track(n_frames: int, config: MotionConfig, rng: np.random.Generator) -
             ]
         )
         out[start : start + len(profile)] = np.maximum(out[start : start + len(profile)], profile)
+        last_end = when + duration
         # Gamma-shaped intervals: blinks cluster a little but never closer than 1 s.
-        t += max(1.0, rng.gamma(shape=3.0, scale=mean_interval / 3.0)) + duration
+        t = max(t, when) + gap + duration
     return out
 
 
@@ -226,45 +328,68 @@ def _smooth_noise(n: int, rng: np.random.Generator, sigma_frames: float) -> np.n
 
 
 def _head_and_brows(
-    features: AudioFeatures, config: MotionConfig, rng: np.random.Generator
+    features: AudioFeatures,
+    config: MotionConfig,
+    rng: np.random.Generator,
+    intensity: float,
+    boundaries: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     n = len(features)
     fps = config.fps
-    k = config.intensity
+    k = intensity
     speech = (~features.silence).astype(np.float64)
-    activity = 0.5 + 0.5 * gaussian_filter1d(speech, fps * 0.5)  # calmer in pauses
+    # Calmer in pauses: full activity while talking, a third of it after ~1 s of silence (idle).
+    activity = 0.35 + 0.65 * gaussian_filter1d(speech, fps * 0.5)
     deg = np.pi / 180.0
     yaw = _smooth_noise(n, rng, fps * 0.9) * config.head_yaw_deg * deg
     pitch = _smooth_noise(n, rng, fps * 0.7) * config.head_pitch_deg * deg
     roll = _smooth_noise(n, rng, fps * 1.2) * config.head_roll_deg * deg
+
+    # Each phrase settles into its own orientation (a turn toward a new "listener"), reached in ~0.3 s.
+    starts = np.concatenate([[0], boundaries]).astype(np.int64)
+    turn = np.zeros(n)
+    tilt = np.zeros(n)
+    for i, start in enumerate(starts):
+        stop = starts[i + 1] if i + 1 < len(starts) else n
+        turn[start:stop] = rng.normal(0.0, config.phrase_turn_deg)
+        tilt[start:stop] = rng.normal(0.0, config.phrase_turn_deg * 0.5)
+    turn = gaussian_filter1d(turn, fps * 0.3) * deg
+    tilt = gaussian_filter1d(tilt, fps * 0.3) * deg
 
     # Nods on stressed syllables: peaks of rising loudness, at most one per 0.6 s.
     onset = np.clip(np.diff(features.loudness, prepend=0.0), 0, None) * features.loudness
     peaks, _ = find_peaks(onset, height=0.08, distance=max(1, int(0.6 * fps)))
     impulses = np.zeros(n)
     impulses[peaks] = np.clip(onset[peaks] / 0.3, 0.3, 1.0)
+    # Phrase ends get a small settling nod too.
+    impulses[boundaries[boundaries < n]] = np.maximum(impulses[boundaries[boundaries < n]], 0.5)
     kernel_t = np.arange(int(0.5 * fps)) / fps
     kernel = np.sin(np.pi * kernel_t / 0.5) ** 2  # a 0.5 s down-and-back bump
     nods = np.convolve(impulses, kernel)[:n]
-    pitch = pitch * activity + nods * config.nod_deg * deg
 
-    # Brows rise with pitch accents (f0 well above the speaker's median) and a little on nods.
+    # Pitch: high f0 lifts the chin a little (negative pitch = chin up); brows rise with pitch accents.
     voiced = features.f0_hz > 0
     brow = np.zeros(n)
+    lift = np.zeros(n)
     if voiced.sum() > 5:
         median_f0 = float(np.median(features.f0_hz[voiced]))
+        octaves = np.where(voiced, np.log2(np.maximum(features.f0_hz, 1.0) / median_f0), 0.0)
+        lift = gaussian_filter1d(np.clip(octaves, -0.5, 0.7), fps * 0.2) * config.pitch_follow_deg * deg
         accent = np.where(voiced, np.clip((features.f0_hz / median_f0 - 1.1) / 0.3, 0, 1), 0.0)
         brow = gaussian_filter1d(accent, fps * 0.15)
     brow = np.clip(brow * 0.8 + 0.25 * nods, 0, 1)
+    pitch = (pitch + tilt) * activity + nods * config.nod_deg * deg - lift
     return (
-        (yaw * activity * k).astype(np.float32),
+        ((yaw + turn) * activity * k).astype(np.float32),
         (pitch * k).astype(np.float32),
         (roll * activity * k).astype(np.float32),
-        (brow * k).astype(np.float32),
+        (brow * min(k, 1.5)).astype(np.float32),
     )
 
 
-def _gaze(n: int, config: MotionConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _gaze(
+    n: int, config: MotionConfig, rng: np.random.Generator, intensity: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Mostly at the camera, with small saccades every 1-3 s (piecewise constant, two-frame transitions)."""
     gx = np.zeros(n)
     gy = np.zeros(n)
@@ -275,7 +400,7 @@ def _gaze(n: int, config: MotionConfig, rng: np.random.Generator) -> tuple[np.nd
         gx[t : t + hold] = rng.normal(0.0, 0.15) if look_away else 0.0
         gy[t : t + hold] = rng.normal(0.0, 0.08) if look_away else 0.0
         t += hold
-    k = config.intensity
+    k = intensity
     return (
         (gaussian_filter1d(gx, 0.8) * k).astype(np.float32),
         (gaussian_filter1d(gy, 0.8) * k).astype(np.float32),
