@@ -107,6 +107,9 @@ def extract_features(audio: AudioTrack, config: AudioFeatureConfig | None = None
 
     voicing, f0 = _pitch(frames, sr, config)
     silence, floor_db, peak_db = _silence_mask(rms_db, config)
+    # Without pauses (singing, music beds) the 10th percentile is the voice itself, and loudness measured from it
+    # would be ~0 throughout: measure from at most 30 dB below the peaks instead.
+    floor_db = min(floor_db, peak_db - 30.0)
     loudness = np.clip(
         (rms_db - (floor_db + config.silence_margin_db * 0.5)) / max(peak_db - floor_db, 6.0), 0, 1
     )

@@ -60,6 +60,7 @@ VISEMES: dict[str, Viseme] = {
     "UH": Viseme(0.35, rounding=0.7, width=-0.4), "UW": Viseme(0.2, rounding=1.0, width=-0.7),
 }  # fmt: skip
 _SILENT = Viseme(0.0, dominance=1.0)
+_STOPS = frozenset({"P", "B", "M", "T", "D", "K", "G", "CH", "JH"})
 
 
 @dataclass(frozen=True)
@@ -131,9 +132,16 @@ def lips_from_phones(
     # Stressed (louder) syllables open wider; the phone alone does not know how loud it was.
     openness = blend("openness") * (0.55 + 0.45 * features.loudness)
     closed = np.zeros(n, dtype=bool)
+    stop = np.zeros(n, dtype=bool)
     for seg, v in zip(segs, vis, strict=True):
-        if v.closed:
-            closed[_frames_of(seg.start_s, seg.end_s, fps, n)] = True
+        frames = _frames_of(seg.start_s, seg.end_s, fps, n)
+        closed[frames] |= v.closed
+        stop[frames] |= seg.phone in _STOPS
+    # The recogniser often hears a p/b as t/k/g (same silent closure, different release). A silent closure in
+    # the audio where a stop was recognised closes the lips too: a closed mouth on a "t" looks natural, a
+    # missed "p" does not (measured on LJ001-0001: p/b/m closed 4/7 -> see tests/generation/test_motion.py).
+    near_stop = stop | np.concatenate([stop[1:], [False]]) | np.concatenate([[False], stop[:-1]])
+    closed |= _stop_closures(features, config) & near_stop
     return LipTrack(
         openness=openness.astype(np.float32),
         width=blend("width"),
