@@ -100,8 +100,8 @@ def block_s0(u: np.ndarray, *, oy: int = 0, ox: int = 0, exact: bool = True) -> 
 def frobenius_s0_all_offsets(u: np.ndarray) -> dict[tuple[int, int], np.ndarray]:
     """`block_s0(u, oy=oy, ox=ox, exact=False)` for all 64 pixel offsets of the 8x8 grid at once.
 
-    Shares the work: four Haar LL bands (one per pixel parity), squared once; each offset is then a 4x4 block
-    sum over a shifted view of one of them.
+    Shares the work: four Haar LL bands (one per pixel parity), squared once and 4x4-box-summed once (OpenCV);
+    each offset is then a strided view of one of them.
     """
     height, width = u.shape
     out: dict[tuple[int, int], np.ndarray] = {}
@@ -109,13 +109,14 @@ def frobenius_s0_all_offsets(u: np.ndarray) -> dict[tuple[int, int], np.ndarray]
         for px in (0, 1):
             p = u[py : py + (height - py) // 2 * 2, px : px + (width - px) // 2 * 2]
             ll = (p[0::2, 0::2] + p[0::2, 1::2] + p[1::2, 0::2] + p[1::2, 1::2]) * 0.5
-            sq = ll * ll
+            # box[y, x] = sum of ll^2 over rows y..y+3, cols x..x+3 (anchor at the window's top-left).
+            box = cv2.boxFilter(ll * ll, -1, (BLOCK, BLOCK), anchor=(0, 0), normalize=False,
+                                borderType=cv2.BORDER_CONSTANT)  # fmt: skip
             for ly in range(BLOCK):
                 for lx in range(BLOCK):
                     oy, ox = 2 * ly + py, 2 * lx + px
                     nby, nbx = grid_shape(height, width, oy, ox)
-                    view = sq[ly : ly + nby * BLOCK, lx : lx + nbx * BLOCK]
-                    out[(oy, ox)] = np.sqrt(view.reshape(nby, BLOCK, nbx, BLOCK).sum(axis=(1, 3)))
+                    out[(oy, ox)] = np.sqrt(np.maximum(box[ly :: BLOCK, lx :: BLOCK][:nby, :nbx], 0.0))
     return out
 
 
@@ -160,7 +161,7 @@ def hard_bits(s0: np.ndarray, *, scale: float) -> np.ndarray:
     return ((s0 % scale) > scale * 0.5).astype(np.uint8)
 
 
-def soft_bits(s0: np.ndarray, *, scale: float, gain: float = 1.0) -> np.ndarray:
+def soft_bits(s0: np.ndarray, *, scale: float, gain: float | np.ndarray = 1.0) -> np.ndarray:
     """Soft read in [-1, 1] (positive = bit 1) of each block, undoing a chroma gain first.
 
     A brightness change multiplies R, G, B, hence U - 128, by `gain`; a mostly flat block's s0 then moves to
@@ -168,5 +169,5 @@ def soft_bits(s0: np.ndarray, *, scale: float, gain: float = 1.0) -> np.ndarray:
     is +1 on the bit-1 lattice (0.75), -1 on the bit-0 lattice (0.25), 0 half-way: a soft vote that voting over
     blocks and frames can add up.
     """
-    s0c = NEUTRAL_S0 + (s0 - NEUTRAL_S0) / gain
-    return -np.sin((2.0 * np.pi / scale) * s0c)
+    s0c = NEUTRAL_S0 + (s0 - NEUTRAL_S0) / np.asarray(gain, dtype=s0.dtype)
+    return -np.sin(s0c * np.asarray(2.0 * np.pi / scale, dtype=s0.dtype))

@@ -53,6 +53,19 @@ def cell_of_block(nby: int, nbx: int) -> np.ndarray:
     return (rows[:, None] * TILE_COLS + cols[None, :]).reshape(-1)
 
 
+def cell_sums(votes: np.ndarray) -> np.ndarray:
+    """Per-block votes (..., nby, nbx) read from the grid's own origin -> sums per tile cell, (..., 120).
+
+    Pads the grid with zero votes to whole tiles and sums the tiles: one reshape instead of a scatter per array.
+    """
+    nby, nbx = votes.shape[-2:]
+    pad_y, pad_x = -nby % TILE_ROWS, -nbx % TILE_COLS
+    padded = np.pad(votes, [(0, 0)] * (votes.ndim - 2) + [(0, pad_y), (0, pad_x)])
+    lead = votes.shape[:-2]
+    tiles = padded.reshape(*lead, (nby + pad_y) // TILE_ROWS, TILE_ROWS, (nbx + pad_x) // TILE_COLS, TILE_COLS)
+    return tiles.sum(axis=(-4, -2)).reshape(*lead, CELLS)
+
+
 def codeword_soft(cells: np.ndarray, phase_y: int, phase_x: int) -> np.ndarray:
     """Soft votes per tile cell, (..., 120) in the reader's cell order -> soft votes per codeword bit, (..., 120).
 
@@ -64,3 +77,22 @@ def codeword_soft(cells: np.ndarray, phase_y: int, phase_x: int) -> np.ndarray:
     soft = np.empty_like(embedder)
     soft[..., PERM] = embedder
     return np.where(WHITEN == 1, -soft, soft)
+
+
+def _phase_table() -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """(120 phases, 120 bits) index of the reader cell holding codeword bit k at each phase."""
+    home = np.empty(CELLS, dtype=np.int64)
+    home[PERM] = np.arange(CELLS)  # embedder cell of codeword bit k
+    ey, ex = home // TILE_COLS, home % TILE_COLS
+    phases = [(py, px) for py in range(TILE_ROWS) for px in range(TILE_COLS)]
+    table = np.stack([((ey - py) % TILE_ROWS) * TILE_COLS + (ex - px) % TILE_COLS for py, px in phases])
+    return table, phases
+
+
+PHASE_TABLE, PHASES = _phase_table()
+_SIGN = np.where(WHITEN == 1, -1.0, 1.0)
+
+
+def codeword_soft_all_phases(cells: np.ndarray) -> np.ndarray:
+    """`codeword_soft(cells, *PHASES[i])` for every phase i at once: (..., 120) -> (..., 120 phases, 120 bits)."""
+    return cells[..., PHASE_TABLE] * _SIGN

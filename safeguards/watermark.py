@@ -222,6 +222,8 @@ class WatermarkDetection:
     bit_margin: mean |vote| per codeword bit at the best grid offset, found or not (diagnostics).
     grid_offset / gain / phase: where the mark was found (pixel offset of the block grid, chroma gain undone,
         tile phase); None when not found.
+    attempts: BCH + key-check attempts made (<= MAX_ATTEMPTS); codewords: attempts that gave a BCH codeword
+        (before the key check: on unmarked content these are the near misses the HMAC stops).
     """
 
     found: bool
@@ -235,6 +237,8 @@ class WatermarkDetection:
     grid_offset: tuple[int, int] | None = None
     gain: float | None = None
     phase: tuple[int, int] | None = None
+    attempts: int = 0
+    codewords: int = 0
 
 
 @dataclass(frozen=True)
@@ -269,15 +273,22 @@ class WatermarkDetector:
         stands out on a coarse set); the gain is then searched only for the best offsets, coarse then fine.
         """
         picks = np.unique(np.linspace(0, len(planes) - 1, min(SEARCH_FRAMES, len(planes))).round().astype(int))
-        totals = {offset: np.zeros((_RANK_GAINS.size, _tile.CELLS)) for offset in _OFFSETS}
+        totals = np.zeros((_RANK_GAINS.size, len(_OFFSETS), _tile.CELLS))  # (G, 64, 120)
+        blocks = 0
         s0_cache: dict[tuple[int, int], list[np.ndarray]] = {offset: [] for offset in _OFFSETS}
-        blocks = dict.fromkeys(_OFFSETS, 0)
         for i in picks:
-            for offset, s0 in _dwtdctsvd.frobenius_s0_all_offsets(planes[i]).items():
-                totals[offset] += self._cell_votes(s0, _RANK_GAINS)
-                blocks[offset] += s0.size
-                s0_cache[offset].append(s0)
-        score = {o: float(np.abs(totals[o]).sum(axis=1).max()) / max(blocks[o], 1) for o in _OFFSETS}
+            every = _dwtdctsvd.frobenius_s0_all_offsets(planes[i])
+            nby = min(a.shape[0] for a in every.values())
+            nbx = min(a.shape[1] for a in every.values())
+            stack = np.stack([every[o][:nby, :nbx] for o in _OFFSETS])  # (64, nby, nbx), common grid
+            soft = _dwtdctsvd.soft_bits(stack[None], scale=self.strength, gain=_RANK_GAINS[:, None, None, None])
+            totals += _tile.cell_sums(soft)  # (G, 64, 120)
+            blocks += nby * nbx
+            for offset in _OFFSETS:
+                s0_cache[offset].append(every[offset])
+        # Per offset, the most coherent of the ranking gains, as a share of the blocks read: in [0, 1].
+        best = np.abs(totals).sum(axis=2).max(axis=0) / max(blocks, 1)  # (64,)
+        score = {o: float(best[k]) for k, o in enumerate(_OFFSETS)}
         ranked = sorted(_OFFSETS, key=lambda o: score[o], reverse=True)
         out = []
         for offset in ranked[:CANDIDATES]:
@@ -312,6 +323,7 @@ class WatermarkDetector:
             return WatermarkDetection(False, None, None, 0.0, 0.0, 0, skipped, 0.0)
         bch = _ecc.Bch()
         best_margin = 0.0
+        attempts = codewords = 0
         for rank, cand in enumerate(self._search(planes)):
             gain = np.array([cand.gain])
             per_frame = np.stack(  # (T, 120) vote sums per reader cell
@@ -327,21 +339,27 @@ class WatermarkDetector:
             votes = per_frame.sum(axis=0)  # (120,)
             if rank == 0:
                 best_margin = float(np.mean(np.abs(votes) / np.maximum(counts, 1)))
-            for py in range(_tile.TILE_ROWS):
-                for px in range(_tile.TILE_COLS):
-                    soft = _tile.codeword_soft(votes, py, px)
-                    payload = WatermarkPayload.decode_soft(soft, self._key, bch=bch)
-                    if payload is None:
-                        continue
-                    signs = 2.0 * payload.codeword().astype(np.float64) - 1.0  # (120,)
-                    norm = _tile.codeword_soft(counts, py, px) * np.where(_tile.WHITEN == 1, -1.0, 1.0)
-                    confidence = float(np.clip(np.mean(signs * soft / np.maximum(norm, 1)), 0.0, 1.0))
-                    frame_soft = _tile.codeword_soft(per_frame, py, px)  # (T, 120)
-                    wrong = np.sum((frame_soft > 0) != (signs > 0)[None, :], axis=1)  # (T,)
-                    agreeing = float(np.mean(wrong <= _ecc.T))
-                    return WatermarkDetection(
-                        True, payload.tag, payload, confidence, agreeing, len(planes), skipped,
-                        float(np.mean(np.abs(votes) / np.maximum(counts, 1))),
-                        cand.offset, cand.gain, (py, px),
-                    )  # fmt: skip
-        return WatermarkDetection(False, None, None, 0.0, 0.0, len(planes), skipped, best_margin)
+            all_soft = _tile.codeword_soft_all_phases(votes)  # (120 phases, 120 bits)
+            for phase, soft in zip(_tile.PHASES, all_soft, strict=True):
+                attempts += 1
+                decoded = bch.decode((soft > 0).astype(np.uint8))
+                if decoded is None:
+                    continue
+                codewords += 1
+                payload = WatermarkPayload.from_bytes(decoded[0])
+                if not payload.is_valid(self._key):
+                    continue
+                signs = 2.0 * payload.codeword().astype(np.float64) - 1.0  # (120,)
+                norm = _tile.codeword_soft(counts, *phase) * np.where(_tile.WHITEN == 1, -1.0, 1.0)
+                confidence = float(np.clip(np.mean(signs * soft / np.maximum(norm, 1)), 0.0, 1.0))
+                frame_soft = _tile.codeword_soft(per_frame, *phase)  # (T, 120)
+                wrong = np.sum((frame_soft > 0) != (signs > 0)[None, :], axis=1)  # (T,)
+                agreeing = float(np.mean(wrong <= _ecc.T))
+                return WatermarkDetection(
+                    True, payload.tag, payload, confidence, agreeing, len(planes), skipped,
+                    float(np.mean(np.abs(votes) / np.maximum(counts, 1))),
+                    cand.offset, cand.gain, phase, attempts, codewords,
+                )  # fmt: skip
+        return WatermarkDetection(
+            False, None, None, 0.0, 0.0, len(planes), skipped, best_margin, attempts=attempts, codewords=codewords
+        )

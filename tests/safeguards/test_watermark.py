@@ -130,6 +130,8 @@ def test_tile_layout_round_trips_at_every_phase() -> None:
         seen = grid[py:, px:]  # what a reader whose grid starts py, px blocks into the embedder's sees
         cells = np.bincount(_tile.cell_of_block(*seen.shape), weights=2.0 * seen.reshape(-1) - 1.0, minlength=120)
         assert np.array_equal(_tile.codeword_soft(cells, py, px) > 0, codeword == 1)
+        at_once = _tile.codeword_soft_all_phases(cells)
+        assert np.array_equal(at_once[_tile.PHASES.index((py, px))], _tile.codeword_soft(cells, py, px))
 
 
 def test_payload_check_is_keyed_and_domain_separated() -> None:
