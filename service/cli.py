@@ -217,10 +217,18 @@ def generate(
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the MP4.")],
     subject: Annotated[str, typer.Option("--subject", help="Enrolled subject id (subj_...).")],
     purpose: Annotated[str, typer.Option("--purpose", help="Purpose the subject consented to.")],
-    seed: Annotated[int, typer.Option(help="Seed for blinks and head motion.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed for blinks and head motion (same seed, same video).")] = 0,
+    gaze_x: Annotated[float | None, typer.Option(help="Gaze -1..1 (+ = image right).")] = None,
+    gaze_y: Annotated[float | None, typer.Option(help="Gaze -1..1 (+ = down).")] = None,
+    distance: Annotated[float | None, typer.Option(help="Head distance 0.5..2 (1 = as in the photo).")] = None,
+    emotion: Annotated[str | None, typer.Option(help="neutral, happy, sad, angry or surprised.")] = None,
+    emotion_intensity: Annotated[float | None, typer.Option(help="Emotion strength 0..1.")] = None,
+    motion_intensity: Annotated[float | None, typer.Option(help="Head/brow/gaze motion 0..3.")] = None,
+    lipsync: Annotated[str | None, typer.Option(help="auto, phonemes (English) or acoustic (any language).")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Generate a watermarked, C2PA-signed talking-face MP4 (only with the subject's consent)."""
+    from generation.controls import Controls
     from service.pipeline import create_generation, run_generation
 
     def body() -> None:
@@ -229,6 +237,18 @@ def generate(
                 raise_invalid(f"no such file: {p}")
         if output.suffix.lower() != ".mp4":
             raise_invalid(f"the output must be an .mp4 file, got {output}")
+        raw = {
+            "seed": seed,
+            "gaze_x": gaze_x,
+            "gaze_y": gaze_y,
+            "head_distance": distance,
+            "emotion": emotion,
+            "emotion_intensity": emotion_intensity,
+            "motion_intensity": motion_intensity,
+            "lipsync": lipsync,
+        }
+        controls = {k: v for k, v in raw.items() if v is not None}
+        Controls.from_mapping(controls)
         with runtime() as rt:
             gen = create_generation(
                 rt,
@@ -239,7 +259,7 @@ def generate(
                 audio_path=audio.resolve(),
                 output_path=output.resolve(),
                 request_id=uuid.uuid4().hex,
-                params={"seed": seed},
+                params={"controls": controls},
             )
             with progress_bar("generating") as bar:
                 gen = run_generation(rt, gen.id, actor=actor(), progress=bar)

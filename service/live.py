@@ -11,17 +11,25 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 
+from generation.controls import Controls
 from generation.media import load_image
 from generation.streaming import StreamingSession
 from policies import PolicyDecision
 from safeguards.watermark import Watermarker, WatermarkPayload
 from service.errors import Denied
 from service.models import JobStatus
-from service.pipeline import ValidatedInputs, check_generation_policy, create_generation, update_generation
+from service.pipeline import (
+    ValidatedInputs,
+    check_generation_policy,
+    create_generation,
+    job_generator,
+    update_generation,
+)
 from service.runtime import Runtime
 
 JPEG_QUALITY = 90
@@ -120,6 +128,7 @@ def open_live_stream(
     request_id: str,
     sample_rate: int,
     staging: Path,
+    controls: dict[str, Any] | None = None,
 ) -> LiveStream:
     """Check the photo and the policy (consent, identity, limits), then prepare the face for streaming.
 
@@ -129,6 +138,7 @@ def open_live_stream(
     photo_path = staging / "photo.img"
     photo_path.write_bytes(photo)
     image = load_image(photo, max_pixels=rt.settings.max_image_pixels)
+    Controls.from_mapping({**(controls or {}), "lipsync": "acoustic"})  # refuse bad controls before the policy
     # The audio length is not known yet: the policy sees 0 s, and push() enforces the limit as audio arrives.
     decision, facts = check_generation_policy(
         rt,
@@ -148,7 +158,7 @@ def open_live_stream(
         audio_path=staging / "live-audio",
         output_path=None,
         request_id=request_id,
-        params={"live": True},
+        params={"live": True, "controls": controls or {}},
     )
     gen = update_generation(
         rt,
@@ -158,7 +168,8 @@ def open_live_stream(
         consent_record_id=facts.consent_record_id,
         policy_decision_id=decision.decision_id,
     )
-    generator = rt.generator
+    # Phone recognition needs whole utterances; a stream drives the lips acoustically.
+    generator = job_generator(rt, {**(controls or {}), "lipsync": "acoustic"})
     session = StreamingSession(generator, generator.prepare(image), sample_rate=sample_rate)
     marker = Watermarker(WatermarkPayload.for_generation(rt.watermark_key, gen.watermark_tag))
     rt.audit.append(

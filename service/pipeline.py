@@ -17,7 +17,7 @@ import hashlib
 import secrets
 import time
 from collections.abc import Callable, Generator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,9 @@ from typing import Any
 import numpy as np
 from sqlalchemy.exc import IntegrityError
 
+from generation import TalkingFaceGenerator
 from generation.concurrency import threaded
+from generation.controls import Controls
 from generation.errors import AudioTooLong
 from generation.media import AudioTrack, encode_mp4, load_audio, load_image
 from policies import PolicyDecision, evaluate_generation
@@ -116,6 +118,11 @@ def check_generation_policy(
     return decision, facts
 
 
+def job_generator(rt: Runtime, controls: dict[str, Any]) -> TalkingFaceGenerator:
+    """The runtime's generator with this job's controls (gaze, distance, emotion, intensity, seed, lip-sync)."""
+    return TalkingFaceGenerator(replace(rt.generator.config, controls=Controls.from_mapping(controls)))
+
+
 def create_generation(
     rt: Runtime,
     *,
@@ -188,7 +195,7 @@ def run_generation(
         update_generation(rt, gen.id, consent_record_id=consent_id, policy_decision_id=decision.decision_id)
 
         # 2. generate, 3. watermark every frame, 4. encode
-        generator = rt.generator
+        generator = job_generator(rt, gen.params.get("controls") or {})
         prepared = generator.prepare(inputs.photo)
         total = generator.frame_count(inputs.audio)
         payload = WatermarkPayload.for_generation(rt.watermark_key, gen.watermark_tag)

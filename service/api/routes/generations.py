@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse
 from sqlmodel import col, select
 
+from generation.controls import Controls
 from service.api.deps import RequestId, RequireScope, RuntimeDep, SessionDep
 from service.api.uploads import safe_suffix, save_upload
 from service.auth import Principal
@@ -39,9 +40,28 @@ async def submit_generation(
     audio: Annotated[UploadFile, File(description="Speech audio (wav/mp3/ogg/flac/m4a)")],
     subject_id: Annotated[str, Form(min_length=1, max_length=64)],
     purpose: Annotated[str, Form(min_length=1, max_length=64)],
-    seed: Annotated[int, Form(ge=0, le=2**31 - 1)] = 0,
+    seed: Annotated[int, Form(ge=0, le=2**31 - 1, description="same seed, same video")] = 0,
+    gaze_x: Annotated[float | None, Form(description="-1..1, + = image right")] = None,
+    gaze_y: Annotated[float | None, Form(description="-1..1, + = down")] = None,
+    head_distance: Annotated[float | None, Form(description="0.5..2, 1 = as in the photo")] = None,
+    emotion: Annotated[str | None, Form(description="neutral|happy|sad|angry|surprised")] = None,
+    emotion_intensity: Annotated[float | None, Form(description="0..1")] = None,
+    motion_intensity: Annotated[float | None, Form(description="0..3 (head, brows, gaze)")] = None,
+    lipsync: Annotated[str | None, Form(description="auto|phonemes|acoustic")] = None,
 ) -> GenerationPublic:
     """Validate and policy-check now (a denial is a 403 right away), then queue the generation job."""
+    controls = {
+        "seed": seed,
+        "gaze_x": gaze_x,
+        "gaze_y": gaze_y,
+        "head_distance": head_distance,
+        "emotion": emotion,
+        "emotion_intensity": emotion_intensity,
+        "motion_intensity": motion_intensity,
+        "lipsync": lipsync,
+    }
+    controls = {k: v for k, v in controls.items() if v is not None}
+    Controls.from_mapping(controls)  # invalid controls are a 400 before anything is stored
     staging = rt.settings.uploads_dir / f"req_{secrets.token_hex(8)}"
     limit = rt.settings.max_upload_bytes
     try:
@@ -71,7 +91,7 @@ async def submit_generation(
             audio_path=audio_path,
             output_path=None,
             request_id=rid,
-            params={"seed": seed},
+            params={"controls": controls},
         )
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -1,7 +1,8 @@
 """WebSocket streaming: audio chunks in, watermarked JPEG frames out, after the same auth and policy checks.
 
 Protocol (all on `/v1/stream`, token in `Authorization: Bearer` or `?access_token=`; scope `generate`):
-1. client -> text  {"subject_id": ..., "purpose": ..., "sample_rate": 16000, "encoding": "pcm_s16le"|"pcm_f32le"}
+1. client -> text  {"subject_id": ..., "purpose": ..., "sample_rate": 16000, "encoding": "pcm_s16le"|"pcm_f32le",
+   "controls": {"gaze_x": 0.2, "emotion": "happy", "seed": 3, ...}}  (controls optional; lip sync is acoustic)
 2. client -> binary  the photo (JPEG/PNG/WebP)
 3. server -> text  {"type": "ready", "generation_id", "fps", "width", "height", "lookahead_ms"}  (or an error)
 4. client -> binary  mono PCM chunks; server -> binary  4-byte big-endian frame index + JPEG, for each ready frame
@@ -79,6 +80,7 @@ async def stream(ws: WebSocket) -> None:
             sample_rate = int(config.get("sample_rate", 16000))
             encoding = str(config.get("encoding", "pcm_s16le"))
             subject_id, purpose = str(config["subject_id"]), str(config["purpose"])
+            controls = dict(config.get("controls") or {})
         except (KeyError, ValueError, TypeError) as exc:
             raise InvalidInput(f"the first message must be the JSON stream config: {exc}") from exc
         if not 8000 <= sample_rate <= 96000 or encoding not in ("pcm_s16le", "pcm_f32le"):
@@ -97,6 +99,7 @@ async def stream(ws: WebSocket) -> None:
             request_id=rid,
             sample_rate=sample_rate,
             staging=staging,
+            controls=controls,
         )
         size = rt.settings.output_size
         await ws.send_text(
