@@ -174,10 +174,13 @@ def analyze_face(photo_rgb: np.ndarray, config: FaceConfig | None = None) -> Fac
 
 
 def _crop_square(image: np.ndarray, left: float, top: float, side: float, size: int) -> np.ndarray:
-    """Crop [left, left+side) x [top, top+side) and resize to size x size (edge-replicated outside)."""
+    """Crop [left, left+side) x [top, top+side) and resize to size x size (mirrored outside the photo)."""
     height, width = image.shape[:2]
     pad = int(np.ceil(max(0.0, -left, -top, left + side - width, top + side - height))) + 2
-    padded = np.pad(image, ((pad, pad), (pad, pad), (0, 0)), mode="edge") if pad > 2 else image
+    # Mirror what lies beyond the photo (shoulders continue as shoulders); repeating the edge pixel instead
+    # draws streaks down the frame. Edge mode only when the pad is wider than the photo itself.
+    mode = "symmetric" if pad < min(height, width) else "edge"
+    padded = np.pad(image, ((pad, pad), (pad, pad), (0, 0)), mode=mode) if pad > 2 else image
     offset = pad if pad > 2 else 0
     box = (left + offset, top + offset, left + offset + side, top + offset + side)
     pil = Image.fromarray(padded)

@@ -46,6 +46,8 @@ class RenderConfig:
     feather_px: softness of the mouth-interior edge.
     lid_close: how far the upper lid travels to the lower lid at blink = 1.
     brow_raise: brow lift (IOD units) at brow = 1.
+    open_mouth_gap: a photo whose inner-lip gap (IOD) exceeds this is closed once at rig time, and its own
+        mouth interior (teeth, tongue) is kept as the texture of every later opening.
     """
 
     ring_scale: float = 1.45
@@ -57,6 +59,7 @@ class RenderConfig:
     lid_close: float = 0.97
     brow_raise: float = 0.07
     head_pivot_depth: float = 0.6
+    open_mouth_gap: float = 0.06
 
 
 def _smoothstep(x: np.ndarray) -> np.ndarray:
@@ -74,19 +77,36 @@ class FaceRig:
     def __init__(self, face: FaceAnalysis, config: RenderConfig, device: torch.device) -> None:
         self.config = config
         self.device = device
+        self.mouth_source: MouthSource | None = None
+        self._setup(face)
+        self.photo_gap = self.rest_gap
+        if self.rest_gap > config.open_mouth_gap:
+            # An open source mouth would stretch its tongue and palate into a tube on every frame: close it once
+            # (lips meet, the chin comes up), animate from that closed base, and keep the photo's own interior
+            # (its real teeth) as the texture drawn into later openings.
+            source = MouthSource.from_face(face, device)
+            self._setup(_closed_face(self, face))
+            self.mouth_source = source
+
+    def _setup(self, face: FaceAnalysis) -> None:
+        """Everything derived from one (photo, landmarks) pair: frame, weights, anchors, mesh, colours."""
+        device = self.device
+        self.base = face
         self.size = face.image.shape[0]
         lm = face.landmarks.astype(np.float64)  # (478, 3)
         self.landmarks = lm
         self.iod = face.inter_ocular
         right_eye, left_eye = face.eye_centers
-        u = (left_eye - right_eye) / max(
-            np.linalg.norm(left_eye - right_eye), 1e-6
-        )  # eye line, image left->right
+        u = (left_eye - right_eye) / max(np.linalg.norm(left_eye - right_eye), 1e-6)  # eye line, image left->right
         v = np.array([-u[1], u[0]])  # "down" in the face
         self.u, self.v = u, v
         self.mouth_center = (lm[13, :2] + lm[14, :2]) / 2
         self.mouth_half_width = float(np.linalg.norm(lm[308, :2] - lm[78, :2]) / 2) or self.iod * 0.4
-        self.rest_gap = inner_lip_gap(lm[None, :, :2], self.iod)[0]
+        # The jaw law adds opening along "down", so the rest opening is measured along it too (a closed base
+        # whose lips meet with a small sideways offset has a vertical gap of 0, not the Euclidean residue).
+        middle = slice(4, 7)  # the three central inner-lip pairs, as in inner_lip_gap
+        vertical = (lm[list(LANDMARKS.INNER_LOWER[middle]), :2] - lm[list(LANDMARKS.INNER_UPPER[middle]), :2]) @ v
+        self.rest_gap = max(float(vertical.mean()) / self.iod, 0.0)
         self._init_weights()
         self._init_anchors()
         self._init_mesh()
@@ -104,27 +124,51 @@ class FaceRig:
         b = rel @ self.v / self.iod  # (478,) below the mouth line, IOD
         lateral_iod = np.abs(rel @ self.u) / self.iod
         jaw = _smoothstep(b / 0.2) * np.exp(-((lateral_iod / 0.85) ** 2))
-        lower_lip = set(LANDMARKS.INNER_LOWER + LANDMARKS.OUTER_LOWER)
-        corners = {61, 291, 78, 308}
-        for i in lower_lip - corners:
-            jaw[i] = 1.0 - 0.3 * min(a[i] ** 2, 1.0)
-        for i in corners:
-            jaw[i] = 0.3
-        jaw[b < 0] = np.where(np.isin(np.nonzero(b < 0)[0], list(lower_lip)), jaw[b < 0], 0.0)
+        # The lower lip moves as one body with the jaw. Its points are found by position (between the inner and
+        # outer lower-lip contours), not by name: the mesh has two more lip rings between them, and a ring left
+        # behind by the jaw folds the lip over itself (a torn lower lip on every opening).
+        lower_lip = self._lower_lip_points(a, b)
+        corners = np.array([61, 291, 78, 308])
+        # Full weight over the middle of the lip, so the inner-lip gap equals jaw_open (the calibrated unit).
+        jaw[lower_lip] = 1.0 - 0.3 * np.clip((np.abs(a[lower_lip]) - 0.6) / 0.4, 0.0, 1.0) ** 2
+        jaw[corners] = 0.3
+        jaw[(b < 0) & ~lower_lip] = 0.0
         self.jaw_weight = jaw
         # Closing a photo's open mouth: every inner-lip pair must meet at once, so each lower-lip point moves
-        # in proportion to its own rest opening (the outer lower lip moves with its inner partner).
-        close = jaw.copy()
+        # in proportion to the rest opening above it. The band below the lip that absorbs the closing must be
+        # wider than the gap itself (smoothstep slope 1.5 / width), otherwise the chin overtakes the lip.
+        close_width = max(0.2, 1.6 * self.rest_gap)
+        close = _smoothstep(b / close_width) * np.exp(-((lateral_iod / 0.85) ** 2))
+        close[b < 0] = 0.0
         rest = max(self.rest_gap * self.iod, 1e-6)
-        for up_i, lo_i, out_i in zip(
-            LANDMARKS.INNER_UPPER, LANDMARKS.INNER_LOWER, LANDMARKS.OUTER_LOWER, strict=True
-        ):
-            own = float((lm2[lo_i] - lm2[up_i]) @ self.v)
-            close[lo_i] = close[out_i] = float(np.clip(own / rest, 0.0, 1.2))
+        inner_a = a[list(LANDMARKS.INNER_LOWER)]
+        own = (lm2[list(LANDMARKS.INNER_LOWER)] - lm2[list(LANDMARKS.INNER_UPPER)]) @ self.v
+        ratio = np.clip(own / rest, 0.0, 1.2)
+        order = np.argsort(inner_a)
+        close[lower_lip] = np.interp(a[lower_lip], inner_a[order], ratio[order])
+        close[list(LANDMARKS.INNER_LOWER)] = ratio  # exact closure of every pair
+        close[corners] = np.minimum(close[corners], 0.3)
         self.jaw_close_weight = close
         near_mouth = np.exp(-((b / 0.22) ** 2)) * np.exp(-(np.clip(np.abs(a) - 1.0, 0, None) ** 2) / 0.35**2)
         self.width_weight = a * near_mouth  # signed: corners move out, centre stays
         self.smile_weight = np.clip(np.abs(a), 0, 1.3) ** 2 * near_mouth
+
+    def _lower_lip_points(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """(478,) bool: mesh points on the lower lip, i.e. between its inner and outer contours.
+
+        Args:
+            a: lateral coordinate in inner-mouth half-widths. b: depth below the mouth line in IOD.
+        """
+        inner = list(LANDMARKS.INNER_LOWER)
+        outer = list(LANDMARKS.OUTER_LOWER)
+        o_in, o_out = np.argsort(a[inner]), np.argsort(a[outer])
+        b_in = np.interp(a, a[inner][o_in], b[inner][o_in])
+        b_out = np.interp(a, a[outer][o_out], b[outer][o_out])
+        # Strictly below the inner contour: with closed lips the upper lip's inner ring lies on it too.
+        mask = (np.abs(a) <= 1.0) & (b > b_in + 0.005) & (b <= b_out + 0.01)
+        mask[list(LANDMARKS.INNER_UPPER) + list(LANDMARKS.OUTER_UPPER)] = False
+        mask[inner + outer] = True
+        return mask
 
     def _init_anchors(self) -> None:
         size = self.size
@@ -162,7 +206,9 @@ class FaceRig:
         )
         order = np.argsort(-depth[tri].mean(1))  # far to near: nearer triangles win overlaps
         self.triangles = tri[order]
-        self.source_vertices = self.deform(self.rest_state(1))[0]  # (V, 2): the photo itself
+        own = MotionState.neutral(1)
+        own.jaw_open[:] = self.rest_gap
+        self.source_vertices = self.deform(own)[0]  # (V, 2): the base image itself
         src = torch.as_tensor(self.source_vertices[self.triangles], dtype=torch.float32)  # (K, 3, 2)
         self._src_tri = src.to(self.device)
 
@@ -178,12 +224,102 @@ class FaceRig:
     def rest_state(self, n_frames: int) -> MotionState:
         """The photo's own state (its mouth may be open): rendering it reproduces the photo."""
         state = MotionState.neutral(n_frames)
-        state.jaw_open[:] = self.rest_gap
+        state.jaw_open[:] = getattr(self, "photo_gap", self.rest_gap)
         return state
 
     def deform(self, motion: MotionState) -> np.ndarray:
         """Target vertex positions (mesh, then ring, then border) for each frame: (B, V, 2) float64."""
         return deform_landmarks(self, motion)
+
+
+@dataclass(frozen=True)
+class MouthSource:
+    """The interior of a photo's open mouth (its real teeth, tongue, shadow), kept as a texture.
+
+    Positions are in a mouth frame: ``axis`` along the inner-lip corners, ``down`` across; profiles are the inner
+    upper and lower lip as tables over the lateral coordinate.
+
+    Attributes:
+        image: (1, 3, H, W) the original photo. center/axis/down: (2,) mouth frame in photo pixels.
+        half: half the inner-lip width (px). lateral: (11,) table abscissae; upper/lower: (11,) lip offsets (px).
+        split: share of the opening (from the upper lip) that belongs to the upper jaw: where the darkest row
+            between upper and lower teeth is.
+    """
+
+    image: torch.Tensor
+    center: np.ndarray
+    axis: np.ndarray
+    down: np.ndarray
+    half: float
+    lateral: np.ndarray
+    upper: np.ndarray
+    lower: np.ndarray
+    split: float
+
+    @classmethod
+    def from_face(cls, face: FaceAnalysis, device: torch.device) -> MouthSource:
+        lm = face.landmarks[:, :2].astype(np.float64)
+        upper = lm[list(LANDMARKS.INNER_UPPER)]
+        lower = lm[list(LANDMARKS.INNER_LOWER)]
+        center, axis, down, half = _mouth_frame(upper)
+        img = torch.from_numpy(face.image).to(device=device, dtype=torch.float32)
+        lateral, up_b, lo_b = (upper - center) @ axis, (upper - center) @ down, (lower - center) @ down
+        return cls(
+            image=img.permute(2, 0, 1).unsqueeze(0).contiguous(),
+            center=center,
+            axis=axis,
+            down=down,
+            half=half,
+            lateral=lateral,
+            upper=up_b,
+            lower=lo_b,
+            split=_teeth_split(face.image, center, axis, down, half, lateral, up_b, lo_b),
+        )
+
+
+def _teeth_split(image: np.ndarray, center: np.ndarray, axis: np.ndarray, down: np.ndarray, half: float,
+                 lateral: np.ndarray, upper: np.ndarray, lower: np.ndarray) -> float:  # fmt: skip
+    """Where the upper teeth end, as a share of the opening: the darkest row of the mouth's central half.
+
+    Falls back to 0.75 when no row is clearly darker: the upper teeth fill most of a speaking or smiling mouth,
+    the lower ones hide behind the lower lip.
+    """
+    order = np.argsort(lateral)
+    cols = np.linspace(-0.5, 0.5, 15) * half  # (C,)
+    top = np.interp(cols, lateral[order], upper[order])
+    bottom = np.interp(cols, lateral[order], lower[order])
+    depth = np.linspace(0.0, 1.0, 21)  # (R,)
+    pts = center + cols[None, :, None] * axis + (top + depth[:, None] * (bottom - top))[..., None] * down  # (R, C, 2)
+    ij = np.clip(np.round(pts).astype(int), 0, image.shape[0] - 1)
+    luma = image[ij[..., 1], ij[..., 0]].astype(np.float64).mean(-1).mean(1)  # (R,)
+    inner = slice(6, 19)  # depths 0.3-0.9: the lips' own edges are not the gap
+    k = int(np.argmin(luma[inner])) + inner.start
+    return float(depth[k]) if luma[k] < 0.8 * float(np.median(luma)) else 0.75
+
+
+def _mouth_frame(upper: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """(centre, axis, down, half width) of a mouth from its inner upper-lip points (corners first and last)."""
+    left, right = upper[0], upper[-1]
+    center = (left + right) / 2
+    axis = (right - left) / max(float(np.linalg.norm(right - left)), 1e-6)
+    down = np.array([-axis[1], axis[0]])
+    return center, axis, down, max(float(np.linalg.norm(right - left)) / 2, 1.0)
+
+
+def _closed_face(rig: FaceRig, face: FaceAnalysis) -> FaceAnalysis:
+    """The photo with its mouth closed: the rig's closing warp at jaw_open = 0, drawn without an interior.
+
+    Landmarks are the warped ones (depth unchanged), so no second mesh run is needed.
+    """
+    closed = MotionState.neutral(1)
+    targets = rig.deform(closed)  # (1, V, 2)
+    # Triangulate the closed pose itself: triangles of a mesh built on the open photo would fold when the lips
+    # travel a whole mouth height; triangles between the meeting lips simply have no area here.
+    triangles = Delaunay(targets[0]).simplices.astype(np.int64)  # (K, 3)
+    image = Renderer(rig).warp(targets, triangles)[0]  # (H, W, 3) uint8
+    landmarks = face.landmarks.copy()
+    landmarks[:, :2] = targets[0, :N_MESH]
+    return FaceAnalysis(image=image, landmarks=landmarks.astype(np.float32), crop_box=face.crop_box)
 
 
 def deform_landmarks(rig: FaceRig, motion: MotionState) -> np.ndarray:
@@ -298,10 +434,31 @@ class Renderer:
     @torch.no_grad()
     def render(self, motion: MotionState) -> np.ndarray:
         """Render len(motion) frames. Returns (B, size, size, 3) uint8 RGB."""
+        targets = self.rig.deform(motion)  # (B, V, 2)
+        out = self._warp(targets)
+        for b in range(len(targets)):
+            self._draw_mouth(out[b], targets[b])
+        return out.clamp_(0, 255).round_().to(torch.uint8).cpu().numpy()
+
+    @torch.no_grad()
+    def warp(self, targets: np.ndarray, triangles: np.ndarray | None = None) -> np.ndarray:
+        """The mesh warp alone (no mouth interior) to target vertices (B, V, 2): (B, size, size, 3) uint8.
+
+        Args:
+            triangles: (K, 3) vertex indices drawn in order (later wins); default the rig's depth-sorted mesh.
+        """
+        return self._warp(targets, triangles).clamp_(0, 255).round_().to(torch.uint8).cpu().numpy()
+
+    def _warp(self, targets: np.ndarray, triangles: np.ndarray | None = None) -> torch.Tensor:
+        """(B, H, W, 3) float frames: every output pixel sampled from the base image through its triangle."""
         rig = self.rig
-        targets = rig.deform(motion)  # (B, V, 2)
-        ids = np.stack([self._raster(t) for t in targets])  # (B, H, W) triangle ids
-        affine = self._affines(targets)  # (B, K, 2, 3) target -> source
+        if triangles is None:
+            tri_cpu, tri, src_tri = self._tri_cpu, rig.triangles, rig._src_tri
+        else:
+            tri_cpu, tri = triangles.astype(np.int32), triangles
+            src_tri = torch.as_tensor(rig.source_vertices[triangles], dtype=torch.float32, device=rig.device)
+        ids = np.stack([self._raster(t, tri_cpu) for t in targets])  # (B, H, W) triangle ids
+        affine = self._affines(targets, tri, src_tri)  # (B, K, 2, 3) target -> source
         ids_t = torch.from_numpy(ids).to(rig.device)
         bsz, k = affine.shape[:2]
         flat = affine.reshape(bsz * k, 6)
@@ -313,34 +470,31 @@ class Renderer:
         grid = src * (2.0 / rig.size) - 1.0  # align_corners=False convention
         image = rig.image.expand(bsz, -1, -1, -1)
         out = F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=False)
-        out = out.permute(0, 2, 3, 1)  # (B, H, W, 3)
-        for b in range(bsz):
-            self._draw_mouth(out[b], targets[b])
-        return out.clamp_(0, 255).round_().to(torch.uint8).cpu().numpy()
+        return out.permute(0, 2, 3, 1).contiguous()  # (B, H, W, 3)
 
-    def _raster(self, verts: np.ndarray) -> np.ndarray:
+    def _raster(self, verts: np.ndarray, tri_cpu: np.ndarray) -> np.ndarray:
         """Triangle id per output pixel, drawn far-to-near (later ones win), 1/16 px precision."""
         ids = np.zeros((self.rig.size, self.rig.size), dtype=np.int32)
-        pts = np.round((verts - 0.5) * 16).astype(np.int32)[self._tri_cpu]  # (K, 3, 2) in 1/16 px
+        pts = np.round((verts - 0.5) * 16).astype(np.int32)[tri_cpu]  # (K, 3, 2) in 1/16 px
         for k in range(len(pts)):
             cv2.fillConvexPoly(ids, pts[k], k, lineType=cv2.LINE_8, shift=4)
         return ids
 
-    def _affines(self, targets: np.ndarray) -> torch.Tensor:
+    def _affines(self, targets: np.ndarray, triangles: np.ndarray, src_tri: torch.Tensor) -> torch.Tensor:
         """(B, K, 2, 3) affine maps from each target triangle to its source triangle."""
         rig = self.rig
         tgt = torch.as_tensor(
-            targets[:, rig.triangles], dtype=torch.float32, device=rig.device
+            targets[:, triangles], dtype=torch.float32, device=rig.device
         )  # (B, K, 3, 2)
         ones = torch.ones(tgt.shape[:-1] + (1,), device=rig.device)
         m = torch.cat([tgt, ones], -1).transpose(-1, -2)  # (B, K, 3, 3) columns [x, y, 1]
         det = torch.linalg.det(m)
         ok = det.abs() > 1e-3
         m_safe = torch.where(ok[..., None, None], m, torch.eye(3, device=rig.device).expand_as(m))
-        src = rig._src_tri.transpose(-1, -2).expand(tgt.shape[0], -1, -1, -1)  # (B, K, 2, 3)
+        src = src_tri.transpose(-1, -2).expand(tgt.shape[0], -1, -1, -1)  # (B, K, 2, 3)
         affine = src @ torch.linalg.inv(m_safe)  # (B, K, 2, 3)
         # Degenerate (zero-area) triangles map everything to their source centroid.
-        centroid = rig._src_tri.mean(1)  # (K, 2)
+        centroid = src_tri.mean(1)  # (K, 2)
         fallback = torch.zeros_like(affine)
         fallback[..., 2] = centroid
         return torch.where(ok[..., None, None], affine, fallback)
@@ -354,11 +508,7 @@ class Renderer:
         gap_px = float(np.max(np.linalg.norm(lower - upper, axis=1)))
         if gap_px < 0.6:
             return
-        left, right = upper[0], upper[-1]
-        center = (left + right) / 2
-        axis = (right - left) / max(float(np.linalg.norm(right - left)), 1e-6)
-        down = np.array([-axis[1], axis[0]])
-        half = float(np.linalg.norm(right - left)) / 2
+        center, axis, down, half = _mouth_frame(upper)
         ua = (upper - center) @ axis
         ub = (upper - center) @ down
         la = (lower - center) @ axis
@@ -382,19 +532,60 @@ class Renderer:
         near, deep = lip * 0.5, lip * 0.13
         shade = (depth * (1.0 - 0.35 * lateral**2))[..., None]
         color = near * (1 - shade) + deep * shade  # (h, w, 3)
-        # Upper teeth: a band hanging from the upper lip, shortest at the sides, shadowed at the top.
-        arch = (1 - (lateral / 0.9) ** 2).clamp(min=0).sqrt()
-        teeth_h = torch.minimum(torch.full_like(gap, cfg.teeth_height * rig.iod), 0.62 * gap) * arch
-        t_up = torch.sigmoid((b_up + teeth_h - b) / 0.6) * (teeth_h > 0.5)
-        teeth = torch.as_tensor(rig.teeth_color, dtype=torch.float32, device=dev)
-        tshade = (0.72 + 0.28 * ((b - b_up) / teeth_h.clamp(min=1.0)).clamp(0, 1)) * (1 - 0.45 * lateral**2)
-        color = color * (1 - t_up[..., None]) + teeth * tshade[..., None] * t_up[..., None]
-        # Lower teeth: a thin, half-hidden band just above the lower lip.
-        low_h = torch.minimum(torch.full_like(gap, cfg.lower_teeth_height * rig.iod), 0.3 * gap) * arch
-        t_lo = torch.sigmoid((b - (b_lo - low_h)) / 0.6) * (low_h > 0.5) * 0.55
-        color = color * (1 - t_lo[..., None]) + teeth * 0.8 * tshade[..., None] * t_lo[..., None]
+        if rig.mouth_source is not None:
+            color = self._own_interior(a, b, b_up, b_lo, half, color)
+        else:
+            # Upper teeth: a band hanging from the upper lip, shortest at the sides, shadowed at the top.
+            arch = (1 - (lateral / 0.9) ** 2).clamp(min=0).sqrt()
+            teeth_h = torch.minimum(torch.full_like(gap, cfg.teeth_height * rig.iod), 0.62 * gap) * arch
+            t_up = torch.sigmoid((b_up + teeth_h - b) / 0.6) * (teeth_h > 0.5)
+            teeth = torch.as_tensor(rig.teeth_color, dtype=torch.float32, device=dev)
+            tshade = (0.72 + 0.28 * ((b - b_up) / teeth_h.clamp(min=1.0)).clamp(0, 1)) * (1 - 0.45 * lateral**2)
+            color = color * (1 - t_up[..., None]) + teeth * tshade[..., None] * t_up[..., None]
+            # Lower teeth: a thin, half-hidden band just above the lower lip.
+            low_h = torch.minimum(torch.full_like(gap, cfg.lower_teeth_height * rig.iod), 0.3 * gap) * arch
+            t_lo = torch.sigmoid((b - (b_lo - low_h)) / 0.6) * (low_h > 0.5) * 0.55
+            color = color * (1 - t_lo[..., None]) + teeth * 0.8 * tshade[..., None] * t_lo[..., None]
         region = frame[lo[1] : hi[1], lo[0] : hi[0]]
         region.mul_(1 - inside[..., None]).add_(color * inside[..., None])
+
+    def _own_interior(self, a: torch.Tensor, b: torch.Tensor, b_up: torch.Tensor, b_lo: torch.Tensor, half: float,
+                      cavity: torch.Tensor) -> torch.Tensor:  # fmt: skip
+        """The photo's own mouth interior, re-laid into the current opening: (h, w, 3) colours.
+
+        The upper half of the photo's opening (upper teeth) hangs from the upper lip and the lower half (lower
+        teeth, tongue) rides on the lower lip, each at the photo's scale; where the current opening is wider than
+        the photo's, the gap between them is the shaded cavity. a/b: mouth-frame coordinates of the patch pixels;
+        b_up/b_lo: the current inner-lip profiles there.
+        """
+        src = self.rig.mouth_source
+        assert src is not None
+        dev = a.device
+        k = src.half / half  # photo pixels per output pixel
+        s_lat = a * k  # lateral coordinate in the photo's mouth frame
+        s_up = _interp(s_lat, src.lateral, src.upper, dev)
+        s_lo = _interp(s_lat, src.lateral, src.lower, dev)
+        s_gap = (s_lo - s_up).clamp(min=0.0)
+        d_up = (b - b_up).clamp(min=0.0) * k  # depth below the upper lip, photo pixels
+        d_lo = (b_lo - b).clamp(min=0.0) * k
+        center = torch.as_tensor(src.center, dtype=torch.float32, device=dev)
+        axis = torch.as_tensor(src.axis, dtype=torch.float32, device=dev)
+        down = torch.as_tensor(src.down, dtype=torch.float32, device=dev)
+        lateral = center + s_lat[..., None] * axis  # (h, w, 2)
+        from_up = lateral + (s_up + d_up)[..., None] * down
+        from_lo = lateral + (s_lo - d_lo)[..., None] * down
+        size = src.image.shape[-1]
+        grid = torch.stack([from_up, from_lo]) * (2.0 / size) - 1.0  # (2, h, w, 2)
+        tex = F.grid_sample(src.image.expand(2, -1, -1, -1), grid, mode="bilinear", padding_mode="border",
+                            align_corners=False).permute(0, 2, 3, 1)  # (2, h, w, 3)  # fmt: skip
+        split = src.split
+        # The jaw that is relatively nearer owns the pixel; each shows the photo's rows it had there.
+        use_up = torch.sigmoid((d_lo / (1 - split) - d_up / split) / 0.8)[..., None]
+        vis_up = torch.sigmoid((split * s_gap - d_up) / 0.8)[..., None]
+        vis_lo = torch.sigmoid(((1 - split) * s_gap - d_lo) / 0.8)[..., None]
+        upper = tex[0] * vis_up + cavity * (1 - vis_up)
+        lower = tex[1] * vis_lo + cavity * (1 - vis_lo)
+        return upper * use_up + lower * (1 - use_up)
 
 
 def _interp(x: torch.Tensor, xp: np.ndarray, fp: np.ndarray, device: torch.device) -> torch.Tensor:
