@@ -236,6 +236,14 @@ def test_bad_input_gets_a_clear_4xx_leaves_nothing_and_is_audited(
         r = _submit(api, example_photo, audio, str(subject["id"]), **kwargs)  # type: ignore[arg-type]
         assert r.status_code == status and r.json()["code"] == code, (code, r.text)
         assert "Traceback" not in r.text and r.json()["message"]
+    files = {"photo": ("p.png", example_photo.read_bytes(), "image/png"), "audio": ("a.wav", audio.read_bytes())}
+    r = api.client.post(
+        "/v1/generations",
+        data={"subject_id": subject["id"], "purpose": "api-test", "gaze_x": "5"},
+        files=files,
+        headers=api.bearer("generate"),
+    )
+    assert r.status_code == 400 and r.json()["code"] == "invalid_controls" and "gaze_x" in r.json()["message"]
     hour = long_silence_wav(api.tmp / "hour.wav", 3600)  # 28.8 MB > the 4 MiB limit of this app
     r = _submit(api, example_photo, hour, str(subject["id"]))
     assert r.status_code == 413

@@ -228,6 +228,20 @@ def test_bad_input_is_refused_cleanly_and_audited(
         assert r.exit_code == 2, (code, r.output)
         assert f"error[{code}]" in r.output and "Traceback" not in r.output
         assert not out.exists() and not list(tmp_path.glob(".bad*"))
+    r = cli(
+        "generate",
+        str(example_photo),
+        str(installed.audio),
+        "-o",
+        str(out),
+        "--subject",
+        installed.subject,
+        "--purpose",
+        "test",
+        "--emotion",
+        "smug",
+    )
+    assert r.exit_code == 2 and "error[invalid_controls]" in r.output and "emotion" in r.output, r.output
     corrupt = tmp_path / "corrupt.mp4"
     corrupt.write_bytes(installed.video.read_bytes()[:3000] + b"\x00garbage" * 100)
     r = cli("detect", str(corrupt))
