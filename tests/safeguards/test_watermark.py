@@ -193,6 +193,20 @@ def test_unmarked_and_wrong_key_are_not_found(photo: np.ndarray) -> None:
     assert not WatermarkDetector(OTHER_KEY).detect([marked]).found
 
 
+def test_soft_votes_add_up_across_frames(photo: np.ndarray) -> None:
+    """Under heavy noise no frame decodes alone, yet the summed soft votes of 30 frames give the payload."""
+    marked = Watermarker(WatermarkPayload.for_generation(KEY, 42)).embed(photo)
+    rng = np.random.default_rng(0)
+    noisy = [np.clip(marked + rng.normal(0, 40, marked.shape), 0, 255).astype(np.uint8) for _ in range(30)]
+    detector = WatermarkDetector(KEY)
+    assert not any(detector.detect([f]).found for f in noisy[:6])
+    result = detector.detect(noisy)
+    assert result.found and result.tag == 42
+    assert result.frames_agreeing < 0.5 and 0.0 < result.confidence < 0.5
+    unmarked = [np.clip(photo + rng.normal(0, 40, photo.shape), 0, 255).astype(np.uint8) for _ in range(30)]
+    assert not detector.detect(unmarked).found
+
+
 def test_detect_skips_unusable_frames_and_honours_max_frames(photo: np.ndarray) -> None:
     marked = Watermarker(WatermarkPayload.for_generation(KEY, 5)).embed(photo)
     tiny = np.zeros((100, 100, 3), dtype=np.uint8)
