@@ -55,6 +55,7 @@ DEFAULT_STRENGTH = 56.0
 MIN_KEY_BYTES = 16
 # The packaged transform refuses frames under 256x256 pixels; so do we, for the same reason (too few blocks).
 MIN_PIXELS = 256 * 256
+MIN_SIDE = 64  # a strip narrower than this has too few rows of blocks to find the grid in
 
 # Detector search space. Offsets: every pixel phase of the 8x8 block grid. Gains: a coarse grid for the search,
 # refined around the winner; brightness changes of +-25 % are covered.
@@ -176,10 +177,10 @@ def _validate_frame(frame: np.ndarray) -> None:
         shape = getattr(frame, "shape", None)
         dtype = getattr(frame, "dtype", type(frame).__name__)
         raise InvalidFrame(f"expected an (H, W, 3) uint8 RGB frame, got shape {shape} dtype {dtype}")
-    if frame.shape[0] * frame.shape[1] < MIN_PIXELS:
+    if frame.shape[0] * frame.shape[1] < MIN_PIXELS or min(frame.shape[:2]) < MIN_SIDE:
         raise InvalidFrame(
             f"a {frame.shape[1]}x{frame.shape[0]} frame is too small to carry the watermark "
-            "(needs >= 256x256 pixels)"
+            f"(needs >= 256x256 pixels and sides >= {MIN_SIDE})"
         )
 
 
@@ -258,13 +259,8 @@ class WatermarkDetector:
 
     def _cell_votes(self, s0: np.ndarray, gains: np.ndarray) -> np.ndarray:
         """Block s0 (nby, nbx) -> vote sums per tile cell for each gain, (G, 120)."""
-        nby, nbx = s0.shape
-        soft = _dwtdctsvd.soft_bits(s0.reshape(1, -1), scale=self.strength, gain=gains[:, None])  # (G, N)
-        cells = _tile.cell_of_block(nby, nbx)  # (N,)
-        out = np.zeros((gains.size, _tile.CELLS))
-        for g in range(gains.size):
-            out[g] = np.bincount(cells, weights=soft[g], minlength=_tile.CELLS)
-        return out
+        soft = _dwtdctsvd.soft_bits(s0[None], scale=self.strength, gain=gains[:, None, None])  # (G, nby, nbx)
+        return _tile.cell_sums(soft).astype(np.float64)
 
     def _search(self, planes: list[np.ndarray]) -> list[_Candidate]:
         """Best grid offsets (with their chroma gain) by coherence of the cell sums over a few frames, best first.

@@ -218,7 +218,9 @@ def test_detect_skips_unusable_frames_and_honours_max_frames(photo: np.ndarray) 
 
 def test_embed_rejects_bad_frames() -> None:
     marker = Watermarker(WatermarkPayload.for_generation(KEY, 1))
-    for bad in (np.zeros((128, 128, 3), np.uint8), np.zeros((512, 512), np.uint8), np.zeros((512, 512, 3))):
+    bad_frames = (np.zeros((128, 128, 3), np.uint8), np.zeros((40, 2000, 3), np.uint8), np.zeros((512, 512), np.uint8),
+                  np.zeros((512, 512, 3)))  # fmt: skip
+    for bad in bad_frames:
         with pytest.raises(InvalidFrame) as info:
             marker.embed(bad)
         assert info.value.code == "invalid_frame"
