@@ -313,7 +313,13 @@ TRANSFORMS = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(TRANSFORMS))
+# Three kinds run in the quick suite; the rest are marked slow (the evaluation script runs all of them on 8 clips).
+QUICK = {"h264_crf28", "crop_left", "brightness_+20"}
+
+
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=() if n in QUICK else pytest.mark.slow) for n in sorted(TRANSFORMS)]
+)
 def test_survives_each_transformation(marked_clip: tuple[list[np.ndarray], list[np.ndarray]], name: str) -> None:
     marked, source = marked_clip
     result = WatermarkDetector(KEY).detect(TRANSFORMS[name](marked))
@@ -336,6 +342,7 @@ def test_survives_two_transformations(
     assert result.found and result.tag == 0xDEADBEEF
 
 
+@pytest.mark.slow
 def test_survives_h264_crf23_then_crf28(photo: np.ndarray) -> None:
     tag = 1
     marker = Watermarker(WatermarkPayload.for_generation(KEY, tag))
