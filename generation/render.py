@@ -46,6 +46,8 @@ class RenderConfig:
     feather_px: softness of the mouth-interior edge.
     lid_close: how far the upper lid travels to the lower lid at blink = 1.
     brow_raise: brow lift (IOD units) at brow = 1.
+    lash_strip: height (IOD) of the strip above each upper-lid point that a blink carries down unstretched
+        (the lashes); only the lid skin above it stretches to cover the eye.
     open_mouth_gap: a photo whose inner-lip gap (IOD) exceeds this is closed once at rig time, and its own
         mouth interior (teeth, tongue) is kept as the texture of every later opening.
     """
@@ -59,6 +61,7 @@ class RenderConfig:
     lid_close: float = 0.97
     brow_raise: float = 0.07
     head_pivot_depth: float = 0.6
+    lash_strip: float = 0.06
     open_mouth_gap: float = 0.06
 
 
@@ -192,7 +195,16 @@ class FaceRig:
         self.ring_parent = np.array(_FACE_OVAL)[keep]
         self.ring = ring[keep]
         self.border = border
-        self.n_vertices = N_MESH + len(self.ring) + len(self.border)
+        # Lash strip: a vertex above every upper-lid point, toward its crease point, moving rigidly with it.
+        lm = self.landmarks[:, :2]
+        parents = [p[0] for p in LANDMARKS.RIGHT_LID_PAIRS + LANDMARKS.LEFT_LID_PAIRS]
+        creases = list(LANDMARKS.RIGHT_LID_CREASE + LANDMARKS.LEFT_LID_CREASE)
+        to_crease = lm[creases] - lm[parents]  # (14, 2)
+        dist = np.linalg.norm(to_crease, axis=1, keepdims=True).clip(min=1e-6)
+        height = np.minimum(self.config.lash_strip * self.iod, 0.45 * dist)
+        self.lash_parent = np.array(parents)
+        self.lash_offset = to_crease / dist * height  # (14, 2)
+        self.n_vertices = N_MESH + len(self.ring) + len(self.lash_parent) + len(self.border)
 
     def _init_mesh(self) -> None:
         # Triangulate an opened-mouth, open-eyed pose so no triangle bridges the lips: the mouth opening
@@ -201,8 +213,14 @@ class FaceRig:
         opened.jaw_open[:] = max(self.rest_gap, 0.0) + 0.15
         verts = self.deform(opened)[0]  # (V, 2)
         tri = Delaunay(verts).simplices.astype(np.int64)  # (K, 3)
+        far = self.landmarks[:, 2].max() + 1.0
         depth = np.concatenate(
-            [self.landmarks[:, 2], np.full(self.n_vertices - N_MESH, self.landmarks[:, 2].max() + 1.0)]
+            [
+                self.landmarks[:, 2],
+                np.full(len(self.ring), far),
+                self.landmarks[self.lash_parent, 2],
+                np.full(len(self.border), far),
+            ]
         )
         order = np.argsort(-depth[tri].mean(1))  # far to near: nearer triangles win overlaps
         self.triangles = tri[order]
@@ -228,7 +246,7 @@ class FaceRig:
         return state
 
     def deform(self, motion: MotionState) -> np.ndarray:
-        """Target vertex positions (mesh, then ring, then border) for each frame: (B, V, 2) float64."""
+        """Target vertex positions (mesh, ring, lash strip, border) for each frame: (B, V, 2) float64."""
         return deform_landmarks(self, motion)
 
 
@@ -326,7 +344,8 @@ def deform_landmarks(rig: FaceRig, motion: MotionState) -> np.ndarray:
     """Apply expression, blink, gaze and head pose to the rig's landmarks.
 
     Returns:
-        (B, V, 2) target positions: 478 landmarks, then the ring anchors, then the fixed border anchors.
+        (B, V, 2) target positions: 478 landmarks, then the ring anchors, the lash-strip vertices, and the fixed
+        border anchors.
     """
     cfg = rig.config
     bsz = len(motion)
@@ -380,14 +399,18 @@ def deform_landmarks(rig: FaceRig, motion: MotionState) -> np.ndarray:
     center = rig.landmarks.mean(0)
     pivot = center + np.array([0.0, 0.0, cfg.head_pivot_depth * rig.iod])
     rot = _rotation(np.asarray(motion.yaw), np.asarray(motion.pitch), np.asarray(motion.roll))  # (B, 3, 3)
-    moved = np.einsum("bij,bnj->bni", rot, lm - pivot) + pivot  # (B, 478, 3)
-    xy = (moved[..., :2] - center[:2]) * col(motion.scale) + center[:2]
-    xy += np.stack([np.asarray(motion.tx), np.asarray(motion.ty)], 1)[:, None, :] * rig.size
+    lash = lm[:, rig.lash_parent].copy()  # (B, 14, 3): rides on its (possibly closing) lid point
+    lash[..., :2] += rig.lash_offset
+    points = np.concatenate([lm, lash], axis=1)  # (B, 478 + 14, 3)
+    moved = np.einsum("bij,bnj->bni", rot, points - pivot) + pivot
+    xy_all = (moved[..., :2] - center[:2]) * col(motion.scale) + center[:2]
+    xy_all += np.stack([np.asarray(motion.tx), np.asarray(motion.ty)], 1)[:, None, :] * rig.size
+    xy, lash_xy = xy_all[:, :N_MESH], xy_all[:, N_MESH:]
 
     ring_motion = (xy[:, rig.ring_parent] - rig.landmarks[rig.ring_parent, :2]) * cfg.ring_follow
     ring = rig.ring[None] + ring_motion  # (B, R, 2)
     border = np.broadcast_to(rig.border, (bsz, len(rig.border), 2))
-    return np.concatenate([xy, ring, border], axis=1)
+    return np.concatenate([xy, ring, lash_xy, border], axis=1)
 
 
 def _rotation(yaw: np.ndarray, pitch: np.ndarray, roll: np.ndarray) -> np.ndarray:
