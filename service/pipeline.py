@@ -34,7 +34,7 @@ from policies import PolicyDecision, evaluate_generation
 from policies.facts import GenerationFacts
 from safeguards.gate import assess_generation_request
 from safeguards.provenance import ManifestSpec, Signer, read_provenance, sign_mp4
-from safeguards.watermark import WATERMARK_ALGORITHM, Watermarker, WatermarkPayload
+from safeguards.watermark import TAG_BITS, WATERMARK_ALGORITHM, Watermarker, WatermarkPayload
 from service.errors import Denied, describe
 from service.models import Generation, JobStatus
 from service.runtime import Runtime
@@ -144,7 +144,7 @@ def create_generation(
             subject_id=subject_id,
             purpose=purpose,
             client_id=client_id,
-            watermark_tag=secrets.randbits(32),
+            watermark_tag=secrets.randbits(TAG_BITS),
             photo_path=str(photo_path),
             audio_path=str(audio_path),
             output_path=str(output_path or rt.settings.outputs_dir / f"{gen_id}.mp4"),
