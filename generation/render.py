@@ -50,6 +50,8 @@ class RenderConfig:
         (the lashes); only the lid skin above it stretches to cover the eye.
     open_mouth_gap: a photo whose inner-lip gap (IOD) exceeds this is closed once at rig time, and its own
         mouth interior (teeth, tongue) is kept as the texture of every later opening.
+    own_teeth_max: the longest stretch (IOD) of the photo's interior shown hanging from the upper lip: about the
+        upper incisors' exposure; below it a wider opening shows the cavity, not the photo's lower rows again.
     """
 
     ring_scale: float = 1.45
@@ -63,6 +65,7 @@ class RenderConfig:
     head_pivot_depth: float = 0.6
     lash_strip: float = 0.06
     open_mouth_gap: float = 0.06
+    own_teeth_max: float = 0.11
 
 
 def _smoothstep(x: np.ndarray) -> np.ndarray:
@@ -136,6 +139,7 @@ class FaceRig:
         jaw[lower_lip] = 1.0 - 0.3 * np.clip((np.abs(a[lower_lip]) - 0.6) / 0.4, 0.0, 1.0) ** 2
         jaw[corners] = 0.3
         jaw[(b < 0) & ~lower_lip] = 0.0
+        jaw = self._spread_from_lip(jaw, lower_lip, b, corners)
         self.jaw_weight = jaw
         # Closing a photo's open mouth: every inner-lip pair must meet at once, so each lower-lip point moves
         # in proportion to the rest opening above it. The band below the lip that absorbs the closing must be
@@ -151,10 +155,29 @@ class FaceRig:
         close[lower_lip] = np.interp(a[lower_lip], inner_a[order], ratio[order])
         close[list(LANDMARKS.INNER_LOWER)] = ratio  # exact closure of every pair
         close[corners] = np.minimum(close[corners], 0.3)
-        self.jaw_close_weight = close
+        self.jaw_close_weight = self._spread_from_lip(close, lower_lip, b, corners)
         near_mouth = np.exp(-((b / 0.22) ** 2)) * np.exp(-(np.clip(np.abs(a) - 1.0, 0, None) ** 2) / 0.35**2)
         self.width_weight = a * near_mouth  # signed: corners move out, centre stays
         self.smile_weight = np.clip(np.abs(a), 0, 1.3) ** 2 * near_mouth
+
+    def _spread_from_lip(self, weight: np.ndarray, lip: np.ndarray, b: np.ndarray, corners: np.ndarray
+                         ) -> np.ndarray:  # fmt: skip
+        """Let skin next to the lower lip (beside the corners, under the lip) follow it in part.
+
+        A lip that moves while the cheek point beside it stays would slide over it: the triangle between them
+        folds. Each point below the mouth line takes at least a Gaussian share (sigma 0.1 IOD) of its nearest
+        lip points' weight.
+        """
+        lm2 = self.landmarks[:, :2]
+        lip_idx = np.nonzero(lip)[0]
+        d = np.linalg.norm(lm2[:, None, :] - lm2[None, lip_idx, :], axis=-1) / self.iod  # (478, L)
+        share = (weight[lip_idx][None, :] * np.exp(-((d / 0.1) ** 2))).max(1)  # (478,)
+        out = weight.copy()
+        skin = ~lip & (b > 0.02)  # below the mouth line: the upper lip (on or above it) never follows the jaw
+        skin[corners] = False
+        skin[list(LANDMARKS.INNER_UPPER) + list(LANDMARKS.OUTER_UPPER)] = False
+        out[skin] = np.maximum(out[skin], share[skin])
+        return out
 
     def _lower_lip_points(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """(478,) bool: mesh points on the lower lip, i.e. between its inner and outer contours.
@@ -197,13 +220,14 @@ class FaceRig:
         self.border = border
         # Lash strip: a vertex above every upper-lid point, toward its crease point, moving rigidly with it.
         lm = self.landmarks[:, :2]
-        parents = [p[0] for p in LANDMARKS.RIGHT_LID_PAIRS + LANDMARKS.LEFT_LID_PAIRS]
-        creases = list(LANDMARKS.RIGHT_LID_CREASE + LANDMARKS.LEFT_LID_CREASE)
-        to_crease = lm[creases] - lm[parents]  # (14, 2)
+        # The lid points next to the eye corners are left out: a strip there would cross the corner's edges.
+        parents = [p[0] for p in LANDMARKS.RIGHT_LID_PAIRS[1:-1] + LANDMARKS.LEFT_LID_PAIRS[1:-1]]
+        creases = list(LANDMARKS.RIGHT_LID_CREASE[1:-1] + LANDMARKS.LEFT_LID_CREASE[1:-1])
+        to_crease = lm[creases] - lm[parents]  # (10, 2)
         dist = np.linalg.norm(to_crease, axis=1, keepdims=True).clip(min=1e-6)
         height = np.minimum(self.config.lash_strip * self.iod, 0.45 * dist)
         self.lash_parent = np.array(parents)
-        self.lash_offset = to_crease / dist * height  # (14, 2)
+        self.lash_offset = to_crease / dist * height  # (10, 2)
         self.n_vertices = N_MESH + len(self.ring) + len(self.lash_parent) + len(self.border)
 
     def _init_mesh(self) -> None:
@@ -297,10 +321,11 @@ class MouthSource:
 
 def _teeth_split(image: np.ndarray, center: np.ndarray, axis: np.ndarray, down: np.ndarray, half: float,
                  lateral: np.ndarray, upper: np.ndarray, lower: np.ndarray) -> float:  # fmt: skip
-    """Where the upper teeth end, as a share of the opening: the darkest row of the mouth's central half.
+    """Where the upper teeth end, as a share of the opening from the upper lip.
 
-    Falls back to 0.75 when no row is clearly darker: the upper teeth fill most of a speaking or smiling mouth,
-    the lower ones hide behind the lower lip.
+    The upper teeth are the bright run of rows that starts near the upper lip (sampled over the mouth's central
+    half); the rows after it (the gap, the lower teeth, the tongue) belong to the lower jaw. Without a bright run
+    (no teeth showing) the opening is shared half and half.
     """
     order = np.argsort(lateral)
     cols = np.linspace(-0.5, 0.5, 15) * half  # (C,)
@@ -310,9 +335,14 @@ def _teeth_split(image: np.ndarray, center: np.ndarray, axis: np.ndarray, down: 
     pts = center + cols[None, :, None] * axis + (top + depth[:, None] * (bottom - top))[..., None] * down  # (R, C, 2)
     ij = np.clip(np.round(pts).astype(int), 0, image.shape[0] - 1)
     luma = image[ij[..., 1], ij[..., 0]].astype(np.float64).mean(-1).mean(1)  # (R,)
-    inner = slice(6, 19)  # depths 0.3-0.9: the lips' own edges are not the gap
-    k = int(np.argmin(luma[inner])) + inner.start
-    return float(depth[k]) if luma[k] < 0.8 * float(np.median(luma)) else 0.75
+    bright = luma > (luma.max() + luma.min()) / 2
+    if luma.max() - luma.min() < 25 or not bright[:9].any():  # flat interior, or no teeth under the upper lip
+        return 0.5
+    start = int(np.argmax(bright[:9]))
+    end = start
+    while end + 1 < len(bright) and bright[end + 1]:
+        end += 1
+    return float(np.clip(depth[end] + 0.5 / 20, 0.3, 0.95))
 
 
 def _mouth_frame(upper: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
@@ -331,6 +361,8 @@ def _closed_face(rig: FaceRig, face: FaceAnalysis) -> FaceAnalysis:
     """
     closed = MotionState.neutral(1)
     targets = rig.deform(closed)  # (1, V, 2)
+    # Lips meet exactly, point on point: then every triangle between them is degenerate and draws nothing.
+    targets[0, list(LANDMARKS.INNER_LOWER)] = targets[0, list(LANDMARKS.INNER_UPPER)]
     # Triangulate the closed pose itself: triangles of a mesh built on the open photo would fold when the lips
     # travel a whole mouth height; triangles between the meeting lips simply have no area here.
     triangles = Delaunay(targets[0]).simplices.astype(np.int64)  # (K, 3)
@@ -388,20 +420,26 @@ def deform_landmarks(rig: FaceRig, motion: MotionState) -> np.ndarray:
         upper = [p[0] for p in pairs]
         lower = [p[1] for p in pairs]
         k = col(amount) * cfg.lid_close
+        # Where each iris point sits between the lids, as a share t of the lid opening at its lateral position.
+        t_iris, y_up0 = _between_lids(lm, upper, lower, list(iris), u3, v3)
         delta = lm[:, lower] - lm[:, upper]  # (B, 7, 3)
         lm[:, upper] += k * delta
         lm[:, list(crease)] += k * 0.4 * delta
-        lower_mid = lm[:, lower].mean(1, keepdims=True)  # (B, 1, 3)
-        to_lower = ((lower_mid - lm[:, list(iris)]) @ v3)[..., None] * v3  # along "down" only
-        lm[:, list(iris)] += k * to_lower
+        # The iris is squeezed with the opening (same t), so it never slides past a closing lid and shows
+        # through it; t < 0 (iris under the upper lid's skin) scales the same way.
+        _, y_up = _between_lids(lm, upper, lower, list(iris), u3, v3)
+        y_lo = _lid_height(lm, lower, list(iris), u3, v3)
+        target = y_up + t_iris * (y_lo - y_up)  # (B, 5)
+        current = lm[:, list(iris)] @ v3
+        lm[:, list(iris)] += (target - current)[..., None] * v3
 
     # Head pose: rotate in 3D about a pivot behind the face, project orthographically, scale and translate.
     center = rig.landmarks.mean(0)
     pivot = center + np.array([0.0, 0.0, cfg.head_pivot_depth * rig.iod])
     rot = _rotation(np.asarray(motion.yaw), np.asarray(motion.pitch), np.asarray(motion.roll))  # (B, 3, 3)
-    lash = lm[:, rig.lash_parent].copy()  # (B, 14, 3): rides on its (possibly closing) lid point
+    lash = lm[:, rig.lash_parent].copy()  # (B, 10, 3): rides on its (possibly closing) lid point
     lash[..., :2] += rig.lash_offset
-    points = np.concatenate([lm, lash], axis=1)  # (B, 478 + 14, 3)
+    points = np.concatenate([lm, lash], axis=1)  # (B, 478 + 10, 3)
     moved = np.einsum("bij,bnj->bni", rot, points - pivot) + pivot
     xy_all = (moved[..., :2] - center[:2]) * col(motion.scale) + center[:2]
     xy_all += np.stack([np.asarray(motion.tx), np.asarray(motion.ty)], 1)[:, None, :] * rig.size
@@ -411,6 +449,26 @@ def deform_landmarks(rig: FaceRig, motion: MotionState) -> np.ndarray:
     ring = rig.ring[None] + ring_motion  # (B, R, 2)
     border = np.broadcast_to(rig.border, (bsz, len(rig.border), 2))
     return np.concatenate([xy, ring, lash_xy, border], axis=1)
+
+
+def _lid_height(lm: np.ndarray, lid: list[int], points: list[int], u3: np.ndarray, v3: np.ndarray) -> np.ndarray:
+    """(B, P): the lid line's "down" coordinate at each point's lateral position (linear between lid points)."""
+    lid_a, lid_b = lm[:, lid] @ u3, lm[:, lid] @ v3  # (B, L)
+    pa = lm[:, points] @ u3  # (B, P)
+    out = np.empty(pa.shape)
+    for i in range(len(lm)):
+        order = np.argsort(lid_a[i])
+        out[i] = np.interp(pa[i], lid_a[i][order], lid_b[i][order])
+    return out
+
+
+def _between_lids(lm: np.ndarray, upper: list[int], lower: list[int], points: list[int], u3: np.ndarray,
+                  v3: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """(t, upper-lid height) for each point: t = 0 on the upper lid, 1 on the lower lid. Shapes (B, P)."""
+    y_up = _lid_height(lm, upper, points, u3, v3)
+    y_lo = _lid_height(lm, lower, points, u3, v3)
+    y = lm[:, points] @ v3
+    return (y - y_up) / np.maximum(y_lo - y_up, 1e-3), y_up
 
 
 def _rotation(yaw: np.ndarray, pitch: np.ndarray, roll: np.ndarray) -> np.ndarray:
@@ -496,11 +554,18 @@ class Renderer:
         return out.permute(0, 2, 3, 1).contiguous()  # (B, H, W, 3)
 
     def _raster(self, verts: np.ndarray, tri_cpu: np.ndarray) -> np.ndarray:
-        """Triangle id per output pixel, drawn far-to-near (later ones win), 1/16 px precision."""
+        """Triangle id per output pixel, drawn far-to-near (later ones win), 1/16 px precision.
+
+        Collapsed triangles (closed lids and lips) are skipped: OpenCV would still draw them as a line of their
+        source centroid's colour, a seam of teeth or eye along closed lips and lids. Their neighbours cover it.
+        """
         ids = np.zeros((self.rig.size, self.rig.size), dtype=np.int32)
-        pts = np.round((verts - 0.5) * 16).astype(np.int32)[tri_cpu]  # (K, 3, 2) in 1/16 px
-        for k in range(len(pts)):
-            cv2.fillConvexPoly(ids, pts[k], k, lineType=cv2.LINE_8, shift=4)
+        tri = verts[tri_cpu]  # (K, 3, 2)
+        d1, d2 = tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]
+        visible = np.abs(d1[:, 0] * d2[:, 1] - d1[:, 1] * d2[:, 0]) > 0.1  # twice the area, px^2
+        pts = np.round((tri - 0.5) * 16).astype(np.int32)  # (K, 3, 2) in 1/16 px
+        for k in np.nonzero(visible)[0]:
+            cv2.fillConvexPoly(ids, pts[k], int(k), lineType=cv2.LINE_8, shift=4)
         return ids
 
     def _affines(self, targets: np.ndarray, triangles: np.ndarray, src_tri: torch.Tensor) -> torch.Tensor:
@@ -585,6 +650,7 @@ class Renderer:
         assert src is not None
         dev = a.device
         k = src.half / half  # photo pixels per output pixel
+        src_iod = self.rig.iod  # the base and the photo share one crop: photo pixels
         s_lat = a * k  # lateral coordinate in the photo's mouth frame
         s_up = _interp(s_lat, src.lateral, src.upper, dev)
         s_lo = _interp(s_lat, src.lateral, src.lower, dev)
@@ -604,11 +670,15 @@ class Renderer:
         split = src.split
         # The jaw that is relatively nearer owns the pixel; each shows the photo's rows it had there.
         use_up = torch.sigmoid((d_lo / (1 - split) - d_up / split) / 0.8)[..., None]
-        vis_up = torch.sigmoid((split * s_gap - d_up) / 0.8)[..., None]
-        vis_lo = torch.sigmoid(((1 - split) * s_gap - d_lo) / 0.8)[..., None]
-        upper = tex[0] * vis_up + cavity * (1 - vis_up)
-        lower = tex[1] * vis_lo + cavity * (1 - vis_lo)
-        return upper * use_up + lower * (1 - use_up)
+        # The lower jaw's texture reaches half a pixel past its share, so the two meet without a dark seam;
+        # the cavity shows only where neither reaches (an opening wider than the photo's).
+        up_len = (split * s_gap).clamp(max=self.rig.config.own_teeth_max * src_iod)
+        vis_up = torch.sigmoid((up_len - d_up) / 0.8)[..., None]
+        vis_lo = torch.sigmoid(((1 - split) * s_gap + 0.5 - d_lo) / 0.8)[..., None]
+        w_up = vis_up * (1 - vis_lo * (1 - use_up))
+        w_lo = vis_lo * (1 - vis_up * use_up)
+        w_cav = (1 - vis_up) * (1 - vis_lo)
+        return (tex[0] * w_up + tex[1] * w_lo + cavity * w_cav) / (w_up + w_lo + w_cav).clamp(min=1e-6)
 
 
 def _interp(x: torch.Tensor, xp: np.ndarray, fp: np.ndarray, device: torch.device) -> torch.Tensor:
