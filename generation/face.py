@@ -19,7 +19,7 @@ from PIL import Image
 
 from generation.errors import NoFaceFound
 
-__all__ = ["FaceConfig", "FaceAnalysis", "analyze_face", "detect_landmarks", "LANDMARKS"]
+__all__ = ["FaceConfig", "FaceAnalysis", "analyze_face", "detect_landmarks", "segment_person", "LANDMARKS"]
 
 
 class LANDMARKS:
@@ -121,6 +121,26 @@ def _mesh() -> object:
             static_image_mode=True, max_num_faces=1, refine_landmarks=True, min_detection_confidence=0.5
         )
     return _MESH
+
+
+_SEGMENTER_LOCK = threading.Lock()
+_SEGMENTER: object | None = None
+
+
+def segment_person(image_rgb: np.ndarray) -> np.ndarray:
+    """Person probability per pixel (head, hair, neck, shoulders = 1, background = 0) from mediapipe's selfie
+    segmentation (offline, bundled with mediapipe). Returns (H, W) float32 in [0, 1]."""
+    global _SEGMENTER
+    with _SEGMENTER_LOCK:
+        if _SEGMENTER is None:
+            import mediapipe as mp
+
+            with _native_stderr_silenced():  # the graph's start-up chatter comes with its first frame
+                _SEGMENTER = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=0)
+                result = _SEGMENTER.process(np.ascontiguousarray(image_rgb))  # type: ignore[attr-defined]
+        else:
+            result = _SEGMENTER.process(np.ascontiguousarray(image_rgb))  # type: ignore[attr-defined]
+    return np.clip(np.asarray(result.segmentation_mask, dtype=np.float32), 0.0, 1.0)
 
 
 def detect_landmarks(image_rgb: np.ndarray) -> np.ndarray | None:

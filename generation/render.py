@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from scipy.spatial import Delaunay
 
-from generation.face import LANDMARKS, FaceAnalysis
+from generation.face import LANDMARKS, FaceAnalysis, segment_person
 from generation.motion import MotionState
 
 __all__ = ["RenderConfig", "FaceRig", "Renderer", "deform_landmarks", "inner_lip_gap"]
@@ -50,12 +50,14 @@ class RenderConfig:
         (the lashes); only the lid skin above it stretches to cover the eye.
     open_mouth_gap: a photo whose inner-lip gap (IOD) exceeds this is closed once at rig time, and its own
         mouth interior (teeth, tongue) is kept as the texture of every later opening.
+    still_background: composite the warped person over the photo's own background (selfie segmentation), so
+        only the person moves; what a move reveals is filled by the warp's stretched surroundings.
     own_teeth_max: the longest stretch (IOD) of the photo's interior shown hanging from the upper lip: about the
         upper incisors' exposure; below it a wider opening shows the cavity, not the photo's lower rows again.
     """
 
     ring_scale: float = 1.45
-    ring_follow: float = 0.45
+    ring_follow: float = 0.6
     border_anchors: int = 8
     teeth_height: float = 0.085
     lower_teeth_height: float = 0.035
@@ -65,6 +67,7 @@ class RenderConfig:
     head_pivot_depth: float = 0.6
     lash_strip: float = 0.06
     open_mouth_gap: float = 0.06
+    still_background: bool = True
     own_teeth_max: float = 0.11
 
 
@@ -84,6 +87,10 @@ class FaceRig:
         self.config = config
         self.device = device
         self.mouth_source: MouthSource | None = None
+        self.person: torch.Tensor | None = None  # (1, 1, H, W) person probability of the photo
+        if config.still_background:
+            mask = torch.from_numpy(segment_person(face.image)).to(device=device, dtype=torch.float32)
+            self.person = mask[None, None].contiguous()
         self._setup(face)
         self.photo_gap = self.rest_gap
         if self.rest_gap > config.open_mouth_gap:
@@ -118,6 +125,7 @@ class FaceRig:
         self._init_mesh()
         img = torch.from_numpy(face.image).to(device=device, dtype=torch.float32)
         self.image = img.permute(2, 0, 1).unsqueeze(0).contiguous()  # (1, 3, H, W), 0..255
+        self.photo_background = self.image  # the base image's pixels where the background stays still
         self.lip_color = self._lip_color(face.image)
         luminance = float(face.image[..., :3].mean())
         self.teeth_color = np.array([222.0, 214.0, 198.0]) * np.clip(luminance / 120.0, 0.65, 1.05)
@@ -549,8 +557,17 @@ class Renderer:
         py = self._pixels[None, ..., 1:2]
         src = per_pixel[..., 0] * px + per_pixel[..., 1] * py + per_pixel[..., 2]  # (B, H, W, 2)
         grid = src * (2.0 / rig.size) - 1.0  # align_corners=False convention
-        image = rig.image.expand(bsz, -1, -1, -1)
+        if rig.person is None:
+            image = rig.image.expand(bsz, -1, -1, -1)
+            out = F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=False)
+            return out.permute(0, 2, 3, 1).contiguous()  # (B, H, W, 3)
+        # The person mask travels with the pixels as a fourth channel: where the warped frame shows background
+        # and the photo shows background too, the photo's own (still) pixel is used.
+        image = torch.cat([rig.image, rig.person], 1).expand(bsz, -1, -1, -1)  # (B, 4, H, W)
         out = F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        moved, person = out[:, :3], out[:, 3:]
+        keep = (1.0 - person) * (1.0 - rig.person)  # (B, 1, H, W): background before and after
+        out = moved * (1.0 - keep) + rig.photo_background * keep
         return out.permute(0, 2, 3, 1).contiguous()  # (B, H, W, 3)
 
     def _raster(self, verts: np.ndarray, tri_cpu: np.ndarray) -> np.ndarray:

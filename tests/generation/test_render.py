@@ -3,6 +3,7 @@ carry the lash strip, and a crop that mirrors (not streaks) beyond the photo."""
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 from generation.face import LANDMARKS, _crop_square
@@ -85,3 +86,27 @@ def test_crop_mirrors_beyond_the_photo() -> None:
     assert np.abs(np.diff(beyond, axis=0)).mean() > 20  # textured, not a single repeated row
     inside = crop[:50].astype(int)  # photo rows 40-90: the photo itself
     assert np.abs(inside - image[40:90].astype(int)).mean() < 2
+
+
+def test_background_stays_still_while_the_head_turns(prepared: PreparedFace) -> None:
+    motion = MotionState.neutral(1)
+    motion.yaw[:] = np.radians(8)
+    motion.tx[:] = 0.03
+    rig = prepared.rig
+    assert rig.person is not None
+    person = rig.person[0, 0].numpy()
+    # Background near the head: the warp's ring moves it; the compositing must not.
+    ys, xs = np.nonzero(person > 0.5)
+    near = np.zeros_like(person, dtype=bool)
+    near[max(ys.min() - 80, 0) : ys.max(), max(xs.min() - 80, 0) : min(xs.max() + 80, person.shape[1])] = True
+    # ... but beyond the head's own reach (tx moves it 15 px): background in the photo and in the frame.
+    away = cv2.distanceTransform((person < 0.5).astype(np.uint8), cv2.DIST_L2, 5) > 25
+    background = near & away
+    assert background.sum() > 500
+    photo = rig.base.image.astype(int)
+    still = Renderer(rig).render(motion)[0].astype(int)
+    moving_rig = FaceRig(prepared.face, RenderConfig(still_background=False), rig.device)
+    moving = Renderer(moving_rig).render(motion)[0].astype(int)
+    err_still = np.abs(still - photo)[background].mean()
+    err_moving = np.abs(moving - photo)[background].mean()
+    assert err_still < 1.0 and err_moving > err_still + 1.0, (err_still, err_moving)
