@@ -14,6 +14,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 from PIL import Image
 
@@ -194,15 +195,27 @@ def analyze_face(photo_rgb: np.ndarray, config: FaceConfig | None = None) -> Fac
 
 
 def _crop_square(image: np.ndarray, left: float, top: float, side: float, size: int) -> np.ndarray:
-    """Crop [left, left+side) x [top, top+side) and resize to size x size (mirrored outside the photo)."""
+    """Crop [left, left+side) x [top, top+side) and resize to size x size (soft colour fill outside the photo)."""
     height, width = image.shape[:2]
     pad = int(np.ceil(max(0.0, -left, -top, left + side - width, top + side - height))) + 2
-    # Mirror what lies beyond the photo (shoulders continue as shoulders); repeating the edge pixel instead
-    # draws streaks down the frame. Edge mode only when the pad is wider than the photo itself.
-    mode = "symmetric" if pad < min(height, width) else "edge"
-    padded = np.pad(image, ((pad, pad), (pad, pad), (0, 0)), mode=mode) if pad > 2 else image
+    padded = _pad_soft(image, pad) if pad > 2 else image
     offset = pad if pad > 2 else 0
     box = (left + offset, top + offset, left + offset + side, top + offset + side)
     pil = Image.fromarray(padded)
     resized = pil.resize((size, size), Image.Resampling.LANCZOS, box=box)
     return np.asarray(resized, dtype=np.uint8).copy()
+
+
+def _pad_soft(image: np.ndarray, pad: int) -> np.ndarray:
+    """Pad by ``pad`` pixels with the edge colours, blurred: the frame continues the photo's colours softly.
+
+    Repeating the edge pixel alone draws streaks (every column of a sweater repeats its own pixel), and mirroring
+    puts a second chin under the first when the photo ends below the face.
+    """
+    padded = np.pad(image, ((pad, pad), (pad, pad), (0, 0)), mode="edge")
+    k = 2 * max(3, pad // 3) + 1
+    blurred = cv2.blur(padded, (k, k))
+    outside = np.ones(padded.shape[:2], dtype=bool)
+    outside[pad:-pad, pad:-pad] = False
+    padded[outside] = blurred[outside]
+    return padded

@@ -76,15 +76,18 @@ def test_blink_carries_the_lash_strip_rigidly(prepared: PreparedFace) -> None:
     assert travel.max() > 0.1 * rig.iod
 
 
-def test_crop_mirrors_beyond_the_photo() -> None:
-    # A photo whose last rows are a vertical gradient: beyond the bottom edge the crop must continue it mirrored,
-    # not repeat the last row into streaks.
+def test_crop_fills_beyond_the_photo_without_streaks() -> None:
+    # A noisy photo cropped past its bottom edge: the fill must not repeat the last row's pixels down the frame
+    # (vertical streaks: every column constant) nor mirror the photo (a second copy of what is above).
     rng = np.random.default_rng(0)
     image = (rng.random((100, 100, 3)) * 255).astype(np.uint8)
-    crop = _crop_square(image, left=0.0, top=40.0, side=100.0, size=100)  # rows 40..140, 40 beyond the edge
-    beyond = crop[70:90].astype(int)  # photo rows ~110-130: outside
-    assert np.abs(np.diff(beyond, axis=0)).mean() > 20  # textured, not a single repeated row
-    inside = crop[:50].astype(int)  # photo rows 40-90: the photo itself
+    crop = _crop_square(image, left=0.0, top=40.0, side=100.0, size=100).astype(int)  # rows 40..140
+    beyond = crop[75:95, 10:90]  # photo rows ~115-135: outside
+    column_contrast = np.abs(np.diff(beyond, axis=1)).mean()  # streaks keep the noise's column-to-column contrast
+    assert column_contrast < 10
+    mirrored = image[::-1][5:25, 10:90].astype(int)  # what a mirror would show there
+    assert np.abs(beyond - mirrored).mean() > 30
+    inside = crop[:50]  # photo rows 40-90: the photo itself
     assert np.abs(inside - image[40:90].astype(int)).mean() < 2
 
 
