@@ -125,7 +125,16 @@ class FaceRig:
         self._init_mesh()
         img = torch.from_numpy(face.image).to(device=device, dtype=torch.float32)
         self.image = img.permute(2, 0, 1).unsqueeze(0).contiguous()  # (1, 3, H, W), 0..255
-        self.photo_background = self.image  # the base image's pixels where the background stays still
+        if self.person is not None:
+            # The box around the head anchors (ring) plus a margin: where a move shifts background visibly.
+            pad = int(0.06 * self.size)
+            lo = np.floor(self.ring.min(0)).astype(int) - pad
+            hi = np.ceil(self.ring.max(0)).astype(int) + pad
+            x0, y0 = np.clip(lo, 0, self.size)
+            x1, y1 = np.clip(hi, 0, self.size)
+            self.composite_box = (int(y0), int(y1), int(x0), int(x1))
+            self.background = (1.0 - self.person[0, 0]).contiguous()  # (H, W)
+            self.photo_background_hwc = self.image[0].permute(1, 2, 0).contiguous()  # (H, W, 3): stays still
         self.lip_color = self._lip_color(face.image)
         luminance = float(face.image[..., :3].mean())
         self.teeth_color = np.array([222.0, 214.0, 198.0]) * np.clip(luminance / 120.0, 0.65, 1.05)
@@ -563,12 +572,17 @@ class Renderer:
             return out.permute(0, 2, 3, 1).contiguous()  # (B, H, W, 3)
         # The person mask travels with the pixels as a fourth channel: where the warped frame shows background
         # and the photo shows background too, the photo's own (still) pixel is used.
-        image = torch.cat([rig.image, rig.person], 1).expand(bsz, -1, -1, -1)  # (B, 4, H, W)
+        image = rig.image.expand(bsz, -1, -1, -1)
         out = F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=False)
-        moved, person = out[:, :3], out[:, 3:]
-        keep = (1.0 - person) * (1.0 - rig.person)  # (B, 1, H, W): background before and after
-        out = moved * (1.0 - keep) + rig.photo_background * keep
-        return out.permute(0, 2, 3, 1).contiguous()  # (B, H, W, 3)
+        out = out.permute(0, 2, 3, 1).contiguous()  # (B, H, W, 3)
+        # Only around the head does the warp move background noticeably: composite there, the rest is the warp.
+        y0, y1, x0, x1 = rig.composite_box
+        person = F.grid_sample(rig.person.expand(bsz, -1, -1, -1), grid[:, y0:y1, x0:x1], mode="bilinear",
+                               padding_mode="border", align_corners=False)[:, 0]  # (B, h, w)  # fmt: skip
+        keep = (1.0 - person).mul_(rig.background[y0:y1, x0:x1])  # background before and after
+        region = out[:, y0:y1, x0:x1]
+        region.add_(rig.photo_background_hwc[y0:y1, x0:x1].sub(region).mul_(keep[..., None]))
+        return out
 
     def _raster(self, verts: np.ndarray, tri_cpu: np.ndarray) -> np.ndarray:
         """Triangle id per output pixel, drawn far-to-near (later ones win), 1/16 px precision.
