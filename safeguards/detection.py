@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from generation.media import is_still_image, iter_video_frames, load_frames_for_detection, load_image, probe_video
+from generation.media import is_still_image, load_frames_for_detection, load_image, probe_video
 from safeguards.classifier import SyntheticClipClassifier
 from safeguards.provenance import read_provenance
 from safeguards.watermark import WatermarkDetector
@@ -21,7 +21,6 @@ Verdict = str  # "provatar-generated" | "likely-synthetic" | "no-evidence"
 TagResolver = Callable[[int], dict[str, Any] | None]
 
 WATERMARK_FRAMES = 48
-CLASSIFIER_FRAMES = 64
 
 
 @dataclass
@@ -89,8 +88,8 @@ def detect_media(
         "stored_manifest": (resolved or {}).get("manifest"),
     }
 
-    consecutive = sampled if media["kind"] == "image" else list(iter_video_frames(path, max_frames=CLASSIFIER_FRAMES))
-    cls = classifier.score_frames(consecutive)
+    # Windows spread over the whole video (a still has no motion evidence and scores 0.5).
+    cls = classifier.score_frames(sampled) if media["kind"] == "image" else classifier.score_video(path)
     classifier_out = {
         "score": round(cls.score, 4),
         "threshold": cls.threshold,
