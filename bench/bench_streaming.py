@@ -106,6 +106,31 @@ def long_stream(gen: TalkingFaceGenerator, prepared: object, base: AudioTrack, m
           f"(difference {abs((info.audio_duration_s or 0) - info.duration_s) * 1000:.0f} ms)")
     print("  resident memory (MB), max per third of the run: "
           + ", ".join(f"{max(r for _, r in part):.0f}" for part in thirds if part))
+    for label, start in (("first", 0.0), ("last", audio.duration_s - 10.0)):
+        offset, corr = sync_offset(out, audio, start, 10.0)
+        print(f"  audio-visual offset over the {label} 10 s (dlib mouth vs 2-8 Hz envelope, cross-correlation): "
+              f"{offset:+.0f} ms (correlation {corr:.2f})")
+
+
+def sync_offset(video: Path, audio: AudioTrack, start_s: float, seconds: float) -> tuple[float, float]:
+    """Measure lip sync on [start_s, start_s + seconds) of the encoded file, with the evaluation harness's dlib stack
+    (independent of the generator), against the audio that was streamed."""
+    import av
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from eval_generation import DlibFaces, measure_clip
+
+    frames, times = [], []
+    with av.open(str(video)) as container:
+        for frame in container.decode(video=0):
+            t = float(frame.time or 0.0)
+            if start_s <= t < start_s + seconds:
+                frames.append(frame.to_ndarray(format="rgb24"))
+                times.append(t - start_s)
+    lo = int(start_s * audio.sample_rate)
+    segment = AudioTrack(audio.samples[lo : lo + int(seconds * audio.sample_rate)], audio.sample_rate)
+    report, _ = measure_clip("segment", "generated", frames, np.asarray(times), segment, DlibFaces(), None, None, 5)
+    return float(report.av_offset_ms or float("nan")), float(report.corr_at_offset or float("nan"))
 
 
 def main() -> None:
