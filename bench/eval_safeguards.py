@@ -20,7 +20,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -119,7 +118,7 @@ def check_stripped_detection() -> tuple[bool, str]:
 
     from service import consent_ops
     from service.detect import run_detection
-    from service.pipeline import create_generation, run_generation
+    from service.pipeline import generate_file
     from service.runtime import Runtime, initialize
     from service.settings import Settings
 
@@ -139,7 +138,7 @@ def check_stripped_detection() -> tuple[bool, str]:
             evidence_sha256="e" * 64,
             actor="eval",
         )
-        gen = create_generation(
+        gen = generate_file(
             rt,
             subject_id=subject.id,
             purpose="eval",
@@ -147,9 +146,8 @@ def check_stripped_detection() -> tuple[bool, str]:
             photo_path=photo,
             audio_path=audio,
             output_path=work / "out.mp4",
-            request_id=uuid.uuid4().hex,
+            actor="eval",
         )
-        gen = run_generation(rt, gen.id, actor="eval")
         stripped = work / "stripped.mp4"
         with av.open(str(work / "out.mp4")) as inp, av.open(str(stripped), "w") as out:
             vin = inp.streams.video[0]

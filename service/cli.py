@@ -229,7 +229,7 @@ def generate(
 ) -> None:
     """Generate a watermarked, C2PA-signed talking-face MP4 (only with the subject's consent)."""
     from generation.controls import Controls
-    from service.pipeline import create_generation, run_generation
+    from service.pipeline import generate_file
 
     def body() -> None:
         for p in (photo, audio):
@@ -249,8 +249,8 @@ def generate(
         }
         controls = {k: v for k, v in raw.items() if v is not None}
         Controls.from_mapping(controls)
-        with runtime() as rt:
-            gen = create_generation(
+        with runtime() as rt, progress_bar("generating") as bar:
+            gen = generate_file(
                 rt,
                 subject_id=subject,
                 purpose=purpose,
@@ -258,11 +258,10 @@ def generate(
                 photo_path=photo.resolve(),
                 audio_path=audio.resolve(),
                 output_path=output.resolve(),
-                request_id=uuid.uuid4().hex,
-                params={"controls": controls},
+                actor=actor(),
+                controls=controls,
+                progress=bar,
             )
-            with progress_bar("generating") as bar:
-                gen = run_generation(rt, gen.id, actor=actor(), progress=bar)
             data = {
                 "generation_id": gen.id,
                 "output": gen.output_path,

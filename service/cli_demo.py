@@ -36,7 +36,7 @@ def demo(
 ) -> None:
     """Run init -> consent -> generate -> detect -> audit verify on the example photo and speech."""
     from service.detect import run_detection
-    from service.pipeline import create_generation, run_generation
+    from service.pipeline import generate_file
     from service.runtime import Runtime, initialize
 
     def body() -> None:
@@ -62,19 +62,19 @@ def demo(
             )
             err.print(f"[2/5] enrolled {subject.id} with consent {record.id} (purpose demo)")
             output = run_dir / "provatar-demo.mp4"
-            gen = create_generation(
-                rt,
-                subject_id=subject.id,
-                purpose="demo",
-                client_id="cli",
-                photo_path=photo.resolve(),
-                audio_path=audio.resolve(),
-                output_path=output,
-                request_id=uuid.uuid4().hex,
-            )
             t_gen = time.perf_counter()
             with progress_bar("[3/5] generating") as bar:
-                gen = run_generation(rt, gen.id, actor=actor(), progress=bar)
+                gen = generate_file(
+                    rt,
+                    subject_id=subject.id,
+                    purpose="demo",
+                    client_id="cli",
+                    photo_path=photo.resolve(),
+                    audio_path=audio.resolve(),
+                    output_path=output,
+                    actor=actor(),
+                    progress=bar,
+                )
             gen_s = time.perf_counter() - t_gen
             err.print(f"[3/5] generated {gen.id} in {gen_s:.1f}s: watermarked, C2PA-signed, audited (#{gen.audit_seq})")
             report = run_detection(rt, output, actor=actor(), request_id=uuid.uuid4().hex)

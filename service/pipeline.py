@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
+import uuid
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -160,6 +161,34 @@ def create_generation(
             session.refresh(gen)
             return gen
     raise RuntimeError("could not allocate a unique watermark tag")
+
+
+def generate_file(
+    rt: Runtime,
+    *,
+    subject_id: str,
+    purpose: str,
+    client_id: str,
+    photo_path: Path,
+    audio_path: Path,
+    output_path: Path,
+    actor: str,
+    controls: dict[str, Any] | None = None,
+    progress: ProgressFn | None = None,
+) -> Generation:
+    """Generate synchronously (CLI, demo, benchmarks): persist the job, then run the whole chain in this thread."""
+    gen = create_generation(
+        rt,
+        subject_id=subject_id,
+        purpose=purpose,
+        client_id=client_id,
+        photo_path=photo_path,
+        audio_path=audio_path,
+        output_path=output_path,
+        request_id=uuid.uuid4().hex,
+        params={"controls": controls or {}},
+    )
+    return run_generation(rt, gen.id, actor=actor, progress=progress)
 
 
 def run_generation(

@@ -9,7 +9,7 @@ import pytest
 from service import consent_ops
 from service.detect import run_detection
 from service.errors import Denied
-from service.pipeline import create_generation, run_generation
+from service.pipeline import generate_file
 from service.runtime import Runtime, initialize
 from service.settings import Settings
 from tests.service.conftest import short_speech
@@ -40,34 +40,22 @@ def test_generation_chain_on_postgresql(
             actor="test",
         )
         audio = short_speech(example_audio, tmp_path / "a.wav", 1.2)
-        gen = create_generation(
-            rt,
-            subject_id=subject.id,
-            purpose="pg",
-            client_id="cli",
-            photo_path=example_photo,
-            audio_path=audio,
-            output_path=tmp_path / "pg.mp4",
-            request_id="r1",
-        )
-        done = run_generation(rt, gen.id, actor="test")
+        kwargs = {
+            "subject_id": subject.id,
+            "purpose": "pg",
+            "client_id": "cli",
+            "photo_path": example_photo,
+            "audio_path": audio,
+            "actor": "test",
+        }
+        done = generate_file(rt, output_path=tmp_path / "pg.mp4", **kwargs)  # type: ignore[arg-type]
         assert done.status == "succeeded" and done.consent_record_id == record.id
         report = run_detection(rt, tmp_path / "pg.mp4", actor="test", request_id="r2")
-        assert report.watermark["generation_id"] == gen.id and report.verdict == "provatar-generated"
+        assert report.watermark["generation_id"] == done.id and report.verdict == "provatar-generated"
 
         consent_ops.revoke(rt, subject_id=subject.id, reason="test", actor="test")
-        again = create_generation(
-            rt,
-            subject_id=subject.id,
-            purpose="pg",
-            client_id="cli",
-            photo_path=example_photo,
-            audio_path=audio,
-            output_path=tmp_path / "pg2.mp4",
-            request_id="r3",
-        )
         with pytest.raises(Denied) as denied:
-            run_generation(rt, again.id, actor="test")
+            generate_file(rt, output_path=tmp_path / "pg2.mp4", **kwargs)  # type: ignore[arg-type]
         assert denied.value.reasons[0] == "consent_revoked"
         assert not (tmp_path / "pg2.mp4").exists()
         verified = rt.audit.verify()
