@@ -98,7 +98,7 @@ _MESH_WARM = False
 
 
 @contextlib.contextmanager
-def _native_stderr_silenced() -> Iterator[None]:
+def native_stderr_silenced() -> Iterator[None]:
     """Send file descriptor 2 to /dev/null: mediapipe's C++ (absl/TFLite) prints start-up chatter there before
     any logging is configured, which would bury the CLI's own messages. Used only while the graph warms up."""
     sys.stderr.flush()
@@ -136,7 +136,7 @@ def segment_person(image_rgb: np.ndarray) -> np.ndarray:
         if _SEGMENTER is None:
             import mediapipe as mp
 
-            with _native_stderr_silenced():  # the graph's start-up chatter comes with its first frame
+            with native_stderr_silenced():  # the graph's start-up chatter comes with its first frame
                 _SEGMENTER = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=0)
                 result = _SEGMENTER.process(np.ascontiguousarray(image_rgb))  # type: ignore[attr-defined]
         else:
@@ -156,7 +156,7 @@ def detect_landmarks(image_rgb: np.ndarray) -> np.ndarray | None:
         if _MESH_WARM:
             result = _mesh().process(np.ascontiguousarray(image_rgb))  # type: ignore[attr-defined]
         else:
-            with _native_stderr_silenced():
+            with native_stderr_silenced():
                 result = _mesh().process(np.ascontiguousarray(image_rgb))  # type: ignore[attr-defined]
             _MESH_WARM = True
     if not result.multi_face_landmarks:

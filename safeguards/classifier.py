@@ -115,10 +115,16 @@ class FaceCropper:
             if self._detector is None:
                 import mediapipe as mp
 
-                self._detector = mp.solutions.face_detection.FaceDetection(
-                    model_selection=1, min_detection_confidence=0.5
-                )
-            result = self._detector.process(np.ascontiguousarray(frame_rgb))  # type: ignore[attr-defined]
+                from generation.face import native_stderr_silenced
+
+                # The graph prints start-up chatter on fd 2 with its first frame; keep the CLI's output clean.
+                with native_stderr_silenced():
+                    self._detector = mp.solutions.face_detection.FaceDetection(
+                        model_selection=1, min_detection_confidence=0.5
+                    )
+                    result = self._detector.process(np.ascontiguousarray(frame_rgb))  # type: ignore[attr-defined]
+            else:
+                result = self._detector.process(np.ascontiguousarray(frame_rgb))  # type: ignore[attr-defined]
         if not result.detections:
             return w / 2, h / 2, 0.8 * min(h, w)
         best = max(result.detections, key=lambda d: d.score[0])
