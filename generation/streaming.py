@@ -46,7 +46,12 @@ class StreamingSession:
         sample_rate: int,
         config: StreamConfig | None = None,
     ) -> None:
-        self.generator = generator
+        # Phone recognition needs whole utterances (and re-running it on every window would cost ~80 ms a chunk):
+        # a stream always drives the lips acoustically.
+        controls = replace(generator.config.effective_controls, lipsync="acoustic")
+        self.generator = TalkingFaceGenerator(
+            replace(generator.config, controls=controls), render=generator.render_config
+        )
         self.prepared = prepared
         self.sample_rate = sample_rate
         self.config = config or StreamConfig()
@@ -60,7 +65,7 @@ class StreamingSession:
         self._finished = False
         # Warm up before audio arrives, so the first chunk pays only for its own frames.
         self._idle_segment(0)
-        for _ in generator.render_motion(prepared, MotionState.neutral(1)):
+        for _ in self.generator.render_motion(prepared, MotionState.neutral(1)):
             pass
 
     @property

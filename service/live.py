@@ -138,7 +138,7 @@ def open_live_stream(
     photo_path = staging / "photo.img"
     photo_path.write_bytes(photo)
     image = load_image(photo, max_pixels=rt.settings.max_image_pixels)
-    Controls.from_mapping({**(controls or {}), "lipsync": "acoustic"})  # refuse bad controls before the policy
+    Controls.from_mapping(controls or {})  # refuse bad controls before the policy check
     # The audio length is not known yet: the policy sees 0 s, and push() enforces the limit as audio arrives.
     decision, facts = check_generation_policy(
         rt,
@@ -168,10 +168,12 @@ def open_live_stream(
         consent_record_id=facts.consent_record_id,
         policy_decision_id=decision.decision_id,
     )
-    # Phone recognition needs whole utterances; a stream drives the lips acoustically.
-    generator = job_generator(rt, {**(controls or {}), "lipsync": "acoustic"})
+    generator = job_generator(rt, controls or {})  # the session switches lip sync to the acoustic path
     session = StreamingSession(generator, generator.prepare(image), sample_rate=sample_rate)
     marker = Watermarker(WatermarkPayload.for_generation(rt.watermark_key, gen.watermark_tag))
+    # Warm the watermark and the JPEG encoder before "ready", so the first audio chunk pays only for its frames.
+    blank = np.zeros((rt.settings.output_size, rt.settings.output_size, 3), np.uint8)
+    cv2.imencode(".jpg", marker.embed(blank))
     rt.audit.append(
         action="generation.requested",
         actor=actor,
