@@ -5,8 +5,10 @@ failed visibly with the code `interrupted`."""
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 from datetime import UTC, datetime
+from pathlib import Path
 
 from sqlalchemy import update
 from sqlmodel import col, select
@@ -125,3 +127,21 @@ class Worker:
             run_generation(self.rt, gen_id, progress=progress)
         except Exception:  # the pipeline recorded the failure on the job and in the audit log
             log.info("generation %s did not succeed", gen_id, exc_info=True)
+        finally:
+            discard_uploads(self.rt, gen_id)
+
+
+def discard_uploads(rt: Runtime, gen_id: str) -> None:
+    """Delete a finished job's uploaded photo and audio: only their hashes are kept (audit log, C2PA ingredients).
+
+    Only files the API staged under `uploads_dir` are touched, never paths a CLI user passed in; a job that did not
+    reach a final state (e.g. the process is stopping) keeps them for its retry.
+    """
+    with rt.session() as session:
+        gen = session.get(Generation, gen_id)
+    if gen is None or gen.status in (JobStatus.queued, JobStatus.running):
+        return
+    uploads = rt.settings.uploads_dir.resolve()
+    staging = Path(gen.photo_path).resolve().parent
+    if staging.parent == uploads and staging.name.startswith("req_"):
+        shutil.rmtree(staging, ignore_errors=True)

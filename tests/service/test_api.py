@@ -180,6 +180,7 @@ def test_full_generation_through_the_api(api: Api, example_photo: Path, example_
     job = r.json()
     assert job["status"] == "queued"
     assert api.app.state.worker.run_pending() == 1
+    assert not list(api.rt.settings.uploads_dir.glob("req_*"))  # the uploaded photo and audio are not kept
     r = api.client.get(f"/v1/generations/{job['id']}", headers=api.bearer("generate"))
     assert r.status_code == 200 and r.json()["status"] == "succeeded", r.text
     video = api.client.get(f"/v1/generations/{job['id']}/video", headers=api.bearer("generate"))
