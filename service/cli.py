@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -383,10 +383,6 @@ def audit_export(
             err.print(f"exported {n} events to {output}")
 
     guarded(body)
-
-
-def days_from_now(days: float | None) -> datetime | None:
-    return datetime.now(UTC) + timedelta(days=days) if days else None
 
 
 def main() -> None:

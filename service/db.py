@@ -3,11 +3,9 @@ so tests and commands can point at different databases in one process."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, SQLModel, create_engine
+from sqlmodel import SQLModel, create_engine
 
 
 def make_engine(url: str) -> Engine:
@@ -34,8 +32,3 @@ def create_tables(engine: Engine) -> None:
     import service.models  # noqa: F401
 
     SQLModel.metadata.create_all(engine)
-
-
-def session_scope(engine: Engine) -> Iterator[Session]:
-    with Session(engine) as session:
-        yield session

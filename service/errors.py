@@ -12,6 +12,7 @@ from typing import Any
 
 from audit.errors import AuditError
 from generation.errors import GenerationError
+from policies import POLICY_ERROR, REASON_CODES
 from policies.errors import PolicyError
 from safeguards.errors import ConsentError, SafeguardError
 
@@ -140,16 +141,8 @@ _INVALID_INPUT_CODES = {
 }
 _NOT_FOUND_CODES = {"subject_not_found", "consent_not_found", "blocked_identity_not_found"}
 _TOO_LARGE_CODES = {"image_too_large", "payload_too_large"}
-_DENIAL_CODES = (
-    set(HINTS)
-    - _INVALID_INPUT_CODES
-    - _TOO_LARGE_CODES
-    - {
-        "not_initialized",
-        "unauthorized",
-        "insufficient_scope",
-    }
-)
+# The generation policy's reason codes: raised by a package directly (e.g. NoFaceFound), they are denials too.
+_DENIAL_CODES = set(REASON_CODES) | {POLICY_ERROR}
 
 
 @dataclass(frozen=True)
