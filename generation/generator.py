@@ -14,7 +14,8 @@ from generation.face import FaceAnalysis, FaceConfig, analyze_face
 from generation.media import AudioTrack, frame_count
 from generation.motion import MotionConfig, MotionState, motion_from_audio
 from generation.phonemes import PhoneRecognizer
-from generation.render import FaceRig, RenderConfig, Renderer
+from generation.render import Renderer
+from generation.rig import FaceRig, RenderConfig
 from generation.visemes import LipTrack, lips_from_acoustics, lips_from_phones
 
 __all__ = ["GenerationConfig", "PreparedFace", "TalkingFaceGenerator"]

@@ -12,10 +12,12 @@ from PIL import Image
 
 from generation import AudioTrack, NoFaceFound, TalkingFaceGenerator, load_audio
 from generation.audio_features import extract_features
+from generation.deform import inner_lip_gap
 from generation.face import analyze_face
 from generation.generator import PreparedFace
 from generation.motion import MotionConfig, MotionState, blink_track, motion_from_audio
-from generation.render import FaceRig, RenderConfig, Renderer, inner_lip_gap
+from generation.render import Renderer
+from generation.rig import FaceRig, RenderConfig
 
 
 def _speech_with_pause(example_audio: Path) -> AudioTrack:

@@ -6,10 +6,12 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from generation.deform import inner_lip_gap
 from generation.face import LANDMARKS, _crop_square
 from generation.generator import PreparedFace
 from generation.motion import MotionState
-from generation.render import FaceRig, RenderConfig, Renderer, inner_lip_gap
+from generation.render import Renderer
+from generation.rig import FaceRig, RenderConfig
 
 
 def _signed_areas(verts: np.ndarray, triangles: np.ndarray) -> np.ndarray:

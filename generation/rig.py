@@ -1,0 +1,304 @@
+"""The face rig: everything about one prepared photo that does not change per frame.
+
+A rig holds the 478 mesh landmarks of the (possibly mouth-closed) base photo, the weights that say how much each
+landmark follows the jaw, the lip corners and the smile, the fixed and half-following anchors around the face, the
+depth-sorted triangle mesh, and the person mask that keeps the background still. ``generation.deform`` moves its
+vertices by a MotionState and ``generation.render`` draws them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy.spatial import Delaunay
+
+from generation.deform import N_MESH, deform_landmarks
+from generation.face import LANDMARKS, FaceAnalysis, segment_person
+from generation.motion import MotionState
+from generation.mouth import MouthSource
+from generation.render import Renderer
+
+__all__ = ["RenderConfig", "FaceRig"]
+
+_FACE_OVAL = (
+    10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377,
+    152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109,
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RenderConfig:
+    """Args:
+    ring_scale: anchor ring radius relative to the face oval (around the head, in hair/neck).
+    ring_follow: share of the oval's motion the ring follows (0 = fixed, 1 = rigid with the face).
+    border_anchors: anchors per image side (fixed: the background stays still).
+    teeth_height: visible upper-teeth height (IOD units) when the mouth is open enough.
+    lower_teeth_height: visible lower-teeth height (IOD units).
+    feather_px: softness of the mouth-interior edge.
+    lid_close: how far the upper lid travels to the lower lid at blink = 1.
+    brow_raise: brow lift (IOD units) at brow = 1.
+    lash_strip: height (IOD) of the strip above each upper-lid point that a blink carries down unstretched
+        (the lashes); only the lid skin above it stretches to cover the eye.
+    open_mouth_gap: a photo whose inner-lip gap (IOD) exceeds this is closed once at rig time, and its own
+        mouth interior (teeth, tongue) is kept as the texture of every later opening.
+    still_background: composite the warped person over the photo's own background (selfie segmentation), so
+        only the person moves; what a move reveals is filled by the warp's stretched surroundings.
+    own_teeth_max: the longest stretch (IOD) of the photo's interior shown hanging from the upper lip: about the
+        upper incisors' exposure; below it a wider opening shows the cavity, not the photo's lower rows again.
+    """
+
+    ring_scale: float = 1.45
+    ring_follow: float = 0.6
+    border_anchors: int = 8
+    teeth_height: float = 0.085
+    lower_teeth_height: float = 0.035
+    feather_px: float = 0.7
+    lid_close: float = 0.97
+    brow_raise: float = 0.07
+    head_pivot_depth: float = 0.6
+    lash_strip: float = 0.06
+    open_mouth_gap: float = 0.06
+    still_background: bool = True
+    own_teeth_max: float = 0.11
+
+
+def _smoothstep(x: np.ndarray) -> np.ndarray:
+    x = np.clip(x, 0.0, 1.0)
+    return x * x * (3 - 2 * x)
+
+
+class FaceRig:
+    """Everything about one prepared face that does not change per frame: mesh, weights, colours.
+
+    Args:
+        face: the analysed crop. config: render settings. device: where tensors live.
+    """
+
+    def __init__(self, face: FaceAnalysis, config: RenderConfig, device: torch.device) -> None:
+        self.config = config
+        self.device = device
+        self.mouth_source: MouthSource | None = None
+        self.person: torch.Tensor | None = None  # (1, 1, H, W) person probability of the photo
+        if config.still_background:
+            mask = torch.from_numpy(segment_person(face.image)).to(device=device, dtype=torch.float32)
+            self.person = mask[None, None].contiguous()
+        self._setup(face)
+        self.photo_gap = self.rest_gap
+        if self.rest_gap > config.open_mouth_gap:
+            # An open source mouth would stretch its tongue and palate into a tube on every frame: close it once
+            # (lips meet, the chin comes up), animate from that closed base, and keep the photo's own interior
+            # (its real teeth) as the texture drawn into later openings.
+            source = MouthSource.from_face(face, device)
+            self._setup(_closed_face(self, face))
+            self.mouth_source = source
+
+    def _setup(self, face: FaceAnalysis) -> None:
+        """Everything derived from one (photo, landmarks) pair: frame, weights, anchors, mesh, colours."""
+        device = self.device
+        self.base = face
+        self.size = face.image.shape[0]
+        lm = face.landmarks.astype(np.float64)  # (478, 3)
+        self.landmarks = lm
+        self.iod = face.inter_ocular
+        right_eye, left_eye = face.eye_centers
+        u = (left_eye - right_eye) / max(np.linalg.norm(left_eye - right_eye), 1e-6)  # eye line, image left->right
+        v = np.array([-u[1], u[0]])  # "down" in the face
+        self.u, self.v = u, v
+        self.mouth_center = (lm[13, :2] + lm[14, :2]) / 2
+        self.mouth_half_width = float(np.linalg.norm(lm[308, :2] - lm[78, :2]) / 2) or self.iod * 0.4
+        # The jaw law adds opening along "down", so the rest opening is measured along it too (a closed base
+        # whose lips meet with a small sideways offset has a vertical gap of 0, not the Euclidean residue).
+        middle = slice(4, 7)  # the three central inner-lip pairs, as in inner_lip_gap
+        vertical = (lm[list(LANDMARKS.INNER_LOWER[middle]), :2] - lm[list(LANDMARKS.INNER_UPPER[middle]), :2]) @ v
+        self.rest_gap = max(float(vertical.mean()) / self.iod, 0.0)
+        self._init_weights()
+        self._init_anchors()
+        self._init_mesh()
+        img = torch.from_numpy(face.image).to(device=device, dtype=torch.float32)
+        self.image = img.permute(2, 0, 1).unsqueeze(0).contiguous()  # (1, 3, H, W), 0..255
+        if self.person is not None:
+            # The box around the head anchors (ring) plus a margin: where a move shifts background visibly.
+            pad = int(0.06 * self.size)
+            lo = np.floor(self.ring.min(0)).astype(int) - pad
+            hi = np.ceil(self.ring.max(0)).astype(int) + pad
+            x0, y0 = np.clip(lo, 0, self.size)
+            x1, y1 = np.clip(hi, 0, self.size)
+            self.composite_box = (int(y0), int(y1), int(x0), int(x1))
+            self.background = (1.0 - self.person[0, 0]).contiguous()  # (H, W)
+            self.photo_background_hwc = self.image[0].permute(1, 2, 0).contiguous()  # (H, W, 3): stays still
+        self.lip_color = self._lip_color(face.image)
+        luminance = float(face.image[..., :3].mean())
+        self.teeth_color = np.array([222.0, 214.0, 198.0]) * np.clip(luminance / 120.0, 0.65, 1.05)
+
+    # ----------------------------------------------------------------------------------------------- set-up
+    def _init_weights(self) -> None:
+        lm2 = self.landmarks[:, :2]
+        rel = lm2 - self.mouth_center
+        a = rel @ self.u / self.mouth_half_width  # (478,) lateral, mouth half-widths
+        b = rel @ self.v / self.iod  # (478,) below the mouth line, IOD
+        lateral_iod = np.abs(rel @ self.u) / self.iod
+        jaw = _smoothstep(b / 0.2) * np.exp(-((lateral_iod / 0.85) ** 2))
+        # The lower lip moves as one body with the jaw. Its points are found by position (between the inner and
+        # outer lower-lip contours), not by name: the mesh has two more lip rings between them, and a ring left
+        # behind by the jaw folds the lip over itself (a torn lower lip on every opening).
+        lower_lip = self._lower_lip_points(a, b)
+        corners = np.array([61, 291, 78, 308])
+        # Full weight over the middle of the lip, so the inner-lip gap equals jaw_open (the calibrated unit).
+        jaw[lower_lip] = 1.0 - 0.3 * np.clip((np.abs(a[lower_lip]) - 0.6) / 0.4, 0.0, 1.0) ** 2
+        jaw[corners] = 0.3
+        jaw[(b < 0) & ~lower_lip] = 0.0
+        jaw = self._spread_from_lip(jaw, lower_lip, b, corners)
+        self.jaw_weight = jaw
+        # Closing a photo's open mouth: every inner-lip pair must meet at once, so each lower-lip point moves
+        # in proportion to the rest opening above it. The band below the lip that absorbs the closing must be
+        # wider than the gap itself (smoothstep slope 1.5 / width), otherwise the chin overtakes the lip.
+        close_width = max(0.2, 1.6 * self.rest_gap)
+        close = _smoothstep(b / close_width) * np.exp(-((lateral_iod / 0.85) ** 2))
+        close[b < 0] = 0.0
+        rest = max(self.rest_gap * self.iod, 1e-6)
+        inner_a = a[list(LANDMARKS.INNER_LOWER)]
+        own = (lm2[list(LANDMARKS.INNER_LOWER)] - lm2[list(LANDMARKS.INNER_UPPER)]) @ self.v
+        ratio = np.clip(own / rest, 0.0, 1.2)
+        order = np.argsort(inner_a)
+        close[lower_lip] = np.interp(a[lower_lip], inner_a[order], ratio[order])
+        close[list(LANDMARKS.INNER_LOWER)] = ratio  # exact closure of every pair
+        close[corners] = np.minimum(close[corners], 0.3)
+        self.jaw_close_weight = self._spread_from_lip(close, lower_lip, b, corners)
+        near_mouth = np.exp(-((b / 0.22) ** 2)) * np.exp(-(np.clip(np.abs(a) - 1.0, 0, None) ** 2) / 0.35**2)
+        self.width_weight = a * near_mouth  # signed: corners move out, centre stays
+        self.smile_weight = np.clip(np.abs(a), 0, 1.3) ** 2 * near_mouth
+
+    def _spread_from_lip(self, weight: np.ndarray, lip: np.ndarray, b: np.ndarray, corners: np.ndarray
+                         ) -> np.ndarray:  # fmt: skip
+        """Let skin next to the lower lip (beside the corners, under the lip) follow it in part.
+
+        A lip that moves while the cheek point beside it stays would slide over it: the triangle between them
+        folds. Each point below the mouth line takes at least a Gaussian share (sigma 0.1 IOD) of its nearest
+        lip points' weight.
+        """
+        lm2 = self.landmarks[:, :2]
+        lip_idx = np.nonzero(lip)[0]
+        d = np.linalg.norm(lm2[:, None, :] - lm2[None, lip_idx, :], axis=-1) / self.iod  # (478, L)
+        share = (weight[lip_idx][None, :] * np.exp(-((d / 0.1) ** 2))).max(1)  # (478,)
+        out = weight.copy()
+        skin = ~lip & (b > 0.02)  # below the mouth line: the upper lip (on or above it) never follows the jaw
+        skin[corners] = False
+        skin[list(LANDMARKS.INNER_UPPER) + list(LANDMARKS.OUTER_UPPER)] = False
+        out[skin] = np.maximum(out[skin], share[skin])
+        return out
+
+    def _lower_lip_points(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """(478,) bool: mesh points on the lower lip, i.e. between its inner and outer contours.
+
+        Args:
+            a: lateral coordinate in inner-mouth half-widths. b: depth below the mouth line in IOD.
+        """
+        inner = list(LANDMARKS.INNER_LOWER)
+        outer = list(LANDMARKS.OUTER_LOWER)
+        o_in, o_out = np.argsort(a[inner]), np.argsort(a[outer])
+        b_in = np.interp(a, a[inner][o_in], b[inner][o_in])
+        b_out = np.interp(a, a[outer][o_out], b[outer][o_out])
+        # Strictly below the inner contour: with closed lips the upper lip's inner ring lies on it too.
+        mask = (np.abs(a) <= 1.0) & (b > b_in + 0.005) & (b <= b_out + 0.01)
+        mask[list(LANDMARKS.INNER_UPPER) + list(LANDMARKS.OUTER_UPPER)] = False
+        mask[inner + outer] = True
+        return mask
+
+    def _init_anchors(self) -> None:
+        size = self.size
+        center = self.landmarks[list(_FACE_OVAL), :2].mean(0)
+        oval = self.landmarks[list(_FACE_OVAL), :2]
+        ring = center + (oval - center) * self.config.ring_scale
+        ticks = np.linspace(0, size, self.config.border_anchors + 1)
+        border = np.unique(
+            np.concatenate(
+                [
+                    np.stack([ticks, np.zeros_like(ticks)], 1),
+                    np.stack([ticks, np.full_like(ticks, size)], 1),
+                    np.stack([np.zeros_like(ticks), ticks], 1),
+                    np.stack([np.full_like(ticks, size), ticks], 1),
+                ]
+            ),
+            axis=0,
+        )
+        # Drop ring points that fall on or beyond the border (they would make slivers there).
+        keep = np.all((ring > 4) & (ring < size - 4), axis=1)
+        self.ring_parent = np.array(_FACE_OVAL)[keep]
+        self.ring = ring[keep]
+        self.border = border
+        # Lash strip: a vertex above every upper-lid point, toward its crease point, moving rigidly with it.
+        lm = self.landmarks[:, :2]
+        # The lid points next to the eye corners are left out: a strip there would cross the corner's edges.
+        parents = [p[0] for p in LANDMARKS.RIGHT_LID_PAIRS[1:-1] + LANDMARKS.LEFT_LID_PAIRS[1:-1]]
+        creases = list(LANDMARKS.RIGHT_LID_CREASE[1:-1] + LANDMARKS.LEFT_LID_CREASE[1:-1])
+        to_crease = lm[creases] - lm[parents]  # (10, 2)
+        dist = np.linalg.norm(to_crease, axis=1, keepdims=True).clip(min=1e-6)
+        height = np.minimum(self.config.lash_strip * self.iod, 0.45 * dist)
+        self.lash_parent = np.array(parents)
+        self.lash_offset = to_crease / dist * height  # (10, 2)
+        self.n_vertices = N_MESH + len(self.ring) + len(self.lash_parent) + len(self.border)
+
+    def _init_mesh(self) -> None:
+        # Triangulate an opened-mouth, open-eyed pose so no triangle bridges the lips: the mouth opening
+        # becomes triangles between inner-lip vertices only, which is where the interior is drawn.
+        opened = MotionState.neutral(1)
+        opened.jaw_open[:] = max(self.rest_gap, 0.0) + 0.15
+        verts = self.deform(opened)[0]  # (V, 2)
+        tri = Delaunay(verts).simplices.astype(np.int64)  # (K, 3)
+        far = self.landmarks[:, 2].max() + 1.0
+        depth = np.concatenate(
+            [
+                self.landmarks[:, 2],
+                np.full(len(self.ring), far),
+                self.landmarks[self.lash_parent, 2],
+                np.full(len(self.border), far),
+            ]
+        )
+        order = np.argsort(-depth[tri].mean(1))  # far to near: nearer triangles win overlaps
+        self.triangles = tri[order]
+        own = MotionState.neutral(1)
+        own.jaw_open[:] = self.rest_gap
+        self.source_vertices = self.deform(own)[0]  # (V, 2): the base image itself
+        src = torch.as_tensor(self.source_vertices[self.triangles], dtype=torch.float32)  # (K, 3, 2)
+        self._src_tri = src.to(self.device)
+
+    def _lip_color(self, image: np.ndarray) -> np.ndarray:
+        pts = (
+            self.landmarks[list(LANDMARKS.OUTER_LOWER[2:-2]), :2]
+            + self.landmarks[list(LANDMARKS.INNER_LOWER[2:-2]), :2]
+        ) / 2
+        ij = np.clip(np.round(pts).astype(int), 0, self.size - 1)
+        return image[ij[:, 1], ij[:, 0]].astype(np.float64).mean(0)
+
+    # ------------------------------------------------------------------------------------------- per frame
+    def rest_state(self, n_frames: int) -> MotionState:
+        """The photo's own state (its mouth may be open): rendering it reproduces the photo."""
+        state = MotionState.neutral(n_frames)
+        state.jaw_open[:] = getattr(self, "photo_gap", self.rest_gap)
+        return state
+
+    def deform(self, motion: MotionState) -> np.ndarray:
+        """Target vertex positions (mesh, ring, lash strip, border) for each frame: (B, V, 2) float64."""
+        return deform_landmarks(self, motion)
+
+
+
+def _closed_face(rig: FaceRig, face: FaceAnalysis) -> FaceAnalysis:
+    """The photo with its mouth closed: the rig's closing warp at jaw_open = 0, drawn without an interior.
+
+    Landmarks are the warped ones (depth unchanged), so no second mesh run is needed.
+    """
+    closed = MotionState.neutral(1)
+    targets = rig.deform(closed)  # (1, V, 2)
+    # Lips meet exactly, point on point: then every triangle between them is degenerate and draws nothing.
+    targets[0, list(LANDMARKS.INNER_LOWER)] = targets[0, list(LANDMARKS.INNER_UPPER)]
+    # Triangulate the closed pose itself: triangles of a mesh built on the open photo would fold when the lips
+    # travel a whole mouth height; triangles between the meeting lips simply have no area here.
+    triangles = Delaunay(targets[0]).simplices.astype(np.int64)  # (K, 3)
+    image = Renderer(rig).warp(targets, triangles)[0]  # (H, W, 3) uint8
+    landmarks = face.landmarks.copy()
+    landmarks[:, :2] = targets[0, :N_MESH]
+    return FaceAnalysis(image=image, landmarks=landmarks.astype(np.float32), crop_box=face.crop_box)
+
