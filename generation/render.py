@@ -52,15 +52,22 @@ class Renderer:
         return out.clamp_(0, 255).round_().to(torch.uint8).cpu().numpy()
 
     @torch.no_grad()
-    def warp(self, targets: np.ndarray, triangles: np.ndarray | None = None) -> np.ndarray:
+    def warp(self, targets: np.ndarray, triangles: np.ndarray | None = None, source: np.ndarray | None = None
+             ) -> np.ndarray:  # fmt: skip
         """The mesh warp alone (no mouth interior) to target vertices (B, V, 2): (B, size, size, 3) uint8.
 
         Args:
             triangles: (K, 3) vertex indices drawn in order (later wins); default the rig's depth-sorted mesh.
+            source: (size, size, 3) uint8 image to sample instead of the rig's photo (same geometry).
         """
-        return self._warp(targets, triangles).clamp_(0, 255).round_().to(torch.uint8).cpu().numpy()
+        image = None
+        if source is not None:
+            image = torch.from_numpy(source).to(device=self.rig.device, dtype=torch.float32)
+            image = image.permute(2, 0, 1).unsqueeze(0).contiguous()
+        return self._warp(targets, triangles, image).clamp_(0, 255).round_().to(torch.uint8).cpu().numpy()
 
-    def _warp(self, targets: np.ndarray, triangles: np.ndarray | None = None) -> torch.Tensor:
+    def _warp(self, targets: np.ndarray, triangles: np.ndarray | None = None, source: torch.Tensor | None = None
+              ) -> torch.Tensor:  # fmt: skip
         """(B, H, W, 3) float frames: every output pixel sampled from the base image through its triangle."""
         rig = self.rig
         if triangles is None:
@@ -80,12 +87,12 @@ class Renderer:
         src = per_pixel[..., 0] * px + per_pixel[..., 1] * py + per_pixel[..., 2]  # (B, H, W, 2)
         grid = src * (2.0 / rig.size) - 1.0  # align_corners=False convention
         if rig.person is None:
-            image = rig.image.expand(bsz, -1, -1, -1)
+            image = (rig.image if source is None else source).expand(bsz, -1, -1, -1)
             out = F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=False)
             return out.permute(0, 2, 3, 1).contiguous()  # (B, H, W, 3)
         # The person mask travels with the pixels as a fourth channel: where the warped frame shows background
         # and the photo shows background too, the photo's own (still) pixel is used.
-        image = rig.image.expand(bsz, -1, -1, -1)
+        image = (rig.image if source is None else source).expand(bsz, -1, -1, -1)
         out = F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=False)
         out = out.permute(0, 2, 3, 1).contiguous()  # (B, H, W, 3)
         # Only around the head does the warp move background noticeably: composite there, the rest is the warp.

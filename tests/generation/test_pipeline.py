@@ -104,9 +104,12 @@ def test_head_motion_stays_gentle_for_any_length(example_audio: Path, seconds: f
 
 def test_render_rest_state_reproduces_the_photo(prepared: PreparedFace) -> None:
     frame = Renderer(prepared.rig).render(prepared.rig.rest_state(1))[0]
-    diff = np.abs(frame.astype(int) - prepared.face.image.astype(int))
+    diff = np.abs(frame.astype(int) - prepared.face.image.astype(int)).mean(-1)
     assert frame.shape == (512, 512, 3) and frame.dtype == np.uint8
-    assert diff.mean() < 2.0
+    # The example photo's mouth is open, so the rig closes it and re-opens it by the jaw law: the lower face
+    # comes back close (not exactly: closing also relaxes the lips), everything above it exactly.
+    assert diff.mean() < 3.0
+    assert diff[:256].mean() < 0.5
 
 
 def test_render_mouth_interior_dark_and_background_still(prepared: PreparedFace) -> None:

@@ -115,3 +115,26 @@ def test_background_stays_still_while_the_head_turns(prepared: PreparedFace) -> 
     err_still = np.abs(still - photo)[background].mean()
     err_moving = np.abs(moving - photo)[background].mean()
     assert err_still < 1.0 and err_moving > err_still + 1.0, (err_still, err_moving)
+
+
+def test_wide_open_round_mouth_closes_flat_without_cavity_shards(shared_media, generator) -> None:
+    """A yawning 'O' (its upper lip raised well above the corners): the upper lip comes down to the corner line,
+    the lips meet, the chin follows, and no dark interior is left along the closed lips."""
+    from generation import load_image
+
+    photo = load_image((shared_media / "portraits" / "man_young_frontal_d19.jpg").read_bytes(), max_pixels=10**8)
+    prepared = generator.prepare(photo)
+    rig = prepared.rig
+    assert rig.mouth_source is not None and rig.photo_gap > 0.3
+    lm = rig.base.landmarks[:, :2].astype(np.float64)
+    upper, lower = lm[list(LANDMARKS.INNER_UPPER)], lm[list(LANDMARKS.INNER_LOWER)]
+    corners_mid = (upper[0] + upper[-1]) / 2
+    assert abs(float((upper[5] - corners_mid) @ rig.v)) < 0.04 * rig.iod  # flat: no arch left from the 'O'
+    np.testing.assert_allclose(upper, lower, atol=1e-3)
+    # Lips thicker than the photo's stretched ones, and the closed mouth as bright as the lips around it.
+    face = rig.base.image.astype(np.float64).mean(-1)
+    band = face[int(upper[:, 1].min()) - 2 : int(upper[:, 1].max()) + 3, int(upper[2, 0]) : int(upper[-3, 0])]
+    lips = face[int(lm[0, 1]) : int(lm[17, 1]), int(upper[2, 0]) : int(upper[-3, 0])]
+    assert band.min() > 0.45 * np.median(lips)  # the cavity (about 0.25 of the lips' luma) is gone
+    frames = Renderer(rig).render(MotionState.neutral(2))
+    assert np.abs(frames[0].astype(int) - rig.base.image.astype(int)).mean() < 1.0
