@@ -130,6 +130,10 @@ class MotionState:
         """Frames [start, stop) (for batched rendering)."""
         return MotionState(**{name: getattr(self, name)[start:stop] for name in self.field_names()})
 
+    def select(self, frames: np.ndarray) -> MotionState:
+        """A copy holding only the given frame indices."""
+        return MotionState(**{name: getattr(self, name)[frames].copy() for name in self.field_names()})
+
     def as_array(self) -> np.ndarray:
         """(T, D) float32 in field_names() order."""
         return np.stack([getattr(self, name) for name in self.field_names()], axis=1).astype(np.float32)

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from generation.eyes import shade_closing_lids
 from generation.motion import MotionState
 from generation.mouth import draw_mouth_interior
 
@@ -49,6 +50,15 @@ class Renderer:
         out = self._warp(targets)
         for b in range(len(targets)):
             draw_mouth_interior(self.rig, self._pixels, out[b], targets[b])
+        blinking = np.nonzero(np.maximum(motion.blink_l, motion.blink_r) > 0.2)[0]
+        if len(blinking):
+            opened = motion.select(blinking)
+            opened.blink_l[:] = 0.0
+            opened.blink_r[:] = 0.0
+            open_targets = self.rig.deform(opened)
+            for j, b in enumerate(blinking):
+                amounts = (float(motion.blink_r[b]), float(motion.blink_l[b]))
+                shade_closing_lids(self.rig, self._pixels, out[b], targets[b], open_targets[j], amounts)
         return out.clamp_(0, 255).round_().to(torch.uint8).cpu().numpy()
 
     @torch.no_grad()

@@ -17,6 +17,7 @@ from scipy.interpolate import RBFInterpolator
 from scipy.spatial import Delaunay
 
 from generation.deform import N_MESH, deform_landmarks
+from generation.eyes import lid_tone
 from generation.face import LANDMARKS, FaceAnalysis, segment_person
 from generation.motion import MotionState
 from generation.mouth import MouthSource
@@ -131,6 +132,7 @@ class FaceRig:
             self.background = (1.0 - self.person[0, 0]).contiguous()  # (H, W)
             self.photo_background_hwc = self.image[0].permute(1, 2, 0).contiguous()  # (H, W, 3): stays still
         self.lip_color = self._lip_color(face.image)
+        self.lid_tone = lid_tone(face.image, lm, v, self.iod)
         luminance = float(face.image[..., :3].mean())
         self.teeth_color = np.array([222.0, 214.0, 198.0]) * np.clip(luminance / 120.0, 0.65, 1.05)
 
