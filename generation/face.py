@@ -182,16 +182,36 @@ def analyze_face(photo_rgb: np.ndarray, config: FaceConfig | None = None) -> Fac
         raise NoFaceFound()
     x0, y0 = first[:, :2].min(0)
     x1, y1 = first[:, :2].max(0)
-    extent = max(x1 - x0, y1 - y0)
-    side = float(extent / config.face_fraction)
-    cx = float((x0 + x1) / 2)
-    cy = float((y0 + y1) / 2 + config.center_shift * side)
-    left, top = cx - side / 2, cy - side / 2
+    left, top, side = _frame_box((float(x0), float(y0), float(x1), float(y1)), photo_rgb.shape[:2], config)
     crop = _crop_square(photo_rgb, left, top, side, config.size)
     lm = detect_landmarks(crop)
     if lm is None:
         raise NoFaceFound("a face was detected but lost after cropping - use a sharper, more frontal photo")
     return FaceAnalysis(image=crop, landmarks=lm, crop_box=(left, top, side))
+
+
+def _frame_box(face: tuple[float, float, float, float], shape: tuple[int, ...], config: FaceConfig
+               ) -> tuple[float, float, float]:  # fmt: skip
+    """(left, top, side) of the square crop around a face box (x0, y0, x1, y1) in a photo of ``shape`` (H, W).
+
+    The face is framed at ``face_fraction`` of the side and centred (a little high). Where that square runs off
+    the photo, it is first tightened (the face may fill up to 75 % of it) and then slid back inside as far as
+    the face keeps a 4 % margin: a filled-in border reads as a smeared band in every frame, so it is the last
+    resort.
+    """
+    x0, y0, x1, y1 = face
+    height, width = shape
+    extent = max(x1 - x0, y1 - y0)
+    side = extent / config.face_fraction
+    side = max(min(side, float(min(height, width))), extent / 0.75)
+    cx = (x0 + x1) / 2
+    cy = (y0 + y1) / 2 + config.center_shift * side
+    margin = 0.04 * side
+    left = cx - side / 2
+    left = float(np.clip(np.clip(left, 0.0, width - side), x1 + margin - side, x0 - margin))
+    top = cy - side / 2
+    top = float(np.clip(np.clip(top, 0.0, height - side), y1 + margin - side, y0 - margin))
+    return left, top, float(side)
 
 
 def _crop_square(image: np.ndarray, left: float, top: float, side: float, size: int) -> np.ndarray:

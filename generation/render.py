@@ -42,6 +42,8 @@ class Renderer:
         )
         self._pixels = torch.stack([xs, ys], -1)  # (H, W, 2) pixel centres
         self._tri_cpu = rig.triangles.astype(np.int32)
+        self._facing = np.sign(_twice_signed_areas(rig.source_vertices, self._tri_cpu))  # (K,) front faces
+        self._photo_person = None if rig.person is None else rig.person[0, 0]  # (H, W)
 
     @torch.no_grad()
     def render(self, motion: MotionState) -> np.ndarray:
@@ -112,6 +114,11 @@ class Renderer:
         keep = (1.0 - person).mul_(rig.background[y0:y1, x0:x1])  # background before and after
         region = out[:, y0:y1, x0:x1]
         region.add_(rig.photo_background_hwc[y0:y1, x0:x1].sub(region).mul_(keep[..., None]))
+        # Background now where the photo had the person: revealed by the move, drawn from the clean plate (zero
+        # everywhere at rest, so the photo's own pose still renders the photo exactly).
+        # Soft mask edges (hair) change a little with any move; only a clear change shows the plate.
+        revealed = (self._photo_person[y0:y1, x0:x1] - person).sub_(0.25).clamp_(min=0.0).mul_(1 / 0.75)
+        region.add_(rig.plate_hwc[y0:y1, x0:x1].sub(region).mul_(revealed[..., None]))
         return out
 
     def _raster(self, verts: np.ndarray, tri_cpu: np.ndarray) -> np.ndarray:
@@ -121,9 +128,13 @@ class Renderer:
         source centroid's colour, a seam of teeth or eye along closed lips and lids. Their neighbours cover it.
         """
         ids = np.zeros((self.rig.size, self.rig.size), dtype=np.int32)
+        area2 = _twice_signed_areas(verts, tri_cpu)
+        visible = np.abs(area2) > 0.1  # px^2
+        if tri_cpu is self._tri_cpu:
+            # Back-face culling: a triangle whose winding flipped has turned away from the camera (the far cheek
+            # in a head turn). Drawn, it would lie over the hair beside the face as a serrated edge.
+            visible &= np.sign(area2) == self._facing
         tri = verts[tri_cpu]  # (K, 3, 2)
-        d1, d2 = tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]
-        visible = np.abs(d1[:, 0] * d2[:, 1] - d1[:, 1] * d2[:, 0]) > 0.1  # twice the area, px^2
         pts = np.round((tri - 0.5) * 16).astype(np.int32)  # (K, 3, 2) in 1/16 px
         for k in np.nonzero(visible)[0]:
             cv2.fillConvexPoly(ids, pts[k], int(k), lineType=cv2.LINE_8, shift=4)
@@ -147,3 +158,10 @@ class Renderer:
         fallback = torch.zeros_like(affine)
         fallback[..., 2] = centroid
         return torch.where(ok[..., None, None], affine, fallback)
+
+
+def _twice_signed_areas(verts: np.ndarray, triangles: np.ndarray) -> np.ndarray:
+    """(K,) twice the signed area of each triangle over vertices (V, 2): the sign is its winding."""
+    tri = verts[triangles]  # (K, 3, 2)
+    d1, d2 = tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]
+    return d1[:, 0] * d2[:, 1] - d1[:, 1] * d2[:, 0]

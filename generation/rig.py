@@ -47,7 +47,8 @@ class RenderConfig:
     open_mouth_gap: a photo whose inner-lip gap (IOD) exceeds this is closed once at rig time, and its own
         mouth interior (teeth, tongue) is kept as the texture of every later opening.
     still_background: composite the warped person over the photo's own background (selfie segmentation), so
-        only the person moves; what a move reveals is filled by the warp's stretched surroundings.
+        only the person moves; background a move reveals (behind hair, a turned cheek, a shoulder) is filled
+        from a clean plate: the photo's background with the person inpainted away.
     own_teeth_max: the longest stretch (IOD) of the photo's interior shown hanging from the upper lip: about the
         upper incisors' exposure; below it a wider opening shows the cavity, not the photo's lower rows again.
     """
@@ -84,6 +85,7 @@ class FaceRig:
         self.device = device
         self.mouth_source: MouthSource | None = None
         self.person: torch.Tensor | None = None  # (1, 1, H, W) person probability of the photo
+        self.plate_hwc: torch.Tensor | None = None  # (H, W, 3) the photo's background, person inpainted away
         if config.still_background:
             mask = torch.from_numpy(segment_person(face.image)).to(device=device, dtype=torch.float32)
             self.person = mask[None, None].contiguous()
@@ -103,6 +105,7 @@ class FaceRig:
         self.base = face
         self.size = face.image.shape[0]
         lm = face.landmarks.astype(np.float64)  # (478, 3)
+        lm[:, 2] = _smooth_rim_depth(lm, face.inter_ocular)
         self.landmarks = lm
         self.iod = face.inter_ocular
         right_eye, left_eye = face.eye_centers
@@ -131,6 +134,9 @@ class FaceRig:
             self.composite_box = (int(y0), int(y1), int(x0), int(x1))
             self.background = (1.0 - self.person[0, 0]).contiguous()  # (H, W)
             self.photo_background_hwc = self.image[0].permute(1, 2, 0).contiguous()  # (H, W, 3): stays still
+            if self.plate_hwc is None:  # from the photo; a mouth-closed base has the same background
+                plate = background_plate(face.image, self.person[0, 0].cpu().numpy())
+                self.plate_hwc = torch.from_numpy(plate).to(device=device, dtype=torch.float32).contiguous()
         self.lip_color = self._lip_color(face.image)
         self.lid_tone = lid_tone(face.image, lm, v, self.iod)
         luminance = float(face.image[..., :3].mean())
@@ -322,6 +328,50 @@ def _closed_face(rig: FaceRig, face: FaceAnalysis) -> FaceAnalysis:
     landmarks = face.landmarks.copy()
     landmarks[:, :2] = targets[0, :N_MESH]
     return FaceAnalysis(image=image, landmarks=landmarks.astype(np.float32), crop_box=face.crop_box)
+
+
+def _smooth_rim_depth(landmarks: np.ndarray, iod: float, width: float = 0.45, passes: int = 4) -> np.ndarray:
+    """(478,) landmark depths with the rim of the face (within ``width`` IOD of its outline) smoothed.
+
+    A head turn moves each point sideways by depth x sin(yaw). The mesh's depths along the face outline are
+    noisy by a few percent of the face width, enough at 10-15 degrees for neighbouring rim points to move apart
+    unevenly: the far edge becomes a sawtooth over the hair. Averaging depth with mesh neighbours near the rim
+    (not on the nose, eyes or mouth, which hold the face's real relief) removes the teeth.
+    """
+    xy, z = landmarks[:, :2], landmarks[:, 2].copy()
+    oval = xy[list(_FACE_OVAL)].astype(np.float32)
+    distance = np.array([abs(cv2.pointPolygonTest(oval, (float(x), float(y)), True)) for x, y in xy]) / iod
+    rim = np.clip(1.0 - distance / width, 0.0, 1.0)  # 1 on the outline, 0 from ``width`` inside
+    tri = Delaunay(xy).simplices
+    neighbours: list[set[int]] = [set() for _ in range(len(xy))]
+    for a, b, c in tri:
+        neighbours[a].update((b, c))
+        neighbours[b].update((a, c))
+        neighbours[c].update((a, b))
+    for _ in range(passes):
+        mean = np.array([z[list(n)].mean() if n else z[i] for i, n in enumerate(neighbours)])
+        z = z + rim * (mean - z)
+    return z
+
+
+def background_plate(image: np.ndarray, person: np.ndarray, work_side: int = 160) -> np.ndarray:
+    """(H, W, 3) uint8: the photo with the person removed, their area inpainted from the background around it.
+
+    Inpainting runs at ``work_side`` pixels (a large region at full size takes seconds) and is upscaled: what a
+    move reveals is a thin strip of background, usually out of focus, so a soft fill reads as background. Outside
+    the person (probability < 0.5, dilated) the plate is the photo itself.
+    """
+    size = image.shape[0]
+    scale = work_side / size
+    small = cv2.resize(image, (work_side, work_side), interpolation=cv2.INTER_AREA)
+    hole = (cv2.resize(person, (work_side, work_side), interpolation=cv2.INTER_AREA) >= 0.3).astype(np.uint8)
+    hole = cv2.dilate(hole, np.ones((3, 3), np.uint8), iterations=max(1, int(round(6 * scale))))
+    if not hole.any() or hole.all():
+        return image.copy()
+    filled = cv2.inpaint(small, hole * 255, 3, cv2.INPAINT_TELEA)
+    up = cv2.resize(filled, (size, size), interpolation=cv2.INTER_CUBIC)
+    mask = cv2.resize(hole.astype(np.float32), (size, size), interpolation=cv2.INTER_LINEAR)[..., None]
+    return np.round(image * (1.0 - mask) + up * mask).clip(0, 255).astype(np.uint8)
 
 
 def _lips_over_opening(face: FaceAnalysis) -> np.ndarray:

@@ -114,7 +114,7 @@ def test_background_stays_still_while_the_head_turns(prepared: PreparedFace) -> 
     moving = Renderer(moving_rig).render(motion)[0].astype(int)
     err_still = np.abs(still - photo)[background].mean()
     err_moving = np.abs(moving - photo)[background].mean()
-    assert err_still < 1.0 and err_moving > err_still + 1.0, (err_still, err_moving)
+    assert err_still < 1.0 and err_moving > 2.0 * err_still, (err_still, err_moving)
 
 
 def test_wide_open_round_mouth_closes_flat_without_cavity_shards(shared_media, generator) -> None:
@@ -138,3 +138,62 @@ def test_wide_open_round_mouth_closes_flat_without_cavity_shards(shared_media, g
     assert band.min() > 0.45 * np.median(lips)  # the cavity (about 0.25 of the lips' luma) is gone
     frames = Renderer(rig).render(MotionState.neutral(2))
     assert np.abs(frames[0].astype(int) - rig.base.image.astype(int)).mean() < 1.0
+
+
+def test_closed_lids_are_shaded_toward_lit_skin(prepared: PreparedFace) -> None:
+    """A blink's covered area moves toward the cheek tone; an open eye is left exactly as the warp drew it."""
+    rig = prepared.rig
+    renderer = Renderer(rig)
+    motion = MotionState.neutral(2)
+    motion.blink_l[1] = motion.blink_r[1] = 1.0
+    shaded = renderer.render(motion).astype(float)
+    warped = renderer.warp(rig.deform(motion)).astype(float)
+    opened = rig.deform(MotionState.neutral(1))[0]
+    upper = [p[0] for p in LANDMARKS.RIGHT_LID_PAIRS[2:-2]]
+    x0, x1 = int(opened[upper, 0].min()), int(opened[upper, 0].max())
+    y0 = int(opened[upper, 1].max()) + 1
+    y1 = y0 + 3  # just under the open eye's upper lid: covered by the closed lid
+    tone = np.asarray(rig.lid_tone)
+    before = np.abs(warped[1, y0:y1, x0:x1] - tone).mean()
+    after = np.abs(shaded[1, y0:y1, x0:x1] - tone).mean()
+    assert after < 0.7 * before
+    # Mouth interior aside, the open-eyed frame is the warp itself.
+    eyes = slice(int(opened[:, 1].min()), int(opened[list(LANDMARKS.INNER_UPPER), 1].min()) - 5)
+    np.testing.assert_array_equal(shaded[0, eyes], warped[0, eyes])
+
+
+def test_turn_moves_the_face_rim_smoothly(prepared: PreparedFace) -> None:
+    """Under a 14 degree turn, neighbouring landmarks never slide past each other by much more than their
+    distance (mesh depth noise at the rim once drew a sawtooth over the hair at the far edge)."""
+    from scipy.spatial import Delaunay
+
+    rig = prepared.rig
+    motion = MotionState.neutral(1)
+    motion.yaw[:] = np.radians(14)
+    dx = rig.deform(motion)[0, :478, 0] - rig.landmarks[:, 0]
+    tri = Delaunay(rig.landmarks[:, :2]).simplices
+    edges = np.concatenate([tri[:, [0, 1]], tri[:, [1, 2]], tri[:, [0, 2]]])
+    length = np.linalg.norm(rig.landmarks[edges[:, 0], :2] - rig.landmarks[edges[:, 1], :2], axis=1)
+    strain = np.abs(dx[edges[:, 0]] - dx[edges[:, 1]]) / np.maximum(length, 1.0)
+    assert strain.max() < 6.0  # unsmoothed rim depths: about 10 on this photo
+
+
+def test_background_a_turn_reveals_comes_from_the_clean_plate(prepared: PreparedFace) -> None:
+    """Where the person was in the photo but is not in the frame, the frame shows the inpainted background, not
+    a second copy of the cheek or ear left behind by the warp."""
+    rig = prepared.rig
+    assert rig.plate_hwc is not None
+    motion = MotionState.neutral(1)
+    motion.yaw[:] = np.radians(-14)
+    motion.tx[:] = -0.04
+    frame = Renderer(rig).render(motion)[0].astype(float)
+    saved = rig.plate_hwc
+    rig.plate_hwc = rig.photo_background_hwc  # the old behaviour: the warp's own pixels stay there
+    try:
+        without = Renderer(rig).render(motion)[0].astype(float)
+    finally:
+        rig.plate_hwc = saved
+    plate = saved.numpy()
+    changed = np.abs(frame - without).mean(-1) > 8
+    assert changed.sum() > 50  # the move reveals something
+    assert np.abs(frame - plate)[changed].mean() < np.abs(without - plate)[changed].mean() / 3
