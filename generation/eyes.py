@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 __all__ = ["lid_tone", "shade_closing_lids"]
 
 _EYES = (LANDMARKS.RIGHT_LID_PAIRS, LANDMARKS.LEFT_LID_PAIRS)
+_CREASES = (LANDMARKS.RIGHT_LID_CREASE, LANDMARKS.LEFT_LID_CREASE)
 
 
 def lid_tone(image: np.ndarray, landmarks: np.ndarray, down: np.ndarray, iod: float) -> np.ndarray:
@@ -45,12 +46,16 @@ def shade_closing_lids(rig: FaceRig, pixels: torch.Tensor, frame: torch.Tensor, 
     """
     cfg = rig.config
     strip = cfg.lash_strip * rig.iod
-    for pairs, amount in zip(_EYES, amounts, strict=True):
-        weight = 0.65 * float(np.clip((amount - 0.2) / 0.6, 0.0, 1.0))
+    for pairs, crease, amount in zip(_EYES, _CREASES, amounts, strict=True):
+        weight = 0.7 * float(np.clip((amount - 0.2) / 0.6, 0.0, 1.0))
         if weight <= 0.0:
             continue
         upper = [p[0] for p in pairs]
-        top = opened[upper]  # where the upper lid was: the top of the covered eye
+        # From the crease (a closing lid unfolds it: its shadow fades) down to the lashes. The crease points may
+        # sit below the open lid near the corners, so the top takes whichever is higher at each point.
+        top = np.where(
+            ((closed[list(crease)] - opened[upper]) @ rig.v)[:, None] < 0, closed[list(crease)], opened[upper]
+        )
         # The covered area ends a lash strip above the moving lid margin: the lashes keep their own colours.
         margin = closed[upper] - strip * rig.v
         polygon = np.concatenate([top, margin[::-1]])

@@ -324,6 +324,7 @@ def _closed_face(rig: FaceRig, face: FaceAnalysis) -> FaceAnalysis:
     # travel a whole mouth height; triangles between the meeting lips simply have no area here.
     triangles = Delaunay(targets[0]).simplices.astype(np.int64)  # (K, 3)
     image = Renderer(rig).warp(targets, triangles, source=_lips_over_opening(face))[0]  # (H, W, 3) uint8
+    image = _relaxed_upper_lip(image, targets[0, :N_MESH])
     image = _lip_seam(image, targets[0, list(LANDMARKS.INNER_UPPER)], rig.lip_color, rig.iod)
     landmarks = face.landmarks.copy()
     landmarks[:, :2] = targets[0, :N_MESH]
@@ -400,6 +401,30 @@ def _lips_over_opening(face: FaceAnalysis) -> np.ndarray:
     fill = np.isin(labels, inside[inside > 0])
     mask = cv2.dilate(fill.astype(np.uint8) * 255, np.ones((7, 7), np.uint8))
     return cv2.inpaint(face.image, mask, 5, cv2.INPAINT_TELEA)
+
+
+def _relaxed_upper_lip(image: np.ndarray, landmarks: np.ndarray, strength: float = 0.6) -> np.ndarray:
+    """The closed mouth's upper lip given back the colour of the lower one, its own shading kept.
+
+    An upper lip stretched over a wide-open mouth is pressed thin and pale; closed, it relaxes and fills with
+    colour again. Left pale, a thin skin-coloured upper lip over the dark seam reads as upper teeth in a slightly
+    open mouth. The lip's mean colour moves ``strength`` of the way to the lower lip's; detail is kept.
+    """
+
+    def band(first: tuple[int, ...], second: tuple[int, ...]) -> np.ndarray:
+        mask = np.zeros(image.shape[:2], dtype=np.uint8)
+        points = np.concatenate([landmarks[list(first)], landmarks[list(second)][::-1]])
+        cv2.fillPoly(mask, [np.round(points * 16).astype(np.int32)], 255, lineType=cv2.LINE_AA, shift=4)
+        return mask
+
+    upper = band(LANDMARKS.OUTER_UPPER, LANDMARKS.INNER_UPPER)
+    lower = band(LANDMARKS.INNER_LOWER, LANDMARKS.OUTER_LOWER)
+    if (upper > 127).sum() < 4 or (lower > 127).sum() < 4:
+        return image
+    pixels = image.astype(np.float32)
+    shift = np.median(pixels[lower > 127], axis=0) - np.median(pixels[upper > 127], axis=0)
+    weight = cv2.GaussianBlur(upper, (5, 5), 0).astype(np.float32)[..., None] / 255.0 * strength
+    return np.round(pixels + shift * weight).clip(0, 255).astype(np.uint8)
 
 
 def _lip_seam(image: np.ndarray, line: np.ndarray, lip_color: np.ndarray, iod: float) -> np.ndarray:

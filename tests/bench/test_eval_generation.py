@@ -5,13 +5,14 @@ from __future__ import annotations
 from bench.eval_generation import ClipReport, acceptance, blinks_measurable
 
 
-def _report(name: str, blinks: float, ratio: float | None, kind: str = "generated") -> ClipReport:
+def _report(name: str, blinks: float, ratio: float | None, kind: str = "generated", silence: float | None = None,
+            closed_gap: float | None = None) -> ClipReport:  # fmt: skip
     return ClipReport(
         name=name, kind=kind, frames=250, fps=25.0, face_found=1.0, identity_mean=0.2, identity_max=0.3,
-        corr_envelope=0.5, av_offset_ms=0.0, corr_at_offset=0.5, silence_frames=0, silence_gap_median=None,
-        silence_gap_p90=None, speech_gap_median=0.05, speech_gap_p90=0.1, blinks_per_min=blinks,
+        corr_envelope=0.5, av_offset_ms=0.0, corr_at_offset=0.5, silence_frames=10, silence_gap_median=silence,
+        silence_gap_p90=silence, speech_gap_median=0.05, speech_gap_p90=0.1, blinks_per_min=blinks,
         blink_ms_median=200.0, blink_ms_min=120.0, blink_ms_max=280.0, head_deg_per_frame=0.7,
-        ear_closed_ratio=ratio,
+        ear_closed_ratio=ratio, closed_gap=closed_gap,
     )  # fmt: skip
 
 
@@ -37,3 +38,14 @@ def test_blink_rate_out_of_range_fails_on_measurable_faces() -> None:
 def test_no_measurable_face_is_not_a_pass() -> None:
     _, passed, evidence = _blink_row([_report("anime__speech", 0.0, 0.9)])
     assert passed is None and "not measurable" in evidence
+
+
+def test_silence_criterion_names_faces_whose_closed_lips_read_open() -> None:
+    real = [_report("real", 15.0, None, kind="real", silence=0.05)]
+    fine = _report("photo__speech", 14.0, 0.3, silence=0.02, closed_gap=0.01)
+    yawn = _report("yawn__speech", 14.0, 0.3, silence=0.09, closed_gap=0.09)
+    row = next(r for r in acceptance([fine, yawn], real) if r[0].startswith("mouth opening in silence"))
+    assert row[1] is True and "yawn (0.090)" in row[2] and "over 1 clips" in row[2]
+    open_mouth = _report("photo__speech", 14.0, 0.3, silence=0.08, closed_gap=0.01)
+    row = next(r for r in acceptance([open_mouth], real) if r[0].startswith("mouth opening in silence"))
+    assert row[1] is False
