@@ -58,8 +58,8 @@ class MotionConfig:
     attack: float = 0.8
     release: float = 0.6
     blinks_per_minute: float = 17.0
-    blink_min_s: float = 0.16
-    blink_max_s: float = 0.36
+    blink_min_s: float = 0.2
+    blink_max_s: float = 0.4
     head_yaw_deg: float = 2.0
     head_pitch_deg: float = 1.5
     head_roll_deg: float = 1.1
