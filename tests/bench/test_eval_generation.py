@@ -49,3 +49,24 @@ def test_silence_criterion_names_faces_whose_closed_lips_read_open() -> None:
     open_mouth = _report("photo__speech", 14.0, 0.3, silence=0.08, closed_gap=0.01)
     row = next(r for r in acceptance([open_mouth], real) if r[0].startswith("mouth opening in silence"))
     assert row[1] is False
+
+
+def test_blink_durations_judged_by_clip_medians() -> None:
+    ok = _report("photo__speech", 14.0, 0.3)  # medians 200 ms, single events 120-280 ms
+    ok.blink_ms_min = 80.0  # one shallow event read short
+    _, passed, evidence = _blink_row([ok])
+    assert passed is True and "single events 80-280 ms" in evidence
+    short = _report("photo__speech", 14.0, 0.3)
+    short.blink_ms_median = 80.0
+    assert _blink_row([short])[1] is False
+
+
+def test_single_frame_dips_are_not_blinks() -> None:
+    import numpy as np
+
+    from bench.eval_generation import _blinks
+
+    ear = np.full(100, 0.3)
+    ear[20] = 0.1  # one frame: landmark jitter
+    ear[60:64] = [0.25, 0.12, 0.1, 0.24]  # a blink
+    assert _blinks(ear, 25.0) == [(60, 63)]
