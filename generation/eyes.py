@@ -47,7 +47,7 @@ def shade_closing_lids(rig: FaceRig, pixels: torch.Tensor, frame: torch.Tensor, 
     cfg = rig.config
     strip = cfg.lash_strip * rig.iod
     for pairs, crease, amount in zip(_EYES, _CREASES, amounts, strict=True):
-        weight = 0.7 * float(np.clip((amount - 0.2) / 0.6, 0.0, 1.0))
+        weight = 0.85 * float(np.clip((amount - 0.2) / 0.6, 0.0, 1.0))
         if weight <= 0.0:
             continue
         upper = [p[0] for p in pairs]
