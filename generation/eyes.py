@@ -35,12 +35,12 @@ def lid_tone(image: np.ndarray, landmarks: np.ndarray, down: np.ndarray, iod: fl
     return np.median(image[ij[:, 1], ij[:, 0]].astype(np.float64), axis=0)
 
 
-def shade_closing_lids(rig: FaceRig, pixels: torch.Tensor, frame: torch.Tensor, closed: np.ndarray,
-                       opened: np.ndarray, amounts: tuple[float, float]) -> None:  # fmt: skip
+def shade_closing_lids(rig: FaceRig, frame: torch.Tensor, closed: np.ndarray, opened: np.ndarray,
+                       amounts: tuple[float, float]) -> None:  # fmt: skip
     """Pull the lid skin covering each eye toward ``rig.lid_tone``, in place.
 
     Args:
-        pixels: (H, W, 2) pixel centres. frame: (H, W, 3) float frame.
+        frame: (H, W, 3) float frame.
         closed: (V, 2) this frame's vertices; opened: the same frame's vertices with the eyes open.
         amounts: blink closure of the right and left eye, 0..1.
     """

@@ -43,6 +43,11 @@ class LANDMARKS:
     LEFT_IRIS = (473, 474, 475, 476, 477)
     RIGHT_BROW = (70, 63, 105, 66, 107, 55, 65, 52, 53, 46)
     LEFT_BROW = (300, 293, 334, 296, 336, 285, 295, 282, 283, 276)
+    # The face outline, clockwise from the top of the forehead.
+    FACE_OVAL = (
+        10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377,
+        152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -60,7 +60,7 @@ class Renderer:
             open_targets = self.rig.deform(opened)
             for j, b in enumerate(blinking):
                 amounts = (float(motion.blink_r[b]), float(motion.blink_l[b]))
-                shade_closing_lids(self.rig, self._pixels, out[b], targets[b], open_targets[j], amounts)
+                shade_closing_lids(self.rig, out[b], targets[b], open_targets[j], amounts)
         return out.clamp_(0, 255).round_().to(torch.uint8).cpu().numpy()
 
     @torch.no_grad()

@@ -13,22 +13,16 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 import torch
-from scipy.interpolate import RBFInterpolator
 from scipy.spatial import Delaunay
 
+from generation.closing import closed_face
 from generation.deform import N_MESH, deform_landmarks
 from generation.eyes import lid_tone
 from generation.face import LANDMARKS, FaceAnalysis, segment_person
 from generation.motion import MotionState
 from generation.mouth import MouthSource
-from generation.render import Renderer
 
 __all__ = ["RenderConfig", "FaceRig"]
-
-_FACE_OVAL = (
-    10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377,
-    152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109,
-)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -96,7 +90,7 @@ class FaceRig:
             # (lips meet, the chin comes up), animate from that closed base, and keep the photo's own interior
             # (its real teeth) as the texture drawn into later openings.
             source = MouthSource.from_face(face, device)
-            self._setup(_closed_face(self, face))
+            self._setup(closed_face(self, face))
             self.mouth_source = source
 
     def _setup(self, face: FaceAnalysis) -> None:
@@ -234,8 +228,8 @@ class FaceRig:
 
     def _init_anchors(self) -> None:
         size = self.size
-        center = self.landmarks[list(_FACE_OVAL), :2].mean(0)
-        oval = self.landmarks[list(_FACE_OVAL), :2]
+        center = self.landmarks[list(LANDMARKS.FACE_OVAL), :2].mean(0)
+        oval = self.landmarks[list(LANDMARKS.FACE_OVAL), :2]
         ring = center + (oval - center) * self.config.ring_scale
         ticks = np.linspace(0, size, self.config.border_anchors + 1)
         border = np.unique(
@@ -251,7 +245,7 @@ class FaceRig:
         )
         # Drop ring points that fall on or beyond the border (they would make slivers there).
         keep = np.all((ring > 4) & (ring < size - 4), axis=1)
-        self.ring_parent = np.array(_FACE_OVAL)[keep]
+        self.ring_parent = np.array(LANDMARKS.FACE_OVAL)[keep]
         self.ring = ring[keep]
         self.border = border
         # Lash strip: a vertex above every upper-lid point, toward its crease point, moving rigidly with it.
@@ -311,26 +305,6 @@ class FaceRig:
 
 
 
-def _closed_face(rig: FaceRig, face: FaceAnalysis) -> FaceAnalysis:
-    """The photo with its mouth closed: the rig's closing warp at jaw_open = 0, drawn without an interior.
-
-    Landmarks are the warped ones (depth unchanged), so no second mesh run is needed.
-    """
-    targets = rig.deform(rig.rest_state(1))  # (1, V, 2): the photo's own pose
-    targets[0, :N_MESH] = _closing_targets(rig)
-    # Lips meet exactly, point on point: then every triangle between them is degenerate and draws nothing.
-    targets[0, list(LANDMARKS.INNER_LOWER)] = targets[0, list(LANDMARKS.INNER_UPPER)]
-    # Triangulate the closed pose itself: triangles of a mesh built on the open photo would fold when the lips
-    # travel a whole mouth height; triangles between the meeting lips simply have no area here.
-    triangles = Delaunay(targets[0]).simplices.astype(np.int64)  # (K, 3)
-    image = Renderer(rig).warp(targets, triangles, source=_lips_over_opening(face))[0]  # (H, W, 3) uint8
-    image = _relaxed_upper_lip(image, targets[0, :N_MESH])
-    image = _lip_seam(image, targets[0, list(LANDMARKS.INNER_UPPER)], rig.lip_color, rig.iod)
-    landmarks = face.landmarks.copy()
-    landmarks[:, :2] = targets[0, :N_MESH]
-    return FaceAnalysis(image=image, landmarks=landmarks.astype(np.float32), crop_box=face.crop_box)
-
-
 def _smooth_rim_depth(landmarks: np.ndarray, iod: float, width: float = 0.45, passes: int = 4) -> np.ndarray:
     """(478,) landmark depths with the rim of the face (within ``width`` IOD of its outline) smoothed.
 
@@ -340,7 +314,7 @@ def _smooth_rim_depth(landmarks: np.ndarray, iod: float, width: float = 0.45, pa
     (not on the nose, eyes or mouth, which hold the face's real relief) removes the teeth.
     """
     xy, z = landmarks[:, :2], landmarks[:, 2].copy()
-    oval = xy[list(_FACE_OVAL)].astype(np.float32)
+    oval = xy[list(LANDMARKS.FACE_OVAL)].astype(np.float32)
     distance = np.array([abs(cv2.pointPolygonTest(oval, (float(x), float(y)), True)) for x, y in xy]) / iod
     rim = np.clip(1.0 - distance / width, 0.0, 1.0)  # 1 on the outline, 0 from ``width`` inside
     tri = Delaunay(xy).simplices
@@ -373,126 +347,3 @@ def background_plate(image: np.ndarray, person: np.ndarray, work_side: int = 160
     up = cv2.resize(filled, (size, size), interpolation=cv2.INTER_CUBIC)
     mask = cv2.resize(hole.astype(np.float32), (size, size), interpolation=cv2.INTER_LINEAR)[..., None]
     return np.round(image * (1.0 - mask) + up * mask).clip(0, 255).astype(np.uint8)
-
-
-def _lips_over_opening(face: FaceAnalysis) -> np.ndarray:
-    """The photo with its mouth opening filled from the lips around it (inpainted), for drawing the closed mouth.
-
-    The inner-lip landmarks sit a pixel or two inside the dark opening; sampled as they are, the closed lips would
-    show a jagged dark seam of cavity along the line where they meet.
-    """
-    lm2 = face.landmarks[:, :2]
-
-    def polygon(first: tuple[int, ...], second: tuple[int, ...]) -> np.ndarray:
-        mask = np.zeros(face.image.shape[:2], dtype=np.uint8)
-        points = np.concatenate([lm2[list(first)], lm2[list(second)][::-1]])
-        cv2.fillPoly(mask, [np.round(points * 16).astype(np.int32)], 255, lineType=cv2.LINE_8, shift=4)
-        return mask > 0
-
-    opening = polygon(LANDMARKS.INNER_UPPER, LANDMARKS.INNER_LOWER)
-    lips = polygon(LANDMARKS.OUTER_UPPER, LANDMARKS.OUTER_LOWER) & ~opening
-    # The mesh may put a lip contour on the tongue or the teeth: the shadow between them and the real lip edge
-    # then lies inside the "lip". Dark pixels of the lip band are filled too.
-    luma = face.image.astype(np.float32).mean(-1)
-    dark = lips & (luma < 0.8 * float(np.median(luma[lips]))) if lips.any() else np.zeros_like(lips)
-    # Only shadow that touches the opening: the dark rim of the lips' outer edge is the lips' own shading.
-    _, labels = cv2.connectedComponents((opening | dark).astype(np.uint8), connectivity=8)
-    inside = np.unique(labels[opening])
-    fill = np.isin(labels, inside[inside > 0])
-    mask = cv2.dilate(fill.astype(np.uint8) * 255, np.ones((7, 7), np.uint8))
-    return cv2.inpaint(face.image, mask, 5, cv2.INPAINT_TELEA)
-
-
-def _relaxed_upper_lip(image: np.ndarray, landmarks: np.ndarray, strength: float = 0.6) -> np.ndarray:
-    """The closed mouth's upper lip given back the colour of the lower one, its own shading kept.
-
-    An upper lip stretched over a wide-open mouth is pressed thin and pale; closed, it relaxes and fills with
-    colour again. Left pale, a thin skin-coloured upper lip over the dark seam reads as upper teeth in a slightly
-    open mouth. The lip's mean colour moves ``strength`` of the way to the lower lip's; detail is kept.
-    """
-
-    def band(first: tuple[int, ...], second: tuple[int, ...]) -> np.ndarray:
-        mask = np.zeros(image.shape[:2], dtype=np.uint8)
-        points = np.concatenate([landmarks[list(first)], landmarks[list(second)][::-1]])
-        cv2.fillPoly(mask, [np.round(points * 16).astype(np.int32)], 255, lineType=cv2.LINE_AA, shift=4)
-        return mask
-
-    upper = band(LANDMARKS.OUTER_UPPER, LANDMARKS.INNER_UPPER)
-    lower = band(LANDMARKS.INNER_LOWER, LANDMARKS.OUTER_LOWER)
-    if (upper > 127).sum() < 4 or (lower > 127).sum() < 4:
-        return image
-    pixels = image.astype(np.float32)
-    shift = np.median(pixels[lower > 127], axis=0) - np.median(pixels[upper > 127], axis=0)
-    weight = cv2.GaussianBlur(upper, (5, 5), 0).astype(np.float32)[..., None] / 255.0 * strength
-    return np.round(pixels + shift * weight).clip(0, 255).astype(np.uint8)
-
-
-def _lip_seam(image: np.ndarray, line: np.ndarray, lip_color: np.ndarray, iod: float) -> np.ndarray:
-    """Draw the soft dark line where closed lips meet (the shadow between them), over the warp's thin slivers.
-
-    Args:
-        line: (N, 2) the closed inner-lip contour, corner to corner.
-    """
-    width = max(2, int(round(iod / 50)))
-    seam = np.zeros(image.shape[:2], dtype=np.uint8)
-    # Centred half a pixel above the line: the slivers lie on the upper lip's side of it.
-    raised = line - np.array([0.0, 0.5])
-    cv2.polylines(seam, [np.round(raised * 16).astype(np.int32)], False, 255, width, cv2.LINE_AA, shift=4)
-    alpha = cv2.GaussianBlur(seam, (5, 5), 0).astype(np.float32)[..., None] / 255 * 0.5
-    dark = np.asarray(lip_color, dtype=np.float32) * 0.5
-    return np.round(image * (1 - alpha) + dark * alpha).astype(np.uint8)
-
-
-def _closing_targets(rig: FaceRig) -> np.ndarray:
-    """(478, 2) landmark positions that close the photo's open mouth.
-
-    The lips meet near the line through the inner-lip corners: the upper lip comes down to it (an 'O' or a yawn
-    raises it) and the lower lip rises the rest of the way, each lip as one body (outer contour with inner). The
-    chin rises with the lower lip, less toward the jaw angles; everything above the nose base stays. A thin-plate
-    spline spreads these known moves over the other landmarks (the lips' inner rings, cheeks, chin skin), so they
-    follow smoothly instead of folding where a contour runs steeply, as in a round 'O'.
-    """
-    lm2 = rig.landmarks[:, :2]
-    rel = lm2 - rig.mouth_center
-    a = rel @ rig.u / rig.mouth_half_width
-    b = rel @ rig.v  # px below the mouth line
-    inner_up, inner_lo = list(LANDMARKS.INNER_UPPER), list(LANDMARKS.INNER_LOWER)
-    own = (lm2[inner_lo] - lm2[inner_up]) @ rig.v  # (11,) opening per pair
-    descent = np.minimum(rig.upper_lip_descent(a), np.maximum(own, 0.0))
-    rise = np.maximum(own, 0.0) - descent  # (11,) how far each lower-lip pair comes up
-    known: dict[int, float] = {}
-    for index in np.nonzero(b < b[2])[0]:  # above the nose base (subnasale): pinned
-        known[int(index)] = 0.0
-    lateral = np.abs(rel @ rig.u) / rig.iod
-    for index in _FACE_OVAL:
-        known[index] = -float(rise[5]) * float(np.exp(-((lateral[index] / 0.85) ** 2))) if b[index] > 0 else 0.0
-    # Lips stretched thin around a wide opening relax and thicken as they close: each lip's outer contour moves
-    # less than its inner one, up to a relaxed vermilion height (about 0.12 IOD upper, 0.15 IOD lower).
-    outer_up, outer_lo = list(LANDMARKS.OUTER_UPPER), list(LANDMARKS.OUTER_LOWER)
-    thick_up = (lm2[inner_up] - lm2[outer_up]) @ rig.v  # (11,) px, >= 0 on a sane mesh
-    thick_lo = (lm2[outer_lo] - lm2[inner_lo]) @ rig.v
-    grow_up = np.clip(0.12 * rig.iod / max(float(thick_up[5]), 1.0), 1.0, 1.6)
-    grow_lo = np.clip(0.15 * rig.iod / max(float(thick_lo[5]), 1.0), 1.0, 1.6)
-    outer_descent = descent - (grow_up - 1.0) * np.maximum(thick_up, 0.0)
-    outer_rise = rise - (grow_lo - 1.0) * np.maximum(thick_lo, 0.0)
-    for contour, move in ((inner_up, descent), (outer_up, outer_descent), (inner_lo, -rise),
-                          (outer_lo, -outer_rise)):  # fmt: skip
-        for index, d in zip(contour, move, strict=True):
-            known[int(index)] = float(d)
-    idx = np.array(sorted(known))
-    spline = RBFInterpolator(lm2[idx] / rig.iod, np.array([known[i] for i in idx]), kernel="thin_plate_spline")
-    field = spline(lm2 / rig.iod)  # (478,) px along "down"
-    field[idx] = [known[i] for i in idx]
-    out = lm2 + field[:, None] * rig.v[None, :]
-    # Mesh points inside the photo's opening (lip rings that mediapipe lays over the dark interior) go onto the
-    # closed lip line: left between the lips they would draw shards of cavity along it.
-    opening = np.concatenate([lm2[inner_up], lm2[inner_lo][::-1]]).astype(np.float32)
-    lip_line = out[inner_up]
-    order = np.argsort(lip_line @ rig.u)
-    for index in range(N_MESH):
-        if index in known or cv2.pointPolygonTest(opening, (float(lm2[index, 0]), float(lm2[index, 1])), False) <= 0:
-            continue
-        along = float(lm2[index] @ rig.u)
-        line_b = np.interp(along, (lip_line @ rig.u)[order], (lip_line @ rig.v)[order])
-        out[index] += (line_b - float(out[index] @ rig.v)) * rig.v
-    return out
