@@ -53,8 +53,8 @@ def _lips_over_opening(face: FaceAnalysis) -> np.ndarray:
     """
     lm2 = face.landmarks[:, :2]
     shape = face.image.shape[:2]
-    opening = _band(shape, lm2, LANDMARKS.INNER_UPPER, LANDMARKS.INNER_LOWER) > 127
-    lips = (_band(shape, lm2, LANDMARKS.OUTER_UPPER, LANDMARKS.OUTER_LOWER) > 127) & ~opening
+    opening = _band(shape, lm2, LANDMARKS.INNER_UPPER, LANDMARKS.INNER_LOWER, line=cv2.LINE_8) > 0
+    lips = (_band(shape, lm2, LANDMARKS.OUTER_UPPER, LANDMARKS.OUTER_LOWER, line=cv2.LINE_8) > 0) & ~opening
     # The mesh may put a lip contour on the tongue or the teeth: the shadow between them and the real lip edge
     # then lies inside the "lip". Dark pixels of the lip band are filled too.
     luma = face.image.astype(np.float32).mean(-1)
@@ -155,10 +155,11 @@ def _closing_targets(rig: FaceRig) -> np.ndarray:
     return out
 
 
-def _band(shape: tuple[int, ...], landmarks: np.ndarray, first: tuple[int, ...], second: tuple[int, ...]
-          ) -> np.ndarray:  # fmt: skip
-    """(H, W) uint8 mask (antialiased, 0..255) of the band between two contours that share their end points."""
+def _band(shape: tuple[int, ...], landmarks: np.ndarray, first: tuple[int, ...], second: tuple[int, ...],
+          line: int = cv2.LINE_AA) -> np.ndarray:  # fmt: skip
+    """(H, W) uint8 mask (0..255; antialiased unless ``line`` says otherwise) of the band between two contours
+    that share their end points. Hard-edged masks (LINE_8, > 0) cover every pixel the band touches."""
     mask = np.zeros(shape, dtype=np.uint8)
     points = np.concatenate([landmarks[list(first)], landmarks[list(second)][::-1]])
-    cv2.fillPoly(mask, [np.round(points * 16).astype(np.int32)], 255, lineType=cv2.LINE_AA, shift=4)
+    cv2.fillPoly(mask, [np.round(points * 16).astype(np.int32)], 255, lineType=line, shift=4)
     return mask
