@@ -26,7 +26,8 @@ __all__ = ["closed_face"]
 
 
 def closed_face(rig: FaceRig, face: FaceAnalysis) -> FaceAnalysis:
-    """The photo with its mouth closed: the rig's closing warp at jaw_open = 0, drawn without an interior.
+    """The photo with its mouth closed (``_closing_targets``), drawn without an interior from a copy whose
+    opening is inpainted out of the lips, then given a relaxed upper lip and a soft seam.
 
     Landmarks are the warped ones (depth unchanged), so no second mesh run is needed.
     """
