@@ -116,7 +116,7 @@ def _closing_targets(rig: FaceRig) -> np.ndarray:
     b = rel @ rig.v  # px below the mouth line
     inner_up, inner_lo = list(LANDMARKS.INNER_UPPER), list(LANDMARKS.INNER_LOWER)
     own = (lm2[inner_lo] - lm2[inner_up]) @ rig.v  # (11,) opening per pair
-    descent = np.minimum(rig.upper_lip_descent(a), np.maximum(own, 0.0))
+    descent = np.minimum(_upper_lip_descent(a[inner_up], b[inner_up], rig.iod), np.maximum(own, 0.0))
     rise = np.maximum(own, 0.0) - descent  # (11,) how far each lower-lip pair comes up
     known: dict[int, float] = {}
     for index in np.nonzero(b < b[2])[0]:  # above the nose base (subnasale): pinned
@@ -154,6 +154,19 @@ def _closing_targets(rig: FaceRig) -> np.ndarray:
         line_b = np.interp(along, (lip_line @ rig.u)[order], (lip_line @ rig.v)[order])
         out[index] += (line_b - float(out[index] @ rig.v)) * rig.v
     return out
+
+
+def _upper_lip_descent(a_up: np.ndarray, b_up: np.ndarray, iod: float) -> np.ndarray:
+    """(11,) px each inner upper-lip point (lateral ``a_up``, depth ``b_up`` px, corners first and last) moves down.
+
+    The lips of a closed, relaxed mouth meet near the line through the inner-lip corners, arched up by about
+    0.02 IOD in the middle; an upper lip above that (raised in an 'O' or a yawn) comes down to it. A point
+    already below it (corners pulled up in a smile) stays.
+    """
+    t = (a_up - a_up[0]) / (a_up[-1] - a_up[0]) if a_up[-1] != a_up[0] else np.full(len(a_up), 0.5)
+    corner_line = b_up[0] + t * (b_up[-1] - b_up[0])
+    arch = 0.02 * iod * (1.0 - (2.0 * t - 1.0) ** 2)
+    return np.maximum(corner_line - arch - b_up, 0.0)
 
 
 def _band(shape: tuple[int, ...], landmarks: np.ndarray, first: tuple[int, ...], second: tuple[int, ...],

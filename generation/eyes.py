@@ -53,9 +53,8 @@ def shade_closing_lids(rig: FaceRig, frame: torch.Tensor, closed: np.ndarray, op
         upper = [p[0] for p in pairs]
         # From the crease (a closing lid unfolds it: its shadow fades) down to the lashes. The crease points may
         # sit below the open lid near the corners, so the top takes whichever is higher at each point.
-        top = np.where(
-            ((closed[list(crease)] - opened[upper]) @ rig.v)[:, None] < 0, closed[list(crease)], opened[upper]
-        )
+        folded = closed[list(crease)]
+        top = np.where(((folded - opened[upper]) @ rig.v)[:, None] < 0, folded, opened[upper])
         # The covered area ends a lash strip above the moving lid margin: the lashes keep their own colours.
         margin = closed[upper] - strip * rig.v
         polygon = np.concatenate([top, margin[::-1]])

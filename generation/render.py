@@ -43,7 +43,6 @@ class Renderer:
         self._pixels = torch.stack([xs, ys], -1)  # (H, W, 2) pixel centres
         self._tri_cpu = rig.triangles.astype(np.int32)
         self._facing = np.sign(_twice_signed_areas(rig.source_vertices, self._tri_cpu))  # (K,) front faces
-        self._photo_person = None if rig.person is None else rig.person[0, 0]  # (H, W)
 
     @torch.no_grad()
     def render(self, motion: MotionState) -> np.ndarray:
@@ -117,7 +116,7 @@ class Renderer:
         # Background now where the photo had the person: revealed by the move, drawn from the clean plate (zero
         # everywhere at rest, so the photo's own pose still renders the photo exactly).
         # Soft mask edges (hair) change a little with any move; only a clear change shows the plate.
-        revealed = (self._photo_person[y0:y1, x0:x1] - person).sub_(0.25).clamp_(min=0.0).mul_(1 / 0.75)
+        revealed = (rig.person[0, 0, y0:y1, x0:x1] - person).sub_(0.25).clamp_(min=0.0).mul_(1 / 0.75)
         region.add_(rig.plate_hwc[y0:y1, x0:x1].sub(region).mul_(revealed[..., None]))
         return out
 

@@ -81,8 +81,10 @@ class FaceRig:
         self.person: torch.Tensor | None = None  # (1, 1, H, W) person probability of the photo
         self.plate_hwc: torch.Tensor | None = None  # (H, W, 3) the photo's background, person inpainted away
         if config.still_background:
-            mask = torch.from_numpy(segment_person(face.image)).to(device=device, dtype=torch.float32)
-            self.person = mask[None, None].contiguous()
+            mask = segment_person(face.image)
+            self.person = torch.from_numpy(mask).to(device=device, dtype=torch.float32)[None, None].contiguous()
+            plate = background_plate(face.image, mask)  # a mouth-closed base has the same background
+            self.plate_hwc = torch.from_numpy(plate).to(device=device, dtype=torch.float32).contiguous()
         self._setup(face)
         self.photo_gap = self.rest_gap
         if self.rest_gap > config.open_mouth_gap:
@@ -128,9 +130,6 @@ class FaceRig:
             self.composite_box = (int(y0), int(y1), int(x0), int(x1))
             self.background = (1.0 - self.person[0, 0]).contiguous()  # (H, W)
             self.photo_background_hwc = self.image[0].permute(1, 2, 0).contiguous()  # (H, W, 3): stays still
-            if self.plate_hwc is None:  # from the photo; a mouth-closed base has the same background
-                plate = background_plate(face.image, self.person[0, 0].cpu().numpy())
-                self.plate_hwc = torch.from_numpy(plate).to(device=device, dtype=torch.float32).contiguous()
         self.lip_color = self._lip_color(face.image)
         self.lid_tone = lid_tone(face.image, lm, v, self.iod)
         luminance = float(face.image[..., :3].mean())
@@ -173,22 +172,6 @@ class FaceRig:
         near_mouth = np.exp(-((b / 0.22) ** 2)) * np.exp(-(np.clip(np.abs(a) - 1.0, 0, None) ** 2) / 0.35**2)
         self.width_weight = a * near_mouth  # signed: corners move out, centre stays
         self.smile_weight = np.clip(np.abs(a), 0, 1.3) ** 2 * near_mouth
-
-    def upper_lip_descent(self, a: np.ndarray) -> np.ndarray:
-        """(11,) px each inner upper-lip point moves down to close an open photo's mouth.
-
-        The lips of a closed, relaxed mouth meet near the line through the inner-lip corners, arched up by about
-        0.02 IOD in the middle; an upper lip above that (raised in an 'O' or a yawn) comes down to it. A point
-        already below it (corners pulled up in a smile) stays.
-        """
-        lm2 = self.landmarks[:, :2]
-        upper = list(LANDMARKS.INNER_UPPER)
-        b_up = (lm2[upper] - self.mouth_center) @ self.v  # (11,) px
-        a_up = a[upper]
-        t = (a_up - a_up[0]) / (a_up[-1] - a_up[0]) if a_up[-1] != a_up[0] else np.full(len(a_up), 0.5)
-        corner_line = b_up[0] + t * (b_up[-1] - b_up[0])
-        arch = 0.02 * self.iod * (1.0 - (2.0 * t - 1.0) ** 2)
-        return np.maximum(corner_line - arch - b_up, 0.0)
 
     def _spread_from_lip(self, weight: np.ndarray, lip: np.ndarray, b: np.ndarray, corners: np.ndarray
                          ) -> np.ndarray:  # fmt: skip
