@@ -12,7 +12,7 @@ Only sources the training never saw are used (bench/train_classifier.py TEST_SOU
                     cv2.remap (bicubic) with no mouth interior, on every face photo
   speed             score_video on a 60 s 512x512 H.264 clip (best of 3)
 
-    OMP_WAIT_POLICY=PASSIVE .venv/bin/python bench/eval_detector.py [--model PATH] [--quick]
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python bench/eval_clip_classifier.py [--model PATH] [--quick]
 """
 
 from __future__ import annotations

@@ -187,7 +187,7 @@ def main() -> None:
         ["--clips", "3", "--random-frames", "1000"] if args.quick else ["--clips", "8", "--random-frames", "10000"]
     )
     watermark = run_script("eval_watermark.py", [*wm_args, "--media", str(MEDIA)])
-    detector = run_script("eval_detector.py", ["--quick"] if args.quick else [])
+    detector = run_script("eval_clip_classifier.py", ["--quick"] if args.quick else [])
     identity_text = run_script("calibrate_identity.py", ["--media", str(MEDIA)])
     blocks = check_block_list()
     stripped_ok, stripped_note = check_stripped_detection()

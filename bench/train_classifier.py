@@ -2,7 +2,7 @@
 
 Synthetic: our own generator (generation.TalkingFaceGenerator) animating every face in ../shared/media (portraits,
 celebrities, and still frames of the real videos) with every speech clip (unwatermarked: the network must not
-lean on the mark; bench/eval_detector.py also scores watermarked clips).
+lean on the mark; bench/eval_clip_classifier.py also scores watermarked clips).
 Real: windows of the real talking-head videos, and the same photos at the generator's own framing under natural
 hand-held camera motion (drift, rotation, zoom, fresh sensor noise, exposure flicker). Pairing every identity on
 both sides forces the network to learn the animation, not the person. Every clip is then treated like an upload

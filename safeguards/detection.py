@@ -1,12 +1,17 @@
-"""Is this clip ours, whose generation was it, and does it look synthetic? Three independent lines of evidence:
+"""Is this clip ours, whose generation was it, and does it look synthetic? Independent lines of evidence:
 
 1. C2PA provenance (stripped by any re-encode, but cryptographically strong when present),
 2. the invisible watermark (survives re-encoding; resolves to a generation through `resolve_tag`),
-3. a pixel-only classifier (works when both of the above are gone).
+3. cues that work on talking-head media of any origin (`safeguards.cues`: pulse, audio-visual coupling, temporal
+   consistency, spatial noise and spectrum, a learned CNN), fused into one calibrated probability.
+
+Provenance and the watermark can prove a clip is ours; the cues can only make "synthetic" more or less likely, and
+the report says how likely, against which threshold, with which expected false-positive rate, and why.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -14,6 +19,9 @@ from typing import Any
 
 from generation.media import is_still_image, load_frames_for_detection, load_image, probe_video
 from safeguards.classifier import SyntheticClipClassifier
+from safeguards.cues import FaceTrack, FusionModel, default_cues, measure_all, track_image, track_video
+from safeguards.cues.fusion import FusedScore
+from safeguards.learned_model import load_learned_model
 from safeguards.provenance import read_provenance
 from safeguards.watermark import WatermarkDetector
 
@@ -31,6 +39,9 @@ class DetectionReport:
     classifier: dict[str, Any]
     verdict: Verdict
     reasons: list[str] = field(default_factory=list)
+    cues: list[dict[str, Any]] = field(default_factory=list)
+    probability: dict[str, Any] = field(default_factory=dict)
+    timeline: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -43,13 +54,21 @@ def detect_media(
     trust_anchors_pem: str | None,
     classifier: SyntheticClipClassifier,
     resolve_tag: TagResolver,
+    fusion: FusionModel | None = None,
+    any_generator: SyntheticClipClassifier | None = None,
     max_image_pixels: int = 50_000_000,
+    keep_track: list[FaceTrack] | None = None,
 ) -> DetectionReport:
-    """Analyse an image or video file. Raises InvalidVideo for undecodable input."""
+    """Analyse an image or video file. Raises InvalidVideo for undecodable input.
+
+    ``keep_track``, when given, receives the analysed face track (the HTML report draws crops from it)."""
+    fusion = fusion or FusionModel.load_default()
+    any_generator = any_generator or _default_any_generator()
     if is_still_image(path):
         sampled = [load_image(path, max_pixels=max_image_pixels)]
         h, w = sampled[0].shape[:2]
         media: dict[str, Any] = {"kind": "image", "width": w, "height": h, "frames": 1, "duration_s": 0.0}
+        track = track_image(sampled[0])
     else:
         info = probe_video(path)
         sampled = load_frames_for_detection(path, max_frames=WATERMARK_FRAMES)
@@ -59,8 +78,14 @@ def detect_media(
             "height": info.height,
             "frames": info.frames,
             "duration_s": info.duration_s,
+            "has_audio": info.audio_codec is not None,
         }
+        track = track_video(path)
     media["frames_analyzed"] = len(sampled)
+    media["frames_analyzed_by_cues"] = track.frames_analyzed
+    media["face_found_fraction"] = round(track.face_fraction, 3)
+    if keep_track is not None:
+        keep_track.append(track)
 
     prov = read_provenance(path, trust_anchors_pem=trust_anchors_pem)
     c2pa = {
@@ -88,21 +113,68 @@ def detect_media(
         "stored_manifest": (resolved or {}).get("manifest"),
     }
 
-    # Windows spread over the whole video (a still has no motion evidence and scores 0.5).
-    cls = classifier.score_frames(sampled) if media["kind"] == "image" else classifier.score_video(path)
+    cues = default_cues(classifier, any_generator)
+    fused = fusion.fuse(measure_all(track, cues))
+    learned = next((c for c in fused.cues if c.name == "learned"), None)
+    # The renderer CNN's own calibrated score, as before (a still has no motion evidence and scores 0.5).
+    cnn_score = classifier.probability(learned.features["logit"]) if learned and learned.applies else 0.5
     classifier_out = {
-        "score": round(cls.score, 4),
-        "threshold": cls.threshold,
-        "windows": cls.windows,
-        "model": cls.model,
+        "score": round(cnn_score, 4),
+        "threshold": classifier.threshold,
+        "windows": len(track.triplets),
+        "model": classifier.name,
     }
+    probability = {
+        "synthetic": round(fused.probability, 4),
+        "threshold": round(fused.threshold, 4),
+        "expected_false_positive_rate": None if fused.expected_fpr != fused.expected_fpr else fused.expected_fpr,
+        "model": fusion.version,
+        "prior": "even (calibrated for clips as likely fake as real)",
+        "cues_applied": sum(c.applies for c in fused.cues),
+        "held_out_mean_auc": fused.held_out_auc,
+    }
+    timeline = segment_timeline(track, cues, fusion) if track.kind == "video" and len(track.segments) > 1 else []
+    verdict, reasons = decide(c2pa, watermark, classifier_out, fused)
+    return DetectionReport(
+        media, c2pa, watermark, classifier_out, verdict, reasons, cue_dicts(fused), probability, timeline
+    )
 
-    verdict, reasons = decide(c2pa, watermark, classifier_out)
-    return DetectionReport(media, c2pa, watermark, classifier_out, verdict, reasons)
+
+@functools.cache
+def _default_any_generator() -> SyntheticClipClassifier:
+    return load_learned_model()
 
 
-def decide(c2pa: dict[str, Any], watermark: dict[str, Any], classifier: dict[str, Any]) -> tuple[Verdict, list[str]]:
-    """Combine the evidence. Our own cryptographic marks decide first; the classifier alone only says "likely"."""
+def cue_dicts(fused: FusedScore) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": c.name,
+            "applies": c.applies,
+            "score": None if c.score is None else round(c.score, 4),
+            "contribution": round(c.contribution, 4),
+            "features": {k: round(v, 4) for k, v in c.features.items()},
+            "evidence": c.evidence,
+            "reason": c.reason,
+        }
+        for c in fused.cues
+    ]
+
+
+def segment_timeline(track: FaceTrack, cues: list[Any], fusion: FusionModel) -> list[dict[str, Any]]:
+    """The fused probability of each analysed segment on its own (the report's score over time)."""
+    out = []
+    for sub in track.per_segment():
+        fused = fusion.fuse(measure_all(sub, cues))
+        seg = sub.segments[0]
+        out.append({"start_s": round(float(seg.times[0]), 2), "end_s": round(float(seg.times[-1]), 2),
+                    "synthetic": round(fused.probability, 4)})  # fmt: skip
+    return out
+
+
+def decide(
+    c2pa: dict[str, Any], watermark: dict[str, Any], classifier: dict[str, Any], fused: FusedScore | None = None
+) -> tuple[Verdict, list[str]]:
+    """Combine the evidence. Our own cryptographic marks decide first; the cues alone only say "likely"."""
     reasons: list[str] = []
     ours = False
     if watermark["found"]:
@@ -128,12 +200,29 @@ def decide(c2pa: dict[str, Any], watermark: dict[str, Any], classifier: dict[str
             reasons.append("the C2PA manifest declares AI-generated content (trainedAlgorithmicMedia)")
     else:
         reasons.append("no C2PA manifest (never signed, or stripped by re-encoding)")
-    synthetic = classifier["score"] >= classifier["threshold"]
-    reasons.append(
-        f"classifier score {classifier['score']:.2f} "
-        + ("at or above" if synthetic else "below")
-        + f" the synthetic threshold {classifier['threshold']:.2f}"
-    )
+    if fused is None:
+        synthetic = classifier["score"] >= classifier["threshold"]
+        reasons.append(
+            f"classifier score {classifier['score']:.2f} "
+            + ("at or above" if synthetic else "below")
+            + f" the synthetic threshold {classifier['threshold']:.2f}"
+        )
+    else:
+        synthetic = fused.probability >= fused.threshold
+        applied = [c for c in fused.cues if c.applies]
+        top = sorted(applied, key=lambda c: -abs(c.contribution))[:3]
+        why = ", ".join(f"{c.name} {c.contribution:+.2f}" for c in top) or "no cue applied"
+        reasons.append(
+            f"probability synthetic {fused.probability:.2f} "
+            + ("at or above" if synthetic else "below")
+            + f" the threshold {fused.threshold:.2f} ({len(applied)} of {len(fused.cues)} cues applied; "
+            + f"largest contributions to the log-odds: {why})"
+        )
+        if fused.held_out_auc is not None and fused.held_out_auc < 0.8:
+            reasons.append(
+                f"caution: on generators held out in validation these cues separated fakes from real footage "
+                f"with mean AUC {fused.held_out_auc:.2f} only; below the threshold is not evidence of authenticity"
+            )
     if ours:
         return "provatar-generated", reasons
     if synthetic or c2pa.get("ai_generated"):

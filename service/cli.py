@@ -293,15 +293,32 @@ def raise_invalid(message: str, code: str = "invalid_input") -> None:
 def detect(
     file: Annotated[Path, typer.Argument(help="A video or image to check.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    html_out: Annotated[
+        Path | None, typer.Option("--html", help="Also write a self-contained HTML report to this file.")
+    ] = None,
 ) -> None:
-    """Is it ours (C2PA, watermark), whose generation, and does it look synthetic (classifier)?"""
+    """Is it ours (C2PA, watermark), whose generation, and does it look synthetic (cues fused, calibrated)?"""
     from service.detect import run_detection
 
     def body() -> None:
         if not file.is_file():
             raise_invalid(f"no such file: {file}", code="invalid_video")
+        if html_out is not None and (html_out.is_dir() or not html_out.parent.is_dir()):
+            raise_invalid(f"cannot write the HTML report to {html_out}: not a file in an existing directory")
+        kept: list = []
         with runtime() as rt:
-            report = run_detection(rt, file, actor=actor(), request_id=uuid.uuid4().hex)
+            report = run_detection(rt, file, actor=actor(), request_id=uuid.uuid4().hex, keep_track=kept)
+        if html_out is not None:
+            from service.detect_report import render_html
+
+            page = render_html(report.to_dict(), file_name=file.name, track=kept[0] if kept else None)
+            tmp = html_out.with_name(f".{html_out.name}.part")
+            try:
+                tmp.write_text(page, encoding="utf-8")
+                tmp.replace(html_out)
+            finally:
+                tmp.unlink(missing_ok=True)
+            err.print(f"HTML report written to {html_out}")
         if as_json:
             emit(report.to_dict(), True)
         else:
@@ -326,7 +343,18 @@ def print_detection(r: dict[str, Any]) -> None:
     out.print(f"  watermark:  {wm}")
     if w.get("stored_manifest") and not c["present"]:
         out.print("  provenance: the original signed C2PA manifest was recovered through the watermark (see --json)")
-    out.print(f"  classifier: {k['score']:.2f} (threshold {k['threshold']:.2f})")
+    p = r.get("probability") or {}
+    if p:
+        fpr = p.get("expected_false_positive_rate")
+        out.print(
+            f"  synthetic:  probability {p['synthetic']:.2f} (threshold {p['threshold']:.2f}"
+            + (f", {100 * fpr:.0f} % of real clips flagged in validation" if fpr is not None else "")
+            + ")"
+        )
+        for c in r.get("cues", []):
+            state = f"{c['score']:.2f}, contributes {c['contribution']:+.2f}" if c["applies"] else c["reason"]
+            out.print(f"    {c['name']:13s} {state}")
+    out.print(f"  renderer CNN: {k['score']:.2f} (threshold {k['threshold']:.2f})")
     for reason in r["reasons"]:
         out.print(f"  - {reason}")
 

@@ -20,6 +20,7 @@ SCRIPTS = {
     "identity": "calibrate_identity.py",
     "watermark": "eval_watermark.py",
     "detector": "eval_detector.py",
+    "clip-classifier": "eval_clip_classifier.py",
 }
 
 eval_app = typer.Typer(no_args_is_help=True, help="Benchmarks and evaluations (need the source tree's bench/).")
@@ -51,6 +52,7 @@ for _name, _doc in {
     "streaming": "Streaming first-frame latency and 5-minute memory/sync.",
     "identity": "Face-match distance distributions and FAR/FRR per threshold.",
     "watermark": "Watermark recovery per transformation, false payloads, speed, PSNR.",
-    "detector": "Synthetic-clip detector AUC and speed.",
+    "detector": "Multi-cue detector: leave-one-generator-out AUC per generator, CRF 28, real clips flagged, speed.",
+    "clip-classifier": "The renderer CNN alone: AUC on our own held-out renders and a warp-only animator, speed.",
 }.items():
     _command(_name, _doc)

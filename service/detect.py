@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlmodel import select
 
+from safeguards.cues.track import FaceTrack
 from safeguards.detection import DetectionReport, detect_media
 from service.errors import describe
 from service.models import Generation, JobStatus
@@ -33,7 +34,13 @@ def resolve_watermark_tag(rt: Runtime, tag: int) -> dict[str, Any] | None:
 
 
 def run_detection(
-    rt: Runtime, path: Path, *, actor: str, request_id: str, filename: str | None = None
+    rt: Runtime,
+    path: Path,
+    *,
+    actor: str,
+    request_id: str,
+    filename: str | None = None,
+    keep_track: list[FaceTrack] | None = None,
 ) -> DetectionReport:
     """Detect, then audit the outcome (success or failure) under the caller's identity."""
     try:
@@ -42,7 +49,9 @@ def run_detection(
             watermark_key=rt.watermark_key,
             trust_anchors_pem=rt.trust_anchors_pem(),
             classifier=rt.classifier,
+            fusion=rt.fusion,
             resolve_tag=lambda tag: resolve_watermark_tag(rt, tag),
+            keep_track=keep_track,
         )
     except Exception as exc:
         problem = describe(exc)
@@ -67,6 +76,8 @@ def run_detection(
             "watermark_found": report.watermark["found"],
             "generation_id": report.watermark.get("generation_id") or report.c2pa.get("generation_id"),
             "classifier_score": report.classifier["score"],
+            "probability_synthetic": report.probability.get("synthetic"),
+            "threshold": report.probability.get("threshold"),
         },
     )
     return report

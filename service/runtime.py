@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from generation import TalkingFaceGenerator
     from policies import LoadedPolicy
     from safeguards.classifier import SyntheticClipClassifier
+    from safeguards.cues.fusion import FusionModel
     from safeguards.identity import FaceAnalyzer
 
 
@@ -128,6 +129,12 @@ class Runtime:
         from safeguards.classifier import SyntheticClipClassifier
 
         return SyntheticClipClassifier.load_default()
+
+    @cached_property
+    def fusion(self) -> FusionModel:
+        from safeguards.cues.fusion import FusionModel
+
+        return FusionModel.load_default()
 
     def trust_anchors_pem(self) -> str | None:
         path = self.settings.trust_anchors_path

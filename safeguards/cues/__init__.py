@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from safeguards.cues.any_generator import AnyGeneratorCue
 from safeguards.cues.audiovisual import AudioVisualCue
 from safeguards.cues.base import Cue, CueMeasurement, CueResult
 from safeguards.cues.fusion import FusedScore, FusionModel
@@ -21,6 +22,7 @@ from safeguards.cues.temporal import TemporalCue
 from safeguards.cues.track import FaceTrack, TrackConfig, track_image, track_video
 
 __all__ = [
+    "AnyGeneratorCue",
     "AudioVisualCue",
     "Cue",
     "CueMeasurement",
@@ -40,9 +42,12 @@ __all__ = [
 ]
 
 
-def default_cues(classifier: object | None = None) -> list[Cue]:
-    """Every cue, in report order. The learned cue needs the CNN (`SyntheticClipClassifier`)."""
+def default_cues(classifier: object | None = None, any_generator: object | None = None) -> list[Cue]:
+    """Every cue, in report order. The learned cues need their CNNs (`SyntheticClipClassifier`s): ``classifier``
+    knows our renderer, ``any_generator`` was trained against many generators (`safeguards.learned_model`)."""
     cues: list[Cue] = [PulseCue(), AudioVisualCue(), TemporalCue(), SpatialCue()]
+    if any_generator is not None:
+        cues.append(AnyGeneratorCue(any_generator))  # type: ignore[arg-type]
     if classifier is not None:
         cues.append(LearnedCue(classifier))  # type: ignore[arg-type]
     return cues
@@ -57,7 +62,11 @@ def measure_all(track: FaceTrack, cues: Sequence[Cue]) -> dict[str, CueMeasureme
             out[cue.name] = CueMeasurement(False, reason="no face was found in the analysed frames")
             continue
         try:
-            out[cue.name] = cue.measure(track)
+            m = cue.measure(track)
         except (ValueError, FloatingPointError, np.linalg.LinAlgError) as exc:
-            out[cue.name] = CueMeasurement(False, reason=f"could not be measured: {exc}")
+            m = CueMeasurement(False, reason=f"could not be measured: {exc}")
+        bad = [k for k, v in m.features.items() if not np.isfinite(v)]
+        if m.applies and bad:  # a degenerate signal (constant, empty): say so rather than feed NaN to the fusion
+            m = CueMeasurement(False, evidence=m.evidence, reason=f"degenerate measurement of {', '.join(bad)}")
+        out[cue.name] = m
     return out

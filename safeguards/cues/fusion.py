@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ import numpy as np
 
 from safeguards.cues.base import CueMeasurement, CueResult
 
-__all__ = ["CueModel", "FusionModel", "FusedScore", "Row", "fit_fusion", "DEFAULT_FUSION"]
+__all__ = ["CueModel", "FusionModel", "FusedScore", "Row", "fit_fusion", "renderer_specialist", "DEFAULT_FUSION"]
 
 DEFAULT_FUSION = "detector_fusion_v1.json"
 
@@ -43,16 +43,21 @@ class Row:
 
 @dataclass
 class CueModel:
+    """logit = intercept + sum_j coef_j * clip((x_j - center_j) / scale_j, -clip, clip)."""
+
     features: list[str]
-    mean: list[float]
+    mean: list[float]  # centre of each feature (the real clips' median for invariant cues)
     scale: list[float]
     coef: list[float]
     intercept: float
+    clip: float = 4.0
+    kept_because: dict[str, str] = field(default_factory=dict)
 
     def logit(self, feats: Mapping[str, float]) -> float:
-        x = (np.array([feats.get(f, m) for f, m in zip(self.features, self.mean, strict=True)]) - self.mean)
-        z = float(np.dot(x / np.array(self.scale), self.coef) + self.intercept)
-        return float(np.clip(z, -12.0, 12.0))
+        x = np.array([feats.get(f, m) for f, m in zip(self.features, self.mean, strict=True)], dtype=np.float64)
+        x = np.where(np.isfinite(x), x, self.mean)
+        z = np.clip((x - np.array(self.mean)) / np.array(self.scale), -self.clip, self.clip)
+        return float(np.clip(np.dot(z, self.coef) + self.intercept, -12.0, 12.0))
 
 
 @dataclass
@@ -62,6 +67,7 @@ class FusedScore:
     threshold: float
     expected_fpr: float
     cues: list[CueResult]
+    held_out_auc: float | None = None  # mean AUC on generators held out in validation (bench/eval_detector.py)
 
 
 @dataclass
@@ -73,28 +79,48 @@ class FusionModel:
     threshold: float
     expected_fpr: float
     notes: dict[str, Any] = field(default_factory=dict)
+    # Detectors of one known generator (our renderer's CNN): name -> {"feature", "a", "b"}, their own Platt
+    # calibration. They are not stacked with the general cues (out of fold they never fire, and below their
+    # threshold they say nothing about other generators); the fused logit is the larger of theirs and the stack's.
+    specialists: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     # ------------------------------------------------------------------------------------------------ scoring
     def fuse(self, measured: Mapping[str, CueMeasurement]) -> FusedScore:
         results: list[CueResult] = []
         z = self.intercept
+        special: dict[str, float] = {}
         for name, m in measured.items():
+            spec = self.specialists.get(name)
             model = self.cues.get(name)
-            if not m.applies or model is None:
+            if not m.applies or (model is None and spec is None):
                 results.append(CueResult(name, False, None, 0.0, m.features, m.evidence, m.reason or "not modelled"))
                 continue
+            if spec is not None:
+                special[name] = spec["a"] * m.features[spec["feature"]] + spec["b"]
+                results.append(CueResult(name, True, _sigmoid(special[name]), 0.0, m.features, m.evidence, m.reason))
+                continue
+            assert model is not None
             zc = model.logit(m.features)
             contribution = self.weights.get(name, 0.0) * zc
             z += contribution
             results.append(CueResult(name, True, _sigmoid(zc), contribution, m.features, m.evidence, m.reason))
-        return FusedScore(_sigmoid(z), z, self.threshold, self.expected_fpr, results)
+        final = max([z, *special.values()])
+        if final > z:  # a specialist recognised its generator: its lift over the stack is its contribution
+            top = max(special, key=lambda n: special[n])
+            results = [replace(r, contribution=final - z) if r.name == top else r for r in results]
+        auc = self.notes.get("held_out_mean_auc_other_generators")
+        return FusedScore(_sigmoid(final), final, self.threshold, self.expected_fpr, results, auc)
 
     def cue_logits(self, row_cues: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
         return {n: self.cues[n].logit(f) for n, f in row_cues.items() if n in self.cues}
 
     def probability(self, row_cues: Mapping[str, Mapping[str, float]]) -> float:
         zs = self.cue_logits(row_cues)
-        return _sigmoid(self.intercept + sum(self.weights.get(n, 0.0) * z for n, z in zs.items()))
+        z = self.intercept + sum(self.weights.get(n, 0.0) * v for n, v in zs.items())
+        for n, spec in self.specialists.items():
+            if n in row_cues and spec["feature"] in row_cues[n]:
+                z = max(z, spec["a"] * row_cues[n][spec["feature"]] + spec["b"])
+        return _sigmoid(z)
 
     # ------------------------------------------------------------------------------------------------ storage
     def to_json(self) -> str:
@@ -118,30 +144,89 @@ class FusionModel:
         return cls.from_json((resources.files("safeguards") / "models" / DEFAULT_FUSION).read_text())
 
 
+def renderer_specialist() -> dict[str, dict[str, Any]]:
+    """Our renderer's CNN as a specialist: the learned cue's raw logit through the CNN's own Platt calibration."""
+    from safeguards.classifier import SyntheticClipClassifier
+
+    clf = SyntheticClipClassifier.load_default()
+    return {"learned": {"feature": "logit", "a": clf.platt_a, "b": clf.platt_b, "model": clf.name}}
+
+
 def _sigmoid(z: float) -> float:
     return 1.0 / (1.0 + math.exp(-max(min(z, 40.0), -40.0)))
 
 
-def _logreg(x: np.ndarray, y: np.ndarray, c: float) -> tuple[np.ndarray, float]:
+MIN_AGREEMENT = 0.7  # share of training generators whose fakes must differ from real in the same direction
+MIN_EFFECT = 0.08  # mean |AUC - 0.5| over those generators
+
+
+def balanced_weights(rows: Sequence[Row]) -> np.ndarray:
+    """Half the weight to real clips, half to fakes split equally between generators (then within each): no
+    generator with many clips (ours) can dominate what "fake" means."""
+    fake_groups = sorted({r.group for r in rows if r.label})
+    n_real = sum(1 for r in rows if not r.label)
+    size = {g: sum(1 for r in rows if r.group == g) for g in fake_groups}
+    w = [0.5 / max(n_real, 1) if not r.label else 0.5 / (len(fake_groups) * size[r.group]) for r in rows]
+    return np.array(w) * len(rows)
+
+
+def _logreg(x: np.ndarray, y: np.ndarray, c: float, w: np.ndarray | None = None) -> tuple[np.ndarray, float]:
     from sklearn.linear_model import LogisticRegression
 
     if len(set(y.tolist())) < 2:
         return np.zeros(x.shape[1]), 0.0
-    lr = LogisticRegression(C=c, class_weight="balanced", max_iter=2000)
-    lr.fit(x, y)
+    lr = LogisticRegression(C=c, max_iter=2000)
+    lr.fit(x, y, sample_weight=w)
     return lr.coef_[0], float(lr.intercept_[0])
 
 
+def _auc(pos: np.ndarray, neg: np.ndarray) -> float:
+    """Mann-Whitney AUC (ties count half)."""
+    if not len(pos) or not len(neg):
+        return 0.5
+    gt = (pos[:, None] > neg[None, :]).mean()
+    eq = (pos[:, None] == neg[None, :]).mean()
+    return float(gt + 0.5 * eq)
+
+
 def fit_cue(rows: Sequence[Row], name: str, c: float) -> CueModel | None:
+    """The cue's own model, or None when nothing about it holds across the training generators.
+
+    Invariant cues: keep only the features whose fakes differ from the real clips in the same direction for most
+    training generators (an effect seen in one generator is that generator's fingerprint, not a cue); centre and
+    scale them on the real clips (median, MAD), orient them, clip outliers, average, and calibrate that average with
+    a one-dimensional logistic regression under generator-balanced weights. Few, signed, equally weighted features
+    generalise where a free regression on tens of clips would fit noise.
+    """
     have = [r for r in rows if name in r.cues]
     if len(have) < 6 or len({r.label for r in have}) < 2:
         return None
-    feats = sorted(have[0].cues[name])
-    x = np.array([[r.cues[name].get(f, 0.0) for f in feats] for r in have], dtype=np.float64)
+    feats = sorted({f for r in have for f in r.cues[name]})
+    x = np.array([[r.cues[name].get(f, np.nan) for f in feats] for r in have], dtype=np.float64)
+    x = np.where(np.isfinite(x), x, np.nanmedian(x, axis=0))
     y = np.array([r.label for r in have])
-    mean, scale = x.mean(0), x.std(0) + 1e-6
-    coef, b = _logreg((x - mean) / scale, y, c)
-    return CueModel(feats, mean.tolist(), scale.tolist(), coef.tolist(), b)
+    w = balanced_weights(have)
+    real = x[y == 0]
+    centre = np.median(real, axis=0)
+    scale = 1.4826 * np.median(np.abs(real - centre), axis=0)
+    scale = np.maximum(scale, 0.1 * x.std(0) + 1e-6)
+    groups = sorted({r.group for r in have if r.label})
+    kept, signs, why = [], [], {}
+    for j, f in enumerate(feats):
+        aucs = np.array([_auc(x[[r.group == g for r in have], j], real[:, j]) for g in groups])
+        effect = aucs - 0.5
+        direction = np.sign(effect.mean()) or 1.0
+        agree = float(np.mean(np.sign(effect) == direction))
+        if len(groups) >= 3 and agree >= MIN_AGREEMENT and float(np.abs(effect).mean()) >= MIN_EFFECT:
+            kept.append(j)
+            signs.append(direction)
+            why[f] = f"{'higher' if direction > 0 else 'lower'} in fakes for {agree:.0%} of {len(groups)} generators"
+    if not kept:
+        return None
+    z = np.clip((x[:, kept] - centre[kept]) / scale[kept], -4, 4) @ (np.array(signs) / len(kept))
+    a, b = _logreg(z[:, None], y, c, w)
+    coef = (a[0] * np.array(signs) / len(kept)).tolist()
+    return CueModel([feats[j] for j in kept], centre[kept].tolist(), scale[kept].tolist(), coef, b, 4.0, why)
 
 
 def _fit_cues(rows: Sequence[Row], names: Sequence[str], c: float) -> dict[str, CueModel]:
@@ -179,6 +264,7 @@ def fit_fusion(
     real_scores: Sequence[float] | None = None,
     version: str = "detector-fusion-v1",
     notes: dict[str, Any] | None = None,
+    specialists: dict[str, dict[str, Any]] | None = None,
 ) -> FusionModel:
     """Fit the per-cue models on all rows and the stacking weights on out-of-fold cue logits.
 
@@ -186,12 +272,13 @@ def fit_fusion(
     leave-one-source-out loop); the threshold is set just above the second highest, so at most one of them is
     flagged, and the expected false-positive rate is the share at or above it. Without them the threshold is 0.5.
     """
-    names = sorted({n for r in rows for n in r.cues})
+    specialists = specialists or {}
+    names = sorted({n for r in rows for n in r.cues} - set(specialists))
     cues = _fit_cues(rows, names, cue_c)
     names = [n for n in names if n in cues]
     z = _oof_logits(rows, names, cue_c, folds)
     y = np.array([r.label for r in rows])
-    w, b = _logreg(z, y, stack_c)
+    w, b = _logreg(z, y, stack_c, balanced_weights(rows))
     # A cue that points the wrong way out of fold is not trusted at all (its weight would only fit noise).
     w = np.maximum(w, 0.0)
     threshold, fpr = 0.5, float("nan")
@@ -207,4 +294,5 @@ def fit_fusion(
         threshold=float(threshold),
         expected_fpr=fpr,
         notes=notes or {},
+        specialists=specialists,
     )

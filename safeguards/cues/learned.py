@@ -1,12 +1,14 @@
 """Learned cue: a small CNN on face crops of three consecutive frames (the middle frame and both differences).
 
-The network (`safeguards.classifier.ClipNet`) sees what one-photo animation leaves in pixels: texture resampled
-from one still in every frame, a painted mouth interior, frame-to-frame change that is a smooth warp of frozen
-texture rather than fresh light and sensor noise. Its mean window logit is this cue's feature; the fusion decides
-how much it counts for clips of unknown origin.
+The renderer network (`safeguards.classifier.ClipNet`, trained on our own renders) sees what our one-photo
+animation leaves in pixels: texture resampled from one still in every frame, a painted mouth interior,
+frame-to-frame change that is a smooth warp of frozen texture rather than fresh light and sensor noise. It knows
+one renderer, so its evidence is one-sided (see `measure`).
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -28,10 +30,17 @@ class LearnedCue:
         crops = np.stack([self.classifier.cropper.crops(t) for t in track.triplets])  # (N, 3, CROP, CROP)
         logits = self.classifier.logits(crops)
         z = float(logits.mean())
+        p = self.classifier.probability(z)
+        # One-sided: this CNN knows one renderer (ours). Above its threshold it is strong evidence; below it, it
+        # says nothing about other generators, so it must not count as evidence of "real".
+        calibrated = self.classifier.platt_a * z + self.classifier.platt_b
+        at_threshold = math.log(self.classifier.threshold / (1 - self.classifier.threshold))
         evidence = {
             "model": self.classifier.name,
             "windows": len(logits),
             "mean_logit": round(z, 3),
+            "renderer_probability": round(p, 4),
             "window_logits": logits.round(2).tolist(),
         }
-        return CueMeasurement(True, {"logit": float(np.clip(z, -20, 20))}, evidence)
+        features = {"renderer_evidence": float(np.clip(calibrated - at_threshold, 0.0, 20.0)), "logit": z}
+        return CueMeasurement(True, features, evidence)

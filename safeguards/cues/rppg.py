@@ -120,8 +120,10 @@ class PulseCue:
             pairs = [(a, b) for i, a in enumerate(skin) for b in skin[i + 1 :]]
             coh.append(float(np.mean([np.corrcoef(pulses[a], pulses[b])[0, 1] for a, b in pairs])))
             spread.append(float(np.std(freqs)))
-            if "background" in pulses:
+            if "background" in pulses and pulses["background"].std() > 1e-9:
                 bg_corr.append(float(np.mean([abs(np.corrcoef(pulses[k], pulses["background"])[0, 1]) for k in skin])))
+            elif "background" in pulses:
+                bg_corr.append(0.0)  # a frozen background carries no signal at all
             face = np.mean([pulses[k] / max(pulses[k].std(), 1e-9) for k in skin], axis=0)
             s_face, f_face = _snr_db(*_spectrum(face, fps))
             bpm.append(60 * f_face)

@@ -3,6 +3,8 @@
 - Noise residual: a generated or pasted face is smoother (or noisier) than the sensor noise around it. We compare
   the robust noise level (median absolute high-pass residual) of the cheeks and forehead with flat background
   areas of the same frame, and the same for the Laplacian sharpness.
+- Mouth against eyes: the Laplacian energy of the mouth region over that of the eyes (re-synthesised mouths are
+  blurrier than the eyes a camera resolved alike).
 - Spectrum: the face's azimuthally averaged power spectrum, its high-frequency share and log-log slope (upsampled
   and decoder-generated faces lose the top octave), and periodic peaks in the residual's spectrum left by
   upsampling layers (transposed convolutions, 2x/4x resizes).
@@ -77,6 +79,34 @@ def periodic_peak(gray: np.ndarray) -> float:
     return float((p - med)[high].max())
 
 
+MOUTH = (61, 185, 40, 39, 37, 0, 267, 269, 270, 409, 291, 375, 321, 405, 314, 17, 84, 181, 91, 146)
+EYES = ((33, 246, 161, 160, 159, 158, 157, 173, 133, 155, 154, 153, 145, 144, 163, 7),
+        (263, 466, 388, 387, 386, 385, 384, 398, 362, 382, 381, 380, 374, 373, 390, 249))  # fmt: skip
+
+
+def mouth_eye_sharpness(track: FaceTrack, per_segment: int = 12) -> float | None:
+    """log(Laplacian energy of the mouth / that of the eyes) on the face crops, median over frames.
+
+    Lip-sync tools and talking-head generators re-synthesise the mouth (blurry teeth, smeared lips) and leave the
+    eyes from the source, or draw both at the decoder's resolution; a camera resolves both alike."""
+    ratios = []
+    for seg in track.segments:
+        idx = np.flatnonzero(seg.found)
+        for i in idx[np.linspace(0, len(idx) - 1, min(per_segment, len(idx))).astype(int)] if len(idx) else []:
+            lm = seg.landmarks[i]
+            gray = cv2.cvtColor(seg.crops[i], cv2.COLOR_RGB2GRAY)
+            lap = cv2.Laplacian(gray, cv2.CV_32F)
+            mouth = np.zeros(gray.shape, np.uint8)
+            cv2.fillConvexPoly(mouth, cv2.convexHull(lm[list(MOUTH), :2].astype(np.int32)), 1)
+            eyes = np.zeros(gray.shape, np.uint8)
+            for eye in EYES:
+                cv2.fillConvexPoly(eyes, cv2.convexHull(lm[list(eye), :2].astype(np.int32)), 1)
+            if mouth.sum() < 30 or eyes.sum() < 30:
+                continue
+            ratios.append(np.log((np.mean(lap[mouth > 0] ** 2) + 1.0) / (np.mean(lap[eyes > 0] ** 2) + 1.0)))
+    return float(np.median(ratios)) if ratios else None
+
+
 class SpatialCue:
     name = "spatial"
     description = "noise residual and sharpness of the face against the background; spectrum and upsampling peaks"
@@ -86,6 +116,7 @@ class SpatialCue:
         pairs = [(f, lm) for f, lm in pairs if float(inter_ocular(lm)) >= MIN_IOD_PX]
         if not pairs:
             return CueMeasurement(False, reason=f"no face of at least {MIN_IOD_PX:.0f} px between the eyes")
+        mouth_eyes = mouth_eye_sharpness(track)
         noise, sharp, hf, slope, peak, face_noise = [], [], [], [], [], []
         for frame, lm in pairs:
             gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY).astype(np.float32)
@@ -118,6 +149,7 @@ class SpatialCue:
             "hf_share": float(np.mean(hf)) if hf else 0.0,
             "spectral_slope": float(np.mean(slope)) if slope else 0.0,
             "periodic_peak": float(np.mean(peak)),
+            "mouth_eye_sharpness": mouth_eyes if mouth_eyes is not None else 0.0,
         }
         evidence = {
             "face_vs_background_noise_log_ratio": round(features["noise_ratio"], 3) if noise else None,
@@ -125,6 +157,7 @@ class SpatialCue:
             "face_high_frequency_share": round(features["hf_share"], 3),
             "face_spectral_slope": round(features["spectral_slope"], 3),
             "upsampling_peak": round(features["periodic_peak"], 3),
+            "mouth_vs_eyes_sharpness_log_ratio": None if mouth_eyes is None else round(mouth_eyes, 3),
             "frames": len(pairs),
         }
         return CueMeasurement(True, features, evidence)

@@ -7,6 +7,8 @@
   slides differently from the head around it.
 - Head motion: spread of yaw/pitch and angular speed (one-photo animators move little, or too regularly).
 - Blinks: rate per minute and the eye-aspect spread (many generators blink rarely, or never).
+- Background change: a camera's background changes between frames (noise, small shifts); a background animated
+  from one photo is frozen.
 - Boundary residual: after warping each crop onto the next with the landmarks' affine motion, the residual in a band
   on the face outline against the residual inside the face (blending seams flicker).
 """
@@ -106,6 +108,28 @@ def boundary_residual(seg: Segment, lm: np.ndarray, stride: int = 2) -> float | 
     return float(np.median(ratios)) if ratios else None
 
 
+def background_change(seg: Segment, frame_width: int) -> float | None:
+    """Median over frames of the mean absolute change (grey levels) of the whole-frame thumbnails outside the
+    face's crop box.
+
+    A camera keeps producing fresh noise and small shifts in the background; a background animated from one
+    photo (or a still plate under a generated head) is frozen between frames."""
+    diffs = []
+    for i in range(1, len(seg.thumbs)):
+        a, b = seg.thumbs[i - 1], seg.thumbs[i]
+        if a.shape != b.shape:
+            continue
+        f = a.shape[1] / max(frame_width, 1)  # thumbnail pixels per frame pixel
+        x0, y0, side = seg.boxes[i] * f
+        mask = np.ones(a.shape[:2], bool)
+        mask[max(int(y0), 0) : max(int(y0 + side), 0), max(int(x0), 0) : max(int(x0 + side), 0)] = False
+        if mask.sum() < 100:
+            continue
+        d = np.abs(a.astype(np.int16) - b.astype(np.int16)).mean(-1)
+        diffs.append(float(d[mask].mean()))
+    return float(np.median(diffs)) if diffs else None
+
+
 class TemporalCue:
     name = "temporal"
     description = "landmark jitter, inner-face vs outline head pose, head motion, blinks, boundary flicker"
@@ -114,7 +138,7 @@ class TemporalCue:
         segs = [s for s in track.segments if len(s.times) >= MIN_FRAMES and s.found.mean() >= 0.8]
         if not segs:
             return CueMeasurement(False, reason=f"needs >= {MIN_FRAMES} analysed frames with a tracked face")
-        jit, dis, slip, yaw_sd, pitch_sd, speed, ear_sd, blinks, bres = [], [], [], [], [], [], [], [], []
+        jit, dis, slip, yaw_sd, pitch_sd, speed, ear_sd, blinks, bres, bg = [], [], [], [], [], [], [], [], [], []
         seconds = 0.0
         yaw_plot = None
         for seg in segs:
@@ -135,6 +159,9 @@ class TemporalCue:
             r = boundary_residual(seg, lm.astype(np.float32))
             if r is not None:
                 bres.append(r)
+            change = background_change(seg, track.width)
+            if change is not None:
+                bg.append(change)
             if yaw_plot is None:
                 yaw_plot = {"t": seg.times.round(3).tolist(), "yaw_inner": inner[:, 0].round(2).tolist(),
                             "yaw_outline": outline[:, 0].round(2).tolist()}  # fmt: skip
@@ -149,6 +176,7 @@ class TemporalCue:
             "ear_spread": float(np.mean(ear_sd)),
             "blinks_per_min": float(min(rate, 60.0)),
             "boundary_residual": float(np.mean(bres)) if bres else 0.0,
+            "background_change": float(np.log(np.mean(bg) + 0.05)) if bg else float(np.log(0.05)),
         }
         evidence = {
             "landmark_jitter_iod": round(float(np.mean(jit)), 5),
@@ -158,6 +186,7 @@ class TemporalCue:
             "angular_speed_deg_per_s": round(features["angular_speed_dps"], 2),
             "blinks_per_min": round(rate, 1),
             "boundary_residual_log_ratio": round(features["boundary_residual"], 3),
+            "background_change_grey_levels": round(float(np.mean(bg)), 3) if bg else None,
             "yaw": yaw_plot,
         }
         return CueMeasurement(True, features, evidence)

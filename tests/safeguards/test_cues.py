@@ -37,7 +37,7 @@ def face(example_photo: Path) -> tuple[np.ndarray, np.ndarray]:
 def _track(crops: np.ndarray, lms: np.ndarray, audio: AudioTrack | None = None, full: bool = False) -> FaceTrack:
     t = np.arange(len(crops)) / FPS
     seg = Segment(0.0, t, crops, lms.astype(np.float32), np.tile([0, 0, CROP], (len(crops), 1)).astype(float),
-                  [c for c in crops])  # fmt: skip
+                  list(crops))  # fmt: skip
     frames = [crops[i] for i in range(0, len(crops), max(1, len(crops) // 4))] if full else []
     flms = [lms[i] for i in range(0, len(crops), max(1, len(crops) // 4))] if full else []
     return FaceTrack("video", CROP, CROP, FPS, len(crops) / FPS, [seg], frames, flms, audio, [])
