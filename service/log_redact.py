@@ -40,11 +40,15 @@ class RedactTokens(logging.Filter):
 
 
 def uvicorn_log_config() -> dict[str, Any]:
-    """uvicorn's default logging config with `RedactTokens` on every handler (access and error logs alike)."""
+    """uvicorn's default logging config with `RedactTokens` on every handler (access and error logs alike), and
+    the root logger sent through it too."""
     from uvicorn.config import LOGGING_CONFIG
 
     config = copy.deepcopy(LOGGING_CONFIG)
     config.setdefault("filters", {})["redact_tokens"] = {"()": RedactTokens}
     for handler in config["handlers"].values():
         handler.setdefault("filters", []).append("redact_tokens")
+    # Everything else (the websockets library, our own loggers) reaches the same filtered handler, not Python's
+    # unfiltered last-resort handler; warnings and errors only, as before.
+    config.setdefault("root", {"handlers": ["default"], "level": "WARNING"})
     return config
