@@ -15,8 +15,6 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade "pip>=24,<26" "setuptools>=68,<81" wheel
 	$(PIP) install -q -e ".[dev]"
-	# facenet-pytorch's metadata pins torch<2.3; its MTCNN weights ship in the wheel and work with our torch.
-	$(PIP) install -q --no-deps "facenet-pytorch==2.6.0"
 	rm -f $(VENV)/.installed-*
 	touch $@
 

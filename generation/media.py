@@ -38,9 +38,80 @@ __all__ = [
     "iter_video_frames",
     "probe_video",
     "load_frames_for_detection",
+    "MediaType",
+    "sniff_media_type",
 ]
 
 AAC_SAMPLE_RATE = 48000
+
+
+# ------------------------------------------------------------------------------------------------ media types
+@dataclass(frozen=True)
+class MediaType:
+    """What a file's bytes are, by their magic number: MIME type, kind (image/audio/video), usual extension."""
+
+    mime: str
+    kind: str
+    extension: str
+
+
+# (offset, signature, type). Order matters only where one signature is a prefix of another (none here).
+_SIGNATURES: tuple[tuple[int, bytes, MediaType], ...] = (
+    (0, b"\x89PNG\r\n\x1a\n", MediaType("image/png", "image", ".png")),
+    (0, b"\xff\xd8\xff", MediaType("image/jpeg", "image", ".jpg")),
+    (0, b"GIF87a", MediaType("image/gif", "image", ".gif")),
+    (0, b"GIF89a", MediaType("image/gif", "image", ".gif")),
+    (0, b"II*\x00", MediaType("image/tiff", "image", ".tif")),
+    (0, b"MM\x00*", MediaType("image/tiff", "image", ".tif")),
+    (0, b"fLaC", MediaType("audio/flac", "audio", ".flac")),
+    (0, b"OggS", MediaType("audio/ogg", "audio", ".ogg")),
+    (0, b"ID3", MediaType("audio/mpeg", "audio", ".mp3")),
+    (0, b"\x1aE\xdf\xa3", MediaType("video/webm", "video", ".webm")),  # EBML: WebM / Matroska (audio-only too)
+)
+_RIFF = {b"WAVE": MediaType("audio/wav", "audio", ".wav"), b"WEBP": MediaType("image/webp", "image", ".webp")}
+_AIFF = MediaType("audio/aiff", "audio", ".aiff")
+_M4A = MediaType("audio/mp4", "audio", ".m4a")
+_MOV = MediaType("video/quicktime", "video", ".mov")
+_MP4 = MediaType("video/mp4", "video", ".mp4")
+_MP3 = MediaType("audio/mpeg", "audio", ".mp3")
+_AAC = MediaType("audio/aac", "audio", ".aac")
+_BMP = MediaType("image/bmp", "image", ".bmp")
+
+
+def sniff_media_type(data: bytes | Path) -> MediaType | None:
+    """The type of a file from its first bytes (magic numbers); None when no known signature matches.
+
+    The file name is never consulted: an upload called `photo.png` that holds JPEG bytes is a JPEG. Covers the
+    photo formats (PNG, JPEG, WebP, GIF, TIFF, BMP) and the audio containers (WAV, FLAC, Ogg, MP3, AAC, AIFF, M4A,
+    MP4/MOV, WebM) that `load_image` / `load_audio` decode.
+    """
+    if isinstance(data, Path):
+        try:
+            with data.open("rb") as fh:
+                head = fh.read(32)
+        except OSError:
+            return None
+    else:
+        head = bytes(data[:32])
+    for offset, magic, kind in _SIGNATURES:
+        if head[offset : offset + len(magic)] == magic:
+            return kind
+    if head[:4] == b"RIFF" and head[8:12] in _RIFF:
+        return _RIFF[head[8:12]]
+    if head[:4] == b"FORM" and head[8:12] in (b"AIFF", b"AIFC"):
+        return _AIFF
+    if head[4:8] == b"ftyp":  # ISO base media: the major brand tells audio-only M4A from video containers
+        brand = head[8:12]
+        return _M4A if brand in (b"M4A ", b"M4B ", b"M4P ") else _MOV if brand == b"qt  " else _MP4
+    if head[:2] == b"BM" and head[6:10] == b"\x00\x00\x00\x00":  # BITMAPFILEHEADER: reserved words are zero
+        return _BMP
+    if len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0:  # MPEG audio frame sync (11 bits)
+        layer = (head[1] >> 1) & 0x3
+        if layer == 0 and head[1] & 0xF6 == 0xF0:  # ADTS: MPEG-2/4 AAC, layer bits 00
+            return _AAC
+        if layer != 0 and (head[2] >> 4) not in (0x0, 0xF):  # a valid bitrate index: MP3 without an ID3 tag
+            return _MP3
+    return None
 
 
 # ---------------------------------------------------------------------------------------------------- images

@@ -245,7 +245,8 @@ class FacenetEmbedder:
 
     def __init__(self, weights_path: Path, *, device: str = "cpu", margin: int = 0) -> None:
         import torch
-        from facenet_pytorch import InceptionResnetV1
+
+        from safeguards._inception_resnet_v1 import InceptionResnetV1
 
         path = Path(weights_path)
         if not path.is_file():
@@ -301,10 +302,10 @@ class FacenetEmbedder:
 
 @cache
 def _load_mtcnn_nets(device: str) -> Any:
-    """MTCNN's P/R/O-nets for one device, loaded once (their weights ship inside the facenet-pytorch wheel)."""
-    from facenet_pytorch import MTCNN
+    """MTCNN's P/R/O-nets for one device, loaded once (vendored from facenet-pytorch with their weights)."""
+    from safeguards._mtcnn import MTCNN
 
-    return MTCNN(keep_all=True, select_largest=False, device=device).eval()
+    return MTCNN(device=device).eval()
 
 
 @cache
@@ -350,7 +351,8 @@ class FaceAnalyzer:
     def detect(self, image_rgb: np.ndarray) -> list[tuple[FaceBox, float, np.ndarray]]:
         """Faces as (box, score, landmarks5) in full-image pixels, most confident first; no embeddings."""
         import torch
-        from facenet_pytorch.models.utils.detect_face import detect_face
+
+        from safeguards._mtcnn import detect_face
 
         image = _check_image(image_rgb)
         h, w = image.shape[:2]

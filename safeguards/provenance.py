@@ -33,6 +33,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
+from generation.media import sniff_media_type
 from safeguards.errors import SignerConfigError, SigningFailed, UnsupportedMedia
 from safeguards.pki import DevCA, create_dev_ca
 
@@ -295,32 +296,17 @@ class ManifestSpec:
         }
 
 
-_MAGIC = (
-    (b"\x89PNG\r\n\x1a\n", "image/png"),
-    (b"\xff\xd8\xff", "image/jpeg"),
-    (b"ID3", "audio/mpeg"),
-    (b"fLaC", "audio/flac"),
-    (b"OggS", "audio/ogg"),
-)
-
-
 def _mime(path: Path) -> str:
-    """MIME type from the extension, else from the first bytes (uploads may be stored without extension)."""
+    """MIME type from the file's bytes (magic numbers); the extension only when the bytes match no known signature.
+
+    Never the name first: an upload called photo.png that holds JPEG bytes must be declared image/jpeg, or the
+    C2PA SDK refuses the ingredient and the signing fails after the whole video was rendered.
+    """
+    sniffed = sniff_media_type(path)
+    if sniffed is not None:
+        return sniffed.mime
     guessed, _ = mimetypes.guess_type(path.name)
-    if guessed:
-        return guessed
-    try:
-        with path.open("rb") as fh:
-            head = fh.read(16)
-    except OSError:
-        return ""
-    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
-        return "audio/wav"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "image/webp"
-    if head[4:8] == b"ftyp":
-        return "video/mp4"
-    return next((mime for magic, mime in _MAGIC if head.startswith(magic)), "")
+    return guessed or ""
 
 
 def _ingredient(path: Path, role: str) -> tuple[dict[str, Any], str | None]:

@@ -167,15 +167,18 @@ def serve(
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
 ) -> None:
     """Run the HTTP API (OpenAPI docs at /docs) with the in-process job worker."""
-    import uvicorn
-
-    from service.api.main import create_app
 
     def body() -> None:
+        import uvicorn
+
+        from service.api.main import create_app
+        from service.log_redact import uvicorn_log_config
+
         settings = get_settings()
         if not (settings.keys_dir).exists():
             raise NotInitialized(f"no provatar installation at {settings.data_dir}")
-        uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+        # A token passed as ?access_token= (WebSocket clients) must never reach the access log.
+        uvicorn.run(create_app(settings), host=host, port=port, log_level="info", log_config=uvicorn_log_config())
 
     guarded(body)
 
@@ -419,3 +422,10 @@ def main() -> None:
 
 # Command groups that live in their own modules register themselves on `app` / `consent_app`.
 from service import cli_consent, cli_demo, cli_eval  # noqa: E402,F401
+
+if __name__ == "__main__":
+    # `python -m service.cli`: this file runs as __main__, but the command modules registered themselves on the
+    # `app` of the imported `service.cli`; run that one.
+    from service.cli import main as _main
+
+    _main()

@@ -7,8 +7,7 @@ from typing import Annotated
 
 import typer
 
-from safeguards.consent import list_blocked, list_consents, list_subjects
-from service import consent_ops
+# The registry modules (SQLModel, the face models) are imported inside the commands: `provatar --help` stays fast.
 from service.cli import actor, consent_app, emit, guarded, out, raise_invalid, runtime
 
 
@@ -34,6 +33,8 @@ def enroll(
     """Enroll a subject from reference photos and record their consent."""
 
     def body() -> None:
+        from service import consent_ops
+
         digest = consent_ops.evidence_digest(_read(evidence, "evidence file") if evidence else None, evidence_sha256)
         contents = [_read(p, "photo") for p in photos]
         with runtime() as rt:
@@ -79,6 +80,8 @@ def grant(
     """Record a new consent for an enrolled subject (the newest record is the one that counts)."""
 
     def body() -> None:
+        from service import consent_ops
+
         digest = consent_ops.evidence_digest(_read(evidence, "evidence file") if evidence else None, evidence_sha256)
         with runtime() as rt:
             record = consent_ops.grant(
@@ -104,6 +107,8 @@ def revoke(
     """Revoke a subject's consent; the very next generation request is denied."""
 
     def body() -> None:
+        from service import consent_ops
+
         with runtime() as rt:
             record = consent_ops.revoke(rt, subject_id=subject, reason=reason, actor=actor(), consent_id=consent)
         out.print(f"revoked consent {record.id} of {subject}")
@@ -116,6 +121,8 @@ def list_(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Subjects and their consent records."""
 
     def body() -> None:
+        from safeguards.consent import list_consents, list_subjects
+
         with runtime() as rt, rt.session() as session:
             rows = []
             for s in list_subjects(session=session, limit=10_000):
@@ -168,6 +175,8 @@ def block(
     """
 
     def body() -> None:
+        from service import consent_ops
+
         files: list[Path] = []
         for p in photos:
             if p.is_dir():
@@ -191,6 +200,8 @@ def unblock(blocked_id: Annotated[str, typer.Argument(help="Block-list entry id 
     """Lift a block-list entry (kept in the history, marked removed)."""
 
     def body() -> None:
+        from service import consent_ops
+
         with runtime() as rt:
             consent_ops.unblock(rt, blocked_id=blocked_id, actor=actor())
         out.print(f"unblocked {blocked_id}")
@@ -203,6 +214,8 @@ def blocklist(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """The active block list."""
 
     def body() -> None:
+        from safeguards.consent import list_blocked
+
         with runtime() as rt, rt.session() as session:
             rows = [
                 {"id": b.id, "label": b.label, "reason": b.reason, "created_at": b.created_at.isoformat()}

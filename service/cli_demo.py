@@ -15,11 +15,11 @@ from typing import Annotated
 
 import typer
 
-from service import consent_ops
 from service.cli import actor, app, err, guarded, out, print_detection, progress_bar
 from service.settings import Settings
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+# service/examples links to the repository's examples/ and is a real folder in an installed wheel.
+EXAMPLES = Path(__file__).resolve().parent / "examples"
 CONSENT_STATEMENT = (
     "Demo consent: the subject of examples/astronaut_eileen_collins.png (a public-domain NASA portrait) is used to "
     "demonstrate provatar's consent-gated pipeline; purpose 'demo'; created by `provatar demo`.\n"
@@ -35,6 +35,7 @@ def demo(
     audio: Annotated[Path, typer.Option(help="Speech to lip-sync.")] = EXAMPLES / "ljspeech_LJ001-0001.wav",
 ) -> None:
     """Run init -> consent -> generate -> detect -> audit verify on the example photo and speech."""
+    from service import consent_ops
     from service.detect import run_detection
     from service.pipeline import generate_file
     from service.runtime import Runtime, initialize

@@ -28,6 +28,7 @@ from service.pipeline import (
     check_generation_policy,
     create_generation,
     job_generator,
+    photo_type,
     update_generation,
 )
 from service.runtime import Runtime
@@ -134,15 +135,16 @@ def open_live_stream(
 
     Raises the same typed errors as the file pipeline (InvalidImage, Denied, NoFaceFound...).
     """
+    kind = photo_type(photo)  # typed by its bytes: refuses audio, video or unknown data before decoding
     staging.mkdir(parents=True, exist_ok=True)
-    photo_path = staging / "photo.img"
+    photo_path = staging / f"photo{kind.extension}"
     photo_path.write_bytes(photo)
     image = load_image(photo, max_pixels=rt.settings.max_image_pixels)
     Controls.from_mapping(controls or {})  # refuse bad controls before the policy check
     # The audio length is not known yet: the policy sees 0 s, and push() enforces the limit as audio arrives.
     decision, facts = check_generation_policy(
         rt,
-        inputs=ValidatedInputs(image, None, 0.0),
+        inputs=ValidatedInputs(image, None, 0.0, kind),
         subject_id=subject_id,
         client_id=client_id,
         purpose=purpose,

@@ -29,8 +29,8 @@ from sqlalchemy.exc import IntegrityError
 from generation import TalkingFaceGenerator
 from generation.concurrency import threaded
 from generation.controls import Controls
-from generation.errors import AudioTooLong
-from generation.media import AudioTrack, encode_mp4, load_audio, load_image
+from generation.errors import AudioTooLong, InvalidAudio, InvalidImage
+from generation.media import AudioTrack, MediaType, encode_mp4, load_audio, load_image, sniff_media_type
 from policies import PolicyDecision, evaluate_generation
 from policies.facts import GenerationFacts
 from safeguards.gate import assess_generation_request
@@ -58,22 +58,57 @@ def sha256_file(path: Path) -> str:
 
 @dataclass(frozen=True)
 class ValidatedInputs:
-    """Decoded, size-checked inputs. `audio` is None when it was refused for length (the policy then says so)."""
+    """Decoded, size-checked inputs. `audio` is None when it was refused for length (the policy then says so).
+    The types are what the bytes are (magic numbers), whatever the file names say."""
 
     photo: np.ndarray
     audio: AudioTrack | None
     audio_duration_s: float
+    photo_type: MediaType | None = None
+    audio_type: MediaType | None = None
+
+
+_PHOTO_FORMATS = "PNG, JPEG or WebP"
+_AUDIO_FORMATS = "WAV, MP3, Ogg, FLAC or M4A"
+
+
+def photo_type(data: bytes | Path, *, name: str | None = None) -> MediaType:
+    """The photo's real type from its bytes; the name is only a hint, used in the message when the bytes disagree.
+
+    Raises InvalidImage when the bytes are not an image (audio, video, text, unknown) - before anything is decoded.
+    """
+    kind = sniff_media_type(data)
+    if kind is None or kind.kind != "image":
+        what = f"{kind.mime} data" if kind else "not a known image format"
+        named = f" (named {name})" if name else ""
+        raise InvalidImage(f"the photo{named} is {what}: a {_PHOTO_FORMATS} image is expected")
+    return kind
+
+
+def audio_type(data: bytes | Path, *, name: str | None = None) -> MediaType:
+    """The audio's real type from its bytes (a video container counts: its audio track is used).
+
+    Raises InvalidAudio when the bytes are an image or match no known audio container - before decoding.
+    """
+    kind = sniff_media_type(data)
+    if kind is None or kind.kind not in ("audio", "video"):
+        what = f"{kind.mime} data" if kind else "not a known audio format"
+        named = f" (named {name})" if name else ""
+        raise InvalidAudio(f"the audio{named} is {what}: {_AUDIO_FORMATS} is expected")
+    return kind
 
 
 def validate_inputs(rt: Runtime, photo_path: Path, audio_path: Path) -> ValidatedInputs:
-    """Decode both inputs under the configured limits; raises typed invalid-input errors."""
+    """Type both inputs by their bytes, then decode them under the configured limits; raises typed invalid-input
+    errors. Runs before any rendering, so a mistyped upload costs nothing."""
+    kinds = photo_type(photo_path, name=photo_path.name), audio_type(audio_path, name=audio_path.name)
     photo = load_image(photo_path, max_pixels=rt.settings.max_image_pixels)
     try:
         audio = load_audio(audio_path, max_seconds=rt.settings.max_audio_seconds)
-        return ValidatedInputs(photo, audio, audio.duration_s)
+        return ValidatedInputs(photo, audio, audio.duration_s, *kinds)
     except AudioTooLong as exc:
         # Too long is a policy denial (audited with the other reasons), not malformed input.
-        return ValidatedInputs(photo, None, exc.duration_s)
+        return ValidatedInputs(photo, None, exc.duration_s, *kinds)
 
 
 def check_generation_policy(
@@ -286,6 +321,9 @@ def run_generation(
                 "duration_s": round(inputs.audio.duration_s, 3),
                 "photo_sha256": sha256_file(Path(gen.photo_path)),
                 "audio_sha256": sha256_file(Path(gen.audio_path)),
+                # The types the bytes have (and the C2PA ingredients carry), whatever the file names said.
+                "photo_type": inputs.photo_type.mime if inputs.photo_type else None,
+                "audio_type": inputs.audio_type.mime if inputs.audio_type else None,
                 "output_sha256": sha256_file(out),
                 "c2pa_state": report.state,
                 "seconds": round(time.perf_counter() - t0, 3),

@@ -140,7 +140,7 @@ def test_dlib_embedder_follows_the_protocol(astronaut: np.ndarray, astronaut_fac
 @pytest.fixture(scope="module")
 def random_facenet_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch = pytest.importorskip("torch")
-    from facenet_pytorch import InceptionResnetV1
+    from safeguards._inception_resnet_v1 import InceptionResnetV1
 
     torch.manual_seed(0)
     state = InceptionResnetV1(pretrained=None).state_dict()
