@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     external_issuer: str | None = None
     external_jwks_url: str | None = None
     external_audience: str | None = None
+    public_url: str | None = Field(
+        None, description="this service's external base URL (RFC 8414 metadata, Location headers); default: request's"
+    )
 
     # --- provenance: a production chain + key overrides the dev CA made by `provatar init` ---
     signing_cert_chain: Path | None = None

@@ -6,23 +6,32 @@ import logging
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.openapi.utils import get_openapi
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from audit.errors import AuditError
 from generation.errors import GenerationError
 from policies.errors import PolicyError
 from safeguards.errors import SafeguardError
-from service.api.routes import audit, detections, generations, health, stream, subjects, token
-from service.errors import ServiceError, describe
+from service.api.problems import COMMON_ERRORS, ProblemResponse, add_problem_schema, problem_response
+from service.api.routes import audit, clients, detections, generations, health, problems, stream, subjects, token
+from service.errors import HINTS, ExitStatus, Problem, ServiceError, describe
 from service.jobs import Worker
 from service.runtime import Runtime
 from service.settings import Settings, get_settings
 
 log = logging.getLogger("provatar.api")
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
+_DESCRIPTION = (
+    "Authenticate with the OAuth2 client-credentials grant (`POST /v1/token`, RFC 6749 §4.4; metadata at "
+    "`/.well-known/oauth-authorization-server`, RFC 8414) and send `Authorization: Bearer <token>`. "
+    "Every error outside the token endpoint is `application/problem+json` (RFC 9457) with provatar's `code` and "
+    "`hint` as extension members; the token endpoint answers errors as RFC 6749 §5.2 says."
+)
 
 
 def create_app(
@@ -79,15 +88,14 @@ def create_app(
             },
         )
 
-    async def handle_error(request: Request, exc: Exception) -> JSONResponse:
+    async def handle_error(request: Request, exc: Exception) -> ProblemResponse:
         problem = describe(exc)
         if problem.http_status >= 500:
             log.exception("unhandled error on %s %s", request.method, request.url.path)
         # Policy denials were audited as policy decisions; everything else that is refused is audited here.
         if "decision" not in problem.details:
             _audit_rejection(request, problem.code, problem.message, problem.http_status)
-        headers = {"WWW-Authenticate": 'Bearer error="invalid_token"'} if problem.http_status == 401 else None
-        return JSONResponse(problem.to_json(), status_code=problem.http_status, headers=headers)
+        return problem_response(request, problem)
 
     # Our error families are answered by ExceptionMiddleware; anything else reaches Starlette's
     # ServerErrorMiddleware through the same handler (a 500 without internals, logged with its traceback).
@@ -95,28 +103,47 @@ def create_app(
         app.add_exception_handler(family, handle_error)
 
     @app.exception_handler(RequestValidationError)
-    async def handle_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def handle_validation(request: Request, exc: RequestValidationError) -> ProblemResponse:
         errors = [
             {"field": ".".join(str(p) for p in e.get("loc", ())[1:]), "message": e.get("msg", "")} for e in exc.errors()
         ]
         message = "; ".join(f"{e['field']}: {e['message']}" for e in errors) or "invalid request"
         _audit_rejection(request, "invalid_request", message, 422)
-        return JSONResponse({"code": "invalid_request", "message": message, "errors": errors}, status_code=422)
+        problem = Problem(
+            "invalid_request", message, 422, ExitStatus.INVALID_INPUT, HINTS["invalid_request"], {"errors": errors}
+        )
+        return problem_response(request, problem)
 
     @app.exception_handler(StarletteHTTPException)
-    async def handle_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def handle_http(request: Request, exc: StarletteHTTPException) -> ProblemResponse:
+        code = _HTTP_CODES.get(exc.status_code, "http_error")
         if exc.status_code != 404 or request.url.path.startswith("/v1"):
-            _audit_rejection(request, "http_error", str(exc.detail), exc.status_code)
-        return JSONResponse({"code": "http_error", "message": str(exc.detail)}, status_code=exc.status_code)
+            _audit_rejection(request, code, str(exc.detail), exc.status_code)
+        problem = Problem(
+            code,
+            str(exc.detail),
+            exc.status_code,
+            ExitStatus.INVALID_INPUT,
+            HINTS.get(code),
+            {},
+            dict(exc.headers or {}),
+        )
+        return problem_response(request, problem)
 
-    for router in (
-        health.router,
-        token.router,
-        subjects.router,
-        generations.router,
-        stream.router,
-        detections.router,
-        audit.router,
-    ):
-        app.include_router(router)
+    app.include_router(health.router)
+    app.include_router(problems.router)
+    app.include_router(token.router)
+    app.include_router(stream.router)
+    for router in (subjects.router, generations.router, detections.router, audit.router, clients.router):
+        app.include_router(router, responses=COMMON_ERRORS)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title, version=app.version, summary=app.summary, routes=app.routes, description=_DESCRIPTION
+            )
+            app.openapi_schema = add_problem_schema(schema)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app

@@ -30,6 +30,8 @@ SCOPE_OF_PREFIX = {
     "/v1/audit": "audit:read",
     "/v1/subjects": "consent:write",
     "/v1/blocklist": "consent:write",
+    "/v1/clients": "clients:admin",
+    "/v1/webhooks": "webhooks",
 }
 
 
@@ -53,7 +55,7 @@ class Api:
     def audit(self, **filters: str) -> list[dict[str, object]]:
         r = self.client.get("/v1/audit/events", params={"limit": 1000, **filters}, headers=self.bearer("audit:read"))
         assert r.status_code == 200, r.text
-        return list(r.json()["events"])
+        return list(r.json()["items"])
 
 
 @pytest.fixture(scope="module")
@@ -132,6 +134,7 @@ def test_token_endpoint(api: Api) -> None:
     assert r.status_code == 200 and r.json()["scope"] == "detect" and r.headers["cache-control"] == "no-store"
     r = api.client.post("/v1/token", data={"grant_type": "client_credentials"}, auth=(api.admin[0], "wrong"))
     assert r.status_code == 401 and r.json()["error"] == "invalid_client"
+    assert r.headers["www-authenticate"].startswith("Basic ")
     r = api.client.post("/v1/token", data={"grant_type": "password"}, auth=api.admin)
     assert r.status_code == 400 and r.json()["error"] == "unsupported_grant_type"
     r = api.client.post("/v1/token", data={"grant_type": "client_credentials", "scope": "root"}, auth=api.admin)

@@ -5,22 +5,25 @@ from __future__ import annotations
 import asyncio
 import secrets
 import shutil
-from typing import Annotated
+from datetime import datetime
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
+from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
 from fastapi.responses import FileResponse, JSONResponse
 from sqlmodel import col, select
 
 from generation.controls import Controls
 from service.api.deps import RequestId, RequireScope, RuntimeDep, SessionDep
+from service.api.paging import page_body
 from service.api.uploads import safe_suffix, save_upload
 from service.auth import Principal
 from service.errors import Conflict, NotFound
 from service.models import Generation, GenerationPublic, JobStatus
+from service.pagination import keyset_page
 from service.pipeline import check_generation_policy, create_generation, validate_inputs
 
 router = APIRouter(prefix="/v1/generations", tags=["generations"])
-GeneratePrincipal = Annotated[Principal, Depends(RequireScope("generate"))]
+GeneratePrincipal = Annotated[Principal, RequireScope("generate")]
 
 
 def _public(gen: Generation, request: Request) -> GenerationPublic:
@@ -108,18 +111,26 @@ async def submit_generation(
     return _public(gen, request)
 
 
-@router.get("", response_model=list[GenerationPublic])
+@router.get("")
 def list_generations(
-    request: Request, session: SessionDep, principal: GeneratePrincipal, limit: int = 50
-) -> list[GenerationPublic]:
-    """This client's generations, newest first."""
-    rows = session.exec(
-        select(Generation)
-        .where(Generation.client_id == principal.client_id)
-        .order_by(col(Generation.created_at).desc())
-        .limit(min(max(limit, 1), 500))
-    ).all()
-    return [_public(g, request) for g in rows]
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    principal: GeneratePrincipal,
+    after: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+) -> dict[str, Any]:
+    """This client's generations, newest first; page with `after` (the `next` link)."""
+    page = keyset_page(
+        session,
+        select(Generation).where(Generation.client_id == principal.client_id),
+        keys=[("created_at", col(Generation.created_at)), ("id", col(Generation.id))],
+        after=after,
+        limit=limit,
+        descending=True,
+        parse={"created_at": datetime.fromisoformat},
+    )
+    return page_body(request, response, page, [_public(g, request) for g in page.items])
 
 
 def _own(session: SessionDep, principal: Principal, generation_id: str) -> Generation:
