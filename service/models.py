@@ -40,6 +40,10 @@ class JobStatus(StrEnum):
     succeeded = "succeeded"
     denied = "denied"
     failed = "failed"
+    cancelled = "cancelled"
+
+
+FINAL_STATUSES = frozenset({JobStatus.succeeded, JobStatus.denied, JobStatus.failed, JobStatus.cancelled})
 
 
 class GenerationBase(SQLModel):
@@ -55,6 +59,8 @@ class GenerationBase(SQLModel):
     created_at: datetime = Field(default_factory=utcnow)
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    cancel_requested_at: datetime | None = None
+    output_deleted_at: datetime | None = None
 
 
 class Generation(GenerationBase, table=True):
@@ -72,6 +78,21 @@ class Generation(GenerationBase, table=True):
     manifest_json: str | None = None
     audit_seq: int | None = None
     attempts: int = 0
+
+
+class IdempotencyKey(SQLModel, table=True):
+    """A submission's `Idempotency-Key`: the same key from the same client within the retention window returns
+    the stored response instead of creating a second job. `response` is None while the first request runs."""
+
+    __tablename__ = "service_idempotency_key"
+
+    client_id: str = Field(primary_key=True, max_length=64)
+    key: str = Field(primary_key=True, max_length=255)
+    request_sha256: str = Field(max_length=64)
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+    generation_id: str | None = None
+    response_status: int | None = None
+    response: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
 
 
 class GenerationPublic(GenerationBase):

@@ -63,6 +63,7 @@ class Settings(BaseSettings):
 
     # --- jobs ---
     worker_threads: int = 1
+    idempotency_ttl_hours: float = Field(24.0, description="how long an Idempotency-Key names its first request")
 
     @field_validator("data_dir", mode="after")
     @classmethod
