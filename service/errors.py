@@ -176,6 +176,10 @@ _BEARER_ERRORS: dict[str, str | None] = {
     "insufficient_scope": "insufficient_scope",
 }
 REALM = "provatar"
+# Failed authentication or authorisation (as opposed to a policy denial): audited in per-source summaries.
+AUTH_FAILURE_CODES = frozenset(
+    {"unauthorized", "missing_token", "invalid_token", "insufficient_scope", "invalid_client"}
+)
 
 
 def problem_title(code: str) -> str:

@@ -61,6 +61,20 @@ class Settings(BaseSettings):
     trust_anchors: Path | None = None
     timestamp_authority_url: str | None = None
 
+    # --- rate limits (`limits` notation: "N/second|minute|hour|day"); counters in Redis when redis_url is set ---
+    redis_url: str | None = Field(None, description="e.g. redis://127.0.0.1:6379/0; default: in-process memory")
+    redis_key_prefix: str = Field("provatar", description="namespace of our keys in a shared Redis database")
+    rate_limits_enabled: bool = True
+    rate_limit_token_per_ip: str = "120/minute"
+    rate_limit_token_per_client: str = "60/minute"
+    # Failed client authentications: past these, even correct credentials wait (brute-force and scrypt CPU).
+    rate_limit_auth_failures_per_ip: str = "20/minute"
+    rate_limit_auth_failures_per_client: str = "20/minute"
+    rate_limit_submit_per_client: str = "60/minute"
+    rate_limit_submit_per_ip: str = "120/minute"
+    # Auth failures and 429s from one source: the first is audited in full, the rest of the window as one count.
+    rejection_summary_seconds: float = 60.0
+
     # --- jobs ---
     worker_threads: int = 1
     idempotency_ttl_hours: float = Field(24.0, description="how long an Idempotency-Key names its first request")

@@ -19,8 +19,10 @@ from policies.errors import PolicyError
 from safeguards.errors import SafeguardError
 from service.api.problems import COMMON_ERRORS, ProblemResponse, add_problem_schema, problem_response
 from service.api.routes import audit, clients, detections, generations, health, problems, stream, subjects, token
-from service.errors import HINTS, ExitStatus, Problem, ServiceError, describe
+from service.errors import AUTH_FAILURE_CODES, HINTS, ExitStatus, Problem, ServiceError, describe
 from service.jobs import Worker
+from service.ratelimit import RateLimiter
+from service.rejection_audit import RejectionAudit
 from service.runtime import Runtime
 from service.settings import Settings, get_settings
 
@@ -45,14 +47,24 @@ def create_app(
         app.state.runtime = rt
         worker = Worker(rt, threads=settings.worker_threads)
         app.state.worker = worker
+        app.state.limiter = RateLimiter(settings)
+        rejections = RejectionAudit(rt.audit, window_seconds=settings.rejection_summary_seconds)
+        app.state.rejections = rejections
+        rejections.start()
         if start_worker:
             worker.start()
-        rt.audit.append(action="service.started", actor="service", outcome="ok", details={"version": app.version})
+        rt.audit.append(
+            action="service.started",
+            actor="service",
+            outcome="ok",
+            details={"version": app.version, "rate_limit_backend": app.state.limiter.backend},
+        )
         try:
             yield
         finally:
             if start_worker:
                 worker.stop()
+            rejections.stop()
             if runtime is None:
                 rt.close()
 
@@ -73,19 +85,25 @@ def create_app(
 
     def _audit_rejection(request: Request, code: str, message: str, status: int) -> None:
         principal = getattr(request.state, "principal", None)
-        action = "auth.failed" if status in (401, 403) and code != "denied" else "request.rejected"
+        source = request.client.host if request.client else "?"
+        actor = principal.actor if principal else f"anonymous@{source}"
+        rid = getattr(request.state, "request_id", None)
+        details = {
+            "method": request.method,
+            "path": request.url.path,
+            "status": status,
+            "code": code,
+            "message": message,
+        }
+        if status == 429 or code in AUTH_FAILURE_CODES:
+            # Floods of failed auth or of over-limit requests are summarised per source, not one entry each.
+            kind = "rate_limit.exceeded" if status == 429 else "auth.failed"
+            request.app.state.rejections.record(
+                kind=kind, source=source, actor=actor, outcome="denied", details=details, request_id=rid
+            )
+            return
         request.app.state.runtime.audit.append(
-            action=action,
-            actor=principal.actor if principal else f"anonymous@{request.client.host if request.client else '?'}",
-            outcome="denied" if status in (401, 403) else "rejected",
-            request_id=getattr(request.state, "request_id", None),
-            details={
-                "method": request.method,
-                "path": request.url.path,
-                "status": status,
-                "code": code,
-                "message": message,
-            },
+            action="request.rejected", actor=actor, outcome="rejected", request_id=rid, details=details
         )
 
     async def handle_error(request: Request, exc: Exception) -> ProblemResponse:

@@ -42,7 +42,7 @@ class Http:
 
 @pytest.fixture(scope="module")
 def settings(data_dir: Path) -> Settings:
-    return Settings(data_dir=data_dir)
+    return Settings(data_dir=data_dir, rate_limits_enabled=False)  # limits have their own tests
 
 
 @pytest.fixture(scope="module")

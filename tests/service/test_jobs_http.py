@@ -61,7 +61,7 @@ class Jobs:
 @pytest.fixture(scope="module")
 def jobs(tmp_path_factory: pytest.TempPathFactory, example_photo: Path, example_audio: Path) -> Iterator[Jobs]:
     tmp = tmp_path_factory.mktemp("jobs")
-    settings = Settings(data_dir=tmp / "data")
+    settings = Settings(data_dir=tmp / "data", rate_limits_enabled=False)  # limits: test_ratelimit.py
     init = initialize(settings)
     rt = Runtime(settings)
     subject, _ = consent_ops.enroll(

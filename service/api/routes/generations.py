@@ -72,6 +72,9 @@ async def submit_generation(
     """Validate and policy-check now (a denial is a 403 right away), then queue the generation job.
 
     202 with `Location` (the job's URL) and `Retry-After` (seconds until polling is worthwhile)."""
+    limiter = request.app.state.limiter
+    limiter.hit("submit.client", principal.client_id)
+    limiter.hit("submit.ip", request.client.host if request.client else "?")
     controls = {
         "seed": seed,
         "gaze_x": gaze_x,

@@ -17,7 +17,8 @@ from starlette.datastructures import FormData
 
 from service.api.deps import RequestId, RuntimeDep, SessionDep
 from service.auth import SCOPES, authenticate_client, parse_scopes
-from service.errors import HINTS, ServiceError
+from service.errors import HINTS, ServiceError, TooManyRequests
+from service.ratelimit import RateLimiter
 
 router = APIRouter(tags=["auth"])
 _FORM = "application/x-www-form-urlencoded"
@@ -95,6 +96,9 @@ _TOKEN_FORM_SCHEMA = {
 async def issue_token(request: Request, rt: RuntimeDep, session: SessionDep, rid: RequestId) -> JSONResponse:
     """Exchange client credentials for a short-lived ES256 JWT access token (client_secret_basic or _post)."""
     claimed = "?"
+    host = request.client.host if request.client else "?"
+    limiter: RateLimiter = request.app.state.limiter
+    limiter.hit("token.ip", host)  # 429 before any parsing or hashing
     try:
         form = await _read_form(request)
         header = request.headers.get("authorization", "")
@@ -120,17 +124,25 @@ async def issue_token(request: Request, rt: RuntimeDep, session: SessionDep, rid
                 basic=True,
             )
         scope = _single(form, "scope")
+        # Too many failed authentications from this address or for this client: refuse before scrypt runs.
+        limiter.check("auth_failure.ip", host)
+        limiter.check("auth_failure.client", client_id)
+        limiter.hit("token.client", client_id)
         try:
             client = authenticate_client(session=session, client_id=client_id, client_secret=secret)
         except ServiceError as exc:
+            limiter.spend("auth_failure.ip", host)
+            limiter.spend("auth_failure.client", client_id)
             # RFC 6749 §5.2: 401 + challenge for a client that used Basic; 400 for form credentials (as Authlib).
             raise TokenError("invalid_client", exc.message, status=401 if basic else 400, basic=basic) from exc
         body = rt.tokens.issue(client, parse_scopes(scope) if scope else None)
+    except TooManyRequests:
+        raise  # a 429 problem with Retry-After, like every other limit
     except ServiceError as exc:
         error = exc if isinstance(exc, TokenError) else TokenError(exc.code, exc.message)
         if error.code == "invalid_scope":
             error.http_status = 400
-        return _token_error(rt, error, claimed=claimed, rid=rid, host=request.client.host if request.client else "?")
+        return _token_error(request, error, claimed=claimed, rid=rid, host=host)
     rt.audit.append(
         action="auth.token_issued",
         actor=f"client:{client.client_id}",
@@ -141,13 +153,14 @@ async def issue_token(request: Request, rt: RuntimeDep, session: SessionDep, rid
     return JSONResponse(body, headers=_NO_STORE)
 
 
-def _token_error(rt: Any, error: TokenError, *, claimed: str, rid: str, host: str) -> JSONResponse:
-    rt.audit.append(
-        action="auth.failed",
+def _token_error(request: Request, error: TokenError, *, claimed: str, rid: str, host: str) -> JSONResponse:
+    request.app.state.rejections.record(
+        kind="auth.failed",
+        source=host,
         actor=f"client:{claimed}" if claimed != "?" else f"anonymous@{host}",
         outcome="denied",
         request_id=rid,
-        details={"endpoint": "/v1/token", "code": error.code, "message": error.message, "source": host},
+        details={"endpoint": "/v1/token", "code": error.code, "message": error.message},
     )
     headers = dict(_NO_STORE)
     if error.http_status == 401 and error.basic:
