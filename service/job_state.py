@@ -10,13 +10,13 @@ a cancel request, can never both win. A job queue with leases (issue 10) replace
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import update
 from sqlmodel import col
 
+from service import webhooks
 from service.models import FINAL_STATUSES, Generation, JobStatus
 from service.runtime import Runtime
 
@@ -32,18 +32,11 @@ SOURCES: dict[JobStatus, frozenset[JobStatus]] = {
 
 CANCELLED_FIELDS = {"error_code": "cancelled", "error_message": "cancelled on request"}
 
-# Called with the job after it reached a final status (webhooks subscribe here).
-_on_final: list[Callable[[Runtime, Generation], None]] = []
-
 
 class JobCancelled(Exception):
     """Raised inside a running job when its cancellation was requested (checked at frame boundaries)."""
 
     code = "cancelled"
-
-
-def on_final(callback: Callable[[Runtime, Generation], None]) -> None:
-    _on_final.append(callback)
 
 
 def move(
@@ -75,8 +68,7 @@ def move(
         gen = session.get(Generation, generation_id)
     assert gen is not None
     if to in FINAL_STATUSES:
-        for callback in _on_final:
-            callback(rt, gen)
+        webhooks.generation_finished(rt, gen)  # queued in the database; sent by the API's dispatcher
     return gen
 
 

@@ -75,6 +75,16 @@ class Settings(BaseSettings):
     # Auth failures and 429s from one source: the first is audited in full, the rest of the window as one count.
     rejection_summary_seconds: float = 60.0
 
+    # --- webhooks (SSRF policy: see service/webhooks.py) ---
+    webhook_allow_http: bool = Field(False, description="allow plain-http callback URLs (https only by default)")
+    webhook_allowed_networks: list[str] = Field(
+        default_factory=list, description='CIDRs a callback may target besides public addresses, e.g. ["10.2.0.0/16"]'
+    )
+    webhook_max_attempts: int = 8
+    webhook_retry_base_seconds: float = Field(10.0, description="delay before retry n: base * 2^(n-1)")
+    webhook_timeout_seconds: float = 10.0
+    webhook_poll_seconds: float = 1.0
+
     # --- jobs ---
     worker_threads: int = 1
     idempotency_ttl_hours: float = Field(24.0, description="how long an Idempotency-Key names its first request")

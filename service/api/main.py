@@ -18,13 +18,25 @@ from generation.errors import GenerationError
 from policies.errors import PolicyError
 from safeguards.errors import SafeguardError
 from service.api.problems import COMMON_ERRORS, ProblemResponse, add_problem_schema, problem_response
-from service.api.routes import audit, clients, detections, generations, health, problems, stream, subjects, token
+from service.api.routes import (
+    audit,
+    clients,
+    detections,
+    generations,
+    health,
+    problems,
+    stream,
+    subjects,
+    token,
+    webhooks,
+)
 from service.errors import AUTH_FAILURE_CODES, HINTS, ExitStatus, Problem, ServiceError, describe
 from service.jobs import Worker
 from service.ratelimit import RateLimiter
 from service.rejection_audit import RejectionAudit
 from service.runtime import Runtime
 from service.settings import Settings, get_settings
+from service.webhooks import Dispatcher
 
 log = logging.getLogger("provatar.api")
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
@@ -51,6 +63,9 @@ def create_app(
         rejections = RejectionAudit(rt.audit, window_seconds=settings.rejection_summary_seconds)
         app.state.rejections = rejections
         rejections.start()
+        dispatcher = Dispatcher(rt)
+        app.state.dispatcher = dispatcher
+        dispatcher.start()
         if start_worker:
             worker.start()
         rt.audit.append(
@@ -64,6 +79,7 @@ def create_app(
         finally:
             if start_worker:
                 worker.stop()
+            dispatcher.stop()
             rejections.stop()
             if runtime is None:
                 rt.close()
@@ -152,7 +168,14 @@ def create_app(
     app.include_router(problems.router)
     app.include_router(token.router)
     app.include_router(stream.router)
-    for router in (subjects.router, generations.router, detections.router, audit.router, clients.router):
+    for router in (
+        subjects.router,
+        generations.router,
+        detections.router,
+        audit.router,
+        clients.router,
+        webhooks.router,
+    ):
         app.include_router(router, responses=COMMON_ERRORS)
 
     def openapi() -> dict[str, Any]:
