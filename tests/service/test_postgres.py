@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from sqlmodel import select
 
 from service import consent_ops
 from service.detect import run_detection
@@ -148,3 +149,62 @@ def test_idempotency_cancel_and_pages_on_postgresql(
         assert job_state.move(rt, "gen_pg0001", JobStatus.succeeded) is None  # not from queued
     finally:
         rt.close()
+
+
+def test_webhook_delivery_and_retry_on_postgresql(pg_settings: Settings) -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    import httpx
+
+    from service import webhooks
+    from service.models import WebhookAttempt, WebhookDelivery, WebhookStatus
+
+    hits: list[int] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            self.rfile.read(int(self.headers["content-length"]))
+            hits.append(1)
+            self.send_response(500 if len(hits) == 1 else 200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    settings = pg_settings.model_copy(
+        update={
+            "webhook_allow_http": True,
+            "webhook_allowed_networks": ["127.0.0.1/32"],
+            "webhook_retry_base_seconds": 0,
+        }
+    )
+    initialize(settings)
+    rt = Runtime(settings)
+    try:
+        endpoint, _ = webhooks.create_endpoint(
+            rt,
+            client_id="cl_pg",
+            url=f"http://127.0.0.1:{server.server_address[1]}/hook",
+            events=["generation.succeeded"],
+            description=None,
+            actor="test",
+            request_id=None,
+        )
+        [msg] = webhooks.enqueue(rt, event_type="generation.succeeded", data={"x": 1}, client_ids=["cl_pg"])
+        dispatcher = webhooks.Dispatcher(rt)
+        with httpx.Client(trust_env=False) as client:
+            assert dispatcher.run_due(client) == 1  # 500
+            assert dispatcher.run_due(client) == 1  # retried at once (base 0 s): 200
+            assert dispatcher.run_due(client) == 0
+        with rt.session() as session:
+            delivery = session.get(WebhookDelivery, msg)
+            assert delivery is not None and delivery.status == WebhookStatus.succeeded and delivery.attempts == 2
+            outcomes = [a.outcome for a in session.exec(select(WebhookAttempt).order_by(WebhookAttempt.id)).all()]
+            assert outcomes == ["http_error", "ok"]
+    finally:
+        rt.close()
+        server.shutdown()
+        server.server_close()
