@@ -31,6 +31,9 @@ def recover_interrupted(rt: Runtime) -> list[str]:
     for gen in stuck:
         if gen.cancel_requested_at is not None:
             to, fields = JobStatus.cancelled, dict(job_state.CANCELLED_FIELDS)
+        elif gen.params.get("live"):  # a live stream's client is gone with the process: it cannot be resumed
+            to = JobStatus.failed
+            fields = {"error_code": "interrupted", "error_message": "the service stopped during the live stream"}
         elif gen.attempts < MAX_ATTEMPTS:
             to, fields = JobStatus.queued, {}
         else:

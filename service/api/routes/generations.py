@@ -237,6 +237,8 @@ def cancel_generation(
     gen = _own(session, principal, generation_id)
     if gen.status in FINAL_STATUSES and gen.status != JobStatus.cancelled:
         raise Conflict(f"generation {generation_id} already {gen.status}", code="not_cancellable")
+    if gen.params.get("live"):
+        raise Conflict("a live stream ends when its client closes the WebSocket", code="not_cancellable")
     was = gen.status
     gen = job_state.request_cancel(rt, generation_id)
     if gen.status == JobStatus.cancelled:
