@@ -279,6 +279,8 @@ def describe(exc: BaseException) -> Problem:
         challenge = bearer_challenge(exc.code, exc.message, exc.details.get("required_scope"))
         if challenge and exc.http_status in (401, 403):
             headers["WWW-Authenticate"] = challenge
+        elif exc.http_status == 401:  # RFC 9110 §15.5.2: every 401 names a scheme to authenticate with
+            headers["WWW-Authenticate"] = f'Bearer realm="{REALM}"'
         return Problem(
             exc.code, exc.message, exc.http_status, exc.exit_status, HINTS.get(exc.code), exc.details, headers
         )

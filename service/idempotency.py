@@ -56,6 +56,7 @@ def claim(rt: Runtime, *, client_id: str, key: str, request_sha256: str, ttl: ti
     `idempotency_request_in_progress` while the first request with it has not finished.
     """
     now = datetime.now(UTC)
+    purge_expired(rt, ttl=ttl, client_id=client_id)  # keeps the table bounded without a separate sweeper
     for _ in range(2):
         with rt.session() as session:
             session.add(IdempotencyKey(client_id=client_id, key=key, request_sha256=request_sha256, created_at=now))
@@ -112,10 +113,13 @@ def release(rt: Runtime, *, client_id: str, key: str) -> None:
         session.commit()
 
 
-def purge_expired(rt: Runtime, *, ttl: timedelta) -> int:
-    """Delete keys older than the retention window; returns how many."""
+def purge_expired(rt: Runtime, *, ttl: timedelta, client_id: str | None = None) -> int:
+    """Delete keys older than the retention window (of one client, or all); returns how many."""
+    stmt = delete(IdempotencyKey).where(col(IdempotencyKey.created_at) < datetime.now(UTC) - ttl)
+    if client_id is not None:
+        stmt = stmt.where(col(IdempotencyKey.client_id) == client_id)
     with rt.session() as session:
-        result = session.execute(delete(IdempotencyKey).where(col(IdempotencyKey.created_at) < datetime.now(UTC) - ttl))
+        result = session.execute(stmt)
         session.commit()
         return int(result.rowcount)  # type: ignore[attr-defined]
 

@@ -163,6 +163,8 @@ def test_openapi_describes_oauth2_and_problem_responses(http: Http) -> None:
     assert checked >= 15
     token_op = spec["paths"]["/v1/token"]["post"]
     assert "application/x-www-form-urlencoded" in token_op["requestBody"]["content"]
+    assert "error" in token_op["responses"]["400"]["content"]["application/json"]["schema"]["properties"]
+    assert PROBLEM in token_op["responses"]["429"]["content"]
     assert spec["paths"]["/v1/generations"]["post"]["security"] == [{"oauth2": ["generate"]}]
 
 

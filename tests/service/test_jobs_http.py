@@ -262,3 +262,24 @@ def test_an_older_database_gets_the_new_job_columns(tmp_path: Path) -> None:
     columns = {c["name"] for c in inspect(engine).get_columns("service_generation")}
     assert {"cancel_requested_at", "output_deleted_at"} <= columns
     engine.dispose()
+
+
+def test_a_key_whose_first_request_is_still_running_is_a_409(jobs: Jobs) -> None:
+    from service import idempotency
+    from service.errors import Conflict
+
+    ttl = timedelta(hours=24)
+    args = {"client_id": "cl_x", "key": "k-busy", "request_sha256": "f" * 64, "ttl": ttl}
+    assert idempotency.claim(jobs.rt, **args) is None  # type: ignore[arg-type]
+    with pytest.raises(Conflict) as busy:
+        idempotency.claim(jobs.rt, **args)  # type: ignore[arg-type]
+    assert busy.value.code == "idempotency_request_in_progress"
+    idempotency.release(jobs.rt, client_id="cl_x", key="k-busy")
+    assert idempotency.claim(jobs.rt, **args) is None  # type: ignore[arg-type]
+    with jobs.rt.session() as session:
+        row = session.get(IdempotencyKey, ("cl_x", "k-busy"))
+        assert row is not None
+        row.created_at = datetime.now(UTC) - timedelta(hours=30)
+        session.add(row)
+        session.commit()
+    assert idempotency.purge_expired(jobs.rt, ttl=ttl) >= 1

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.datastructures import FormData
 
 from service.api.deps import RequestId, RuntimeDep, SessionDep
+from service.api.problems import PROBLEM_MEDIA_TYPE
 from service.auth import SCOPES, authenticate_client, parse_scopes
 from service.errors import HINTS, ServiceError, TooManyRequests
 from service.ratelimit import RateLimiter
@@ -66,6 +67,20 @@ async def _read_form(request: Request) -> FormData:
     return await request.form()
 
 
+def _token_error_doc(description: str) -> dict[str, Any]:
+    schema = {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {"type": "string"},
+            "error_description": {"type": "string"},
+            "error_uri": {"type": "string"},
+            "hint": {"type": "string"},
+        },
+    }
+    return {"description": f"RFC 6749 §5.2 error: {description}", "content": {"application/json": {"schema": schema}}}
+
+
 _TOKEN_FORM_SCHEMA = {
     "requestBody": {
         "required": True,
@@ -85,9 +100,29 @@ _TOKEN_FORM_SCHEMA = {
         },
     },
     "responses": {
-        "400": {"description": "RFC 6749 §5.2 error: invalid_request, unsupported_grant_type, invalid_scope"},
-        "401": {"description": "invalid_client; `WWW-Authenticate: Basic` when the client authenticated that way"},
-        "429": {"description": "too many token requests from this client or address (Retry-After)"},
+        "200": {
+            "description": "RFC 6749 §5.1 access token response",
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["access_token", "token_type", "expires_in", "scope"],
+                        "properties": {
+                            "access_token": {"type": "string", "description": "ES256 JWT (RFC 9068 profile)"},
+                            "token_type": {"type": "string", "enum": ["Bearer"]},
+                            "expires_in": {"type": "integer"},
+                            "scope": {"type": "string"},
+                        },
+                    }
+                }
+            },
+        },
+        "400": _token_error_doc("invalid_request, unsupported_grant_type, invalid_scope, invalid_client (form)"),
+        "401": _token_error_doc("invalid_client; `WWW-Authenticate: Basic` when the client used HTTP Basic"),
+        "429": {
+            "description": "too many token requests or failed authentications (Retry-After)",
+            "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/ProblemDetails"}}},
+        },
     },
 }
 
