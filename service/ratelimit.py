@@ -47,7 +47,6 @@ class RateLimiter:
                 _rule("token.ip", settings.rate_limit_token_per_ip),
                 _rule("token.client", settings.rate_limit_token_per_client),
                 _rule("auth_failure.ip", settings.rate_limit_auth_failures_per_ip),
-                _rule("auth_failure.client", settings.rate_limit_auth_failures_per_client),
                 _rule("submit.client", settings.rate_limit_submit_per_client),
                 _rule("submit.ip", settings.rate_limit_submit_per_ip),
             )

@@ -67,9 +67,9 @@ class Settings(BaseSettings):
     rate_limits_enabled: bool = True
     rate_limit_token_per_ip: str = "120/minute"
     rate_limit_token_per_client: str = "60/minute"
-    # Failed client authentications: past these, even correct credentials wait (brute-force and scrypt CPU).
+    # Failed client authentications per address: past this, even correct credentials from it wait (brute force,
+    # scrypt CPU). Not per client id, which would let anyone lock a client out.
     rate_limit_auth_failures_per_ip: str = "20/minute"
-    rate_limit_auth_failures_per_client: str = "20/minute"
     rate_limit_submit_per_client: str = "60/minute"
     rate_limit_submit_per_ip: str = "120/minute"
     # Auth failures and 429s from one source: the first is audited in full, the rest of the window as one count.

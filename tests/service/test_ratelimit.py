@@ -54,9 +54,11 @@ def test_brute_force_on_the_token_endpoint_is_cut_off_and_summarised(
         assert statuses[:20] == [401] * 20 and statuses[20:] == [429] * 20
         assert_problem(r, 429, "rate_limited")
         assert 1 <= int(r.headers["retry-after"]) <= 60
-        # Even the right secret waits now: the budget is per address and per client.
+        # Even the right secret from this address waits now; from another address the client is not locked out.
         r = client.post("/v1/token", data={"grant_type": "client_credentials"}, auth=admin)
         assert r.status_code == 429 and r.headers["retry-after"]
+        elsewhere = TestClient(client.app, client=("192.0.2.7", 50000))
+        assert elsewhere.post("/v1/token", data={"grant_type": "client_credentials"}, auth=admin).status_code == 200
         client.app.state.rejections.flush(force=True)  # type: ignore[attr-defined]
         failed = _events(client, "auth.failed")[before:]
         summary = _events(client, "auth.failed.summary")

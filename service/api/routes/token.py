@@ -159,17 +159,16 @@ async def issue_token(request: Request, rt: RuntimeDep, session: SessionDep, rid
                 basic=True,
             )
         scope = _single(form, "scope")
-        # Too many failed authentications from this address or for this client: refuse before scrypt runs.
+        # Too many failed authentications from this address: refuse before scrypt runs. (Not per claimed client:
+        # anyone could then lock a client out by sending wrong secrets in its name.)
         limiter.check("auth_failure.ip", host)
-        limiter.check("auth_failure.client", client_id)
-        limiter.hit("token.client", client_id)
         try:
             client = authenticate_client(session=session, client_id=client_id, client_secret=secret)
         except ServiceError as exc:
             limiter.spend("auth_failure.ip", host)
-            limiter.spend("auth_failure.client", client_id)
             # RFC 6749 §5.2: 401 + challenge for a client that used Basic; 400 for form credentials (as Authlib).
             raise TokenError("invalid_client", exc.message, status=401 if basic else 400, basic=basic) from exc
+        limiter.hit("token.client", client.client_id)  # counted once authenticated, for the same reason
         body = rt.tokens.issue(client, parse_scopes(scope) if scope else None)
     except TooManyRequests:
         raise  # a 429 problem with Retry-After, like every other limit
