@@ -390,4 +390,4 @@ def main() -> None:
 
 
 # Command groups that live in their own modules register themselves on `app` / `consent_app`.
-from service import cli_clients, cli_consent, cli_demo, cli_eval  # noqa: E402,F401
+from service import cli_clients, cli_consent, cli_demo, cli_eval, cli_webhooks  # noqa: E402,F401

@@ -243,3 +243,39 @@ def test_callback_urls_outside_the_policy_are_refused(env: Env) -> None:
         assert refused.value.code == "invalid_webhook_url"
     internal = strict.model_copy(update={"webhook_allowed_networks": ["127.0.0.0/8"]})
     assert check_url("https://127.0.0.1/hook", internal) == ["127.0.0.1"]
+
+
+def test_webhook_cli(env: Env, receiver: Receiver) -> None:
+    from typer.testing import CliRunner
+
+    from tests.service.conftest import Cli
+
+    cli = Cli(
+        CliRunner(),
+        {
+            "PROVATAR_DATA_DIR": str(env.rt.settings.data_dir),
+            "PROVATAR_WEBHOOK_ALLOW_HTTP": "true",
+            "PROVATAR_WEBHOOK_ALLOWED_NETWORKS": '["127.0.0.1/32"]',
+        },
+    )
+    added = cli("webhook", "add", env.admin[0], f"{receiver.url}/ok", "--event", "generation.failed", "--json")
+    assert added.exit_code == 0, added.stderr
+    hook = json.loads(added.stdout)
+    assert hook["secret"].startswith("whsec_")
+    listed = json.loads(cli("webhook", "list", "--client", env.admin[0], "--json").stdout)
+    assert hook["id"] in {h["id"] for h in listed} and all("secret" not in h for h in listed)
+    r = env.client.post(f"/v1/webhooks/{hook['id']}/ping", headers=env.bearer("webhooks"))
+    assert r.status_code == 202
+    deadline = time.monotonic() + 10
+    while (
+        not (rows := json.loads(cli("webhook", "deliveries", hook["id"], "--json").stdout))
+        or rows[0]["status"] == "pending"
+    ):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert rows[0]["status"] == "succeeded" and rows[0]["attempts"][0]["status_code"] == 204
+    assert cli("webhook", "remove", hook["id"]).exit_code == 0
+    assert hook["id"] not in {h["id"] for h in json.loads(cli("webhook", "list", "--json").stdout)}
+    refused = cli("webhook", "add", env.admin[0], "http://10.1.2.3/x", "--event", "generation.failed")
+    assert refused.exit_code == 2 and "invalid_webhook_url" in refused.stderr
+    assert cli("webhook", "remove", "wh_missing").exit_code == 2
