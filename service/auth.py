@@ -21,7 +21,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, KeySet
 from sqlmodel import Session, select
 
-from service.errors import Conflict, Forbidden, InvalidInput, Unauthorized
+from service.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthorized
 from service.keys import JWT_KEY
 from service.models import Client
 from service.settings import Settings
@@ -32,6 +32,8 @@ SCOPES: dict[str, str] = {
     "consent:read": "list subjects, consent records and the block list",
     "consent:write": "enroll subjects, grant/revoke consent, edit the block list",
     "audit:read": "read, verify and export the audit log",
+    "clients:admin": "list, create, disable and rotate API clients",
+    "webhooks": "register callback URLs for this client's events and read their delivery log",
 }
 
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1, "dklen": 32}
@@ -71,6 +73,36 @@ def create_client(*, session: Session, name: str, scopes: list[str]) -> tuple[Cl
     client = Client(client_id=client_id, name=name, scopes=parse_scopes(scopes), secret_hash=hash_secret(secret))
     session.add(client)
     return client, secret
+
+
+def secret_version(client: Client) -> str:
+    """A short fingerprint of the client's current secret hash, carried in its tokens as `sv`: rotating the secret
+    changes it, so tokens issued under the old secret stop verifying at once (no token table needed)."""
+    return hashlib.sha256(client.secret_hash.encode()).hexdigest()[:16]
+
+
+def get_client(*, session: Session, client_id: str) -> Client:
+    client = session.get(Client, client_id)
+    if client is None:
+        raise NotFound(f"no API client {client_id!r}", code="client_not_found")
+    return client
+
+
+def rotate_secret(*, session: Session, client_id: str) -> tuple[Client, str]:
+    """Give the client a new secret (returned once); tokens issued under the old one stop working."""
+    client = get_client(session=session, client_id=client_id)
+    secret = secrets.token_urlsafe(32)
+    client.secret_hash = hash_secret(secret)
+    session.add(client)
+    return client, secret
+
+
+def set_disabled(*, session: Session, client_id: str, disabled: bool) -> Client:
+    """Disable (or re-enable) a client: a disabled client gets no tokens and its issued tokens stop verifying."""
+    client = get_client(session=session, client_id=client_id)
+    client.disabled = disabled
+    session.add(client)
+    return client
 
 
 def authenticate_client(*, session: Session, client_id: str, client_secret: str) -> Client:
@@ -133,6 +165,7 @@ class TokenService:
             "nbf": now,
             "exp": now + self.settings.token_ttl_seconds,
             "jti": uuid.uuid4().hex,
+            "sv": secret_version(client),
         }
         token = jwt.encode({"alg": "ES256", "kid": self._kid, "typ": "at+jwt"}, claims, self._key)
         return {
@@ -174,6 +207,8 @@ class TokenService:
             client = session.get(Client, client_id)
             if client is None or client.disabled:
                 raise Unauthorized("the token's client is unknown or disabled", code="invalid_token")
+            if claims.get("sv") != secret_version(client):
+                raise Unauthorized("the client's secret was rotated after this token was issued", code="invalid_token")
         scope = claims.get("scope") or claims.get("scp") or ""
         scopes = frozenset(scope.split() if isinstance(scope, str) else scope)
         return Principal(client_id=client_id, scopes=scopes, issuer=issuer, token_id=claims.get("jti"))

@@ -27,6 +27,7 @@ from safeguards.consent import (
     revoke_consent,
     unblock_identity,
 )
+from service import webhooks
 from service.errors import InvalidInput
 from service.runtime import Runtime
 
@@ -177,6 +178,7 @@ def revoke(
         request_id=request_id,
         details={"consent_record_id": record.id, "reason": reason},
     )
+    webhooks.consent_revoked(rt, subject_id=subject_id, consent_id=record.id, allowed_clients=record.allowed_clients)
     return record
 
 

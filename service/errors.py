@@ -82,6 +82,23 @@ class Forbidden(ServiceError):
     exit_status = ExitStatus.DENIED
 
 
+class Gone(ServiceError):
+    code = "gone"
+    http_status = 410
+    exit_status = ExitStatus.INVALID_INPUT
+
+
+class TooManyRequests(ServiceError):
+    """A rate limit was hit; `retry_after` (whole seconds) becomes the Retry-After header."""
+
+    code = "rate_limited"
+    http_status = 429
+
+    def __init__(self, message: str, *, retry_after: int, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message, details={"retry_after": retry_after, **(details or {})})
+        self.retry_after = max(1, int(retry_after))
+
+
 class Denied(ServiceError):
     """The policy refused the request; `reasons` are the policy's reason codes."""
 
@@ -123,7 +140,69 @@ HINTS: dict[str, str] = {
     "insufficient_scope": "ask an admin for a client with the needed scope",
     "internal_error": "this is a bug or an environment problem; rerun the command with --debug for details",
     "policy_error": "the policy could not be evaluated; the request was refused (fail closed)",
+    "invalid_request": "check the request against the OpenAPI description at /docs",
+    "unsupported_grant_type": "use grant_type=client_credentials",
+    "invalid_scope": "request only scopes this client was granted (`provatar client list` shows them)",
+    "not_found": "check the URL and the id; ids of other clients' resources are reported as not found",
+    "method_not_allowed": "see the Allow header for the methods this URL accepts",
+    "rate_limited": "slow down: retry after the number of seconds in the Retry-After header",
+    "idempotency_key_reused": "an Idempotency-Key names one request: send a new key for a different request",
+    "idempotency_request_in_progress": "the first request with this Idempotency-Key is still running; retry shortly",
+    "not_cancellable": "only queued or running generations can be cancelled",
+    "not_ready": "poll GET /v1/generations/{id} until its status is succeeded (see Retry-After)",
+    "output_deleted": "the video was deleted on request; generate it again if you need it",
+    "client_not_found": "`provatar client list` shows the existing clients",
+    "invalid_cursor": "pass the `after` value from a `next` link unchanged",
+    "invalid_webhook_url": "use an https URL on a public host (see PROVATAR_WEBHOOK_* settings)",
+    "webhook_not_found": "GET /v1/webhooks lists this client's endpoints",
 }
+
+# Short titles of the problem types (RFC 9457 `title`: the same for every occurrence of a type).
+TITLES: dict[str, str] = {
+    "missing_token": "Authentication required",
+    "invalid_token": "Invalid access token",
+    "insufficient_scope": "Insufficient scope",
+    "internal_error": "Internal error",
+    "invalid_request": "Invalid request",
+    "rate_limited": "Too many requests",
+    "not_found": "Not found",
+    "method_not_allowed": "Method not allowed",
+}
+
+# Bearer token errors (RFC 6750 §3.1) by our code; `None`: the request carried no credentials, so no error code.
+_BEARER_ERRORS: dict[str, str | None] = {
+    "missing_token": None,
+    "invalid_token": "invalid_token",
+    "insufficient_scope": "insufficient_scope",
+}
+REALM = "provatar"
+# Failed authentication or authorisation (as opposed to a policy denial): audited in per-source summaries.
+AUTH_FAILURE_CODES = frozenset(
+    {"unauthorized", "missing_token", "invalid_token", "insufficient_scope", "invalid_client"}
+)
+
+
+def problem_title(code: str) -> str:
+    return TITLES.get(code) or code.replace("_", " ").capitalize()
+
+
+def _quoted(text: str) -> str:
+    """An RFC 6750 quoted-string value: printable ASCII without `"` and `\\` (the grammar allows no escapes)."""
+    return "".join(ch for ch in text if 0x20 <= ord(ch) <= 0x7E and ch not in '"\\')[:200]
+
+
+def bearer_challenge(code: str, message: str, scope: str | None = None) -> str | None:
+    """The `WWW-Authenticate: Bearer ...` value for an auth failure (RFC 6750 §3), or None for other codes."""
+    if code not in _BEARER_ERRORS:
+        return None
+    error = _BEARER_ERRORS[code]
+    parts = [f'realm="{REALM}"']
+    if error:
+        parts += [f'error="{error}"', f'error_description="{_quoted(message)}"']
+    if scope:
+        parts.append(f'scope="{_quoted(scope)}"')
+    return "Bearer " + ", ".join(parts)
+
 
 # Codes raised by the packages, by the kind of failure they are.
 _INVALID_INPUT_CODES = {
@@ -155,6 +234,7 @@ class Problem:
     exit_status: ExitStatus
     hint: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         body: dict[str, Any] = {"code": self.code, "message": self.message}
@@ -162,6 +242,22 @@ class Problem:
             body["hint"] = self.hint
         if self.details:
             body.update(self.details)
+        return body
+
+    def to_problem(self, *, instance: str, request_id: str | None = None) -> dict[str, Any]:
+        """RFC 9457 problem details. `type` is relative (resolved against the request URL) and dereferenceable:
+        GET /problems/{code} describes it. `code`, `hint` and `message` stay as extension members for the clients
+        written against them."""
+        body: dict[str, Any] = {
+            "type": f"/problems/{self.code}",
+            "title": problem_title(self.code),
+            "status": self.http_status,
+            "detail": self.message,
+            "instance": instance,
+            **self.to_json(),
+        }
+        if request_id:
+            body["request_id"] = request_id
         return body
 
 
@@ -177,7 +273,17 @@ def describe(exc: BaseException) -> Problem:
             details={"reasons": exc.reasons, **exc.details},
         )
     if isinstance(exc, ServiceError):
-        return Problem(exc.code, exc.message, exc.http_status, exc.exit_status, HINTS.get(exc.code), exc.details)
+        headers: dict[str, str] = {}
+        if isinstance(exc, TooManyRequests):
+            headers["Retry-After"] = str(exc.retry_after)
+        challenge = bearer_challenge(exc.code, exc.message, exc.details.get("required_scope"))
+        if challenge and exc.http_status in (401, 403):
+            headers["WWW-Authenticate"] = challenge
+        elif exc.http_status == 401:  # RFC 9110 §15.5.2: every 401 names a scheme to authenticate with
+            headers["WWW-Authenticate"] = f'Bearer realm="{REALM}"'
+        return Problem(
+            exc.code, exc.message, exc.http_status, exc.exit_status, HINTS.get(exc.code), exc.details, headers
+        )
     if not isinstance(exc, _OWN_ERRORS):
         return Problem("internal_error", "internal error; see the server log", 500, ExitStatus.ERROR)
     code = getattr(exc, "code", None)

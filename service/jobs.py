@@ -7,12 +7,12 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
-from datetime import UTC, datetime
+import time
 from pathlib import Path
 
-from sqlalchemy import update
 from sqlmodel import col, select
 
+from service import job_state
 from service.models import Generation, JobStatus
 from service.pipeline import run_generation
 from service.runtime import Runtime
@@ -22,32 +22,38 @@ MAX_ATTEMPTS = 2
 
 
 def recover_interrupted(rt: Runtime) -> list[str]:
-    """Requeue (or fail, after MAX_ATTEMPTS) jobs left `running` by a process that stopped. Returns their ids."""
-    touched: list[Generation] = []
+    """Requeue (or fail, after MAX_ATTEMPTS) jobs left `running` by a process that stopped. Returns their ids.
+
+    A job whose cancellation was requested is cancelled instead: it must never run again."""
     with rt.session() as session:
-        session.expire_on_commit = False
         stuck = session.exec(select(Generation).where(Generation.status == JobStatus.running)).all()
-        for gen in stuck:
-            retry = gen.attempts < MAX_ATTEMPTS
-            gen.status = JobStatus.queued if retry else JobStatus.failed
-            if not retry:
-                gen.error_code = "interrupted"
-                gen.error_message = f"the service stopped while this job ran ({gen.attempts} attempts)"
-                gen.finished_at = datetime.now(UTC)
-            session.add(gen)
-            touched.append(gen)
-        session.commit()  # before auditing: on SQLite an open write would block the audit append
-        for gen in touched:
-            requeued = gen.status == JobStatus.queued
-            rt.audit.append(
-                action="generation.requeued" if requeued else "generation.failed",
-                actor="service:worker",
-                subject=gen.subject_id,
-                outcome="ok" if requeued else "error",
-                request_id=gen.request_id,
-                details={"generation_id": gen.id, "reason": "interrupted", "attempts": gen.attempts},
-            )
-    return [g.id for g in touched]
+    touched: list[str] = []
+    for gen in stuck:
+        if gen.cancel_requested_at is not None:
+            to, fields = JobStatus.cancelled, dict(job_state.CANCELLED_FIELDS)
+        elif gen.params.get("live"):  # a live stream's client is gone with the process: it cannot be resumed
+            to = JobStatus.failed
+            fields = {"error_code": "interrupted", "error_message": "the service stopped during the live stream"}
+        elif gen.attempts < MAX_ATTEMPTS:
+            to, fields = JobStatus.queued, {}
+        else:
+            to = JobStatus.failed
+            fields = {
+                "error_code": "interrupted",
+                "error_message": f"the service stopped while this job ran ({gen.attempts} attempts)",
+            }
+        if job_state.move(rt, gen.id, to, sources=frozenset({JobStatus.running}), **fields) is None:
+            continue
+        touched.append(gen.id)
+        rt.audit.append(
+            action={JobStatus.queued: "generation.requeued"}.get(to, f"generation.{to.value}"),
+            actor="service:worker",
+            subject=gen.subject_id,
+            outcome="error" if to == JobStatus.failed else "ok",
+            request_id=gen.request_id,
+            details={"generation_id": gen.id, "reason": "interrupted", "attempts": gen.attempts},
+        )
+    return touched
 
 
 def claim_next(rt: Runtime) -> str | None:
@@ -59,16 +65,27 @@ def claim_next(rt: Runtime) -> str | None:
             .order_by(col(Generation.created_at))
             .limit(5)
         ).all()
-        for gen_id in candidates:
-            result = session.execute(
-                update(Generation)
-                .where(col(Generation.id) == gen_id, col(Generation.status) == JobStatus.queued)
-                .values(status=JobStatus.running)
-            )
-            session.commit()
-            if result.rowcount == 1:  # type: ignore[attr-defined]
-                return gen_id
+    for gen_id in candidates:
+        if job_state.move(rt, gen_id, JobStatus.running, sources=frozenset({JobStatus.queued})) is not None:
+            return gen_id
     return None
+
+
+class CancelCheck:
+    """`should_stop` for a running job: asks the database at most every `interval` seconds (frames come at
+    50+ per second; a cancel needs to land within a fraction of a second, not within one frame)."""
+
+    def __init__(self, rt: Runtime, generation_id: str, interval: float = 0.2) -> None:
+        self.rt, self.generation_id, self.interval = rt, generation_id, interval
+        self._next = 0.0
+        self._cancelled = False
+
+    def __call__(self) -> bool:
+        now = time.monotonic()
+        if not self._cancelled and now >= self._next:
+            self._next = now + self.interval
+            self._cancelled = job_state.cancel_requested(self.rt, self.generation_id)
+        return self._cancelled
 
 
 class Worker:
@@ -124,7 +141,7 @@ class Worker:
                     session.commit()
 
         try:
-            run_generation(self.rt, gen_id, progress=progress)
+            run_generation(self.rt, gen_id, progress=progress, should_stop=CancelCheck(self.rt, gen_id))
         except Exception:  # the pipeline recorded the failure on the job and in the audit log
             log.info("generation %s did not succeed", gen_id, exc_info=True)
         finally:

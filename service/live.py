@@ -21,6 +21,7 @@ from generation.media import load_image
 from generation.streaming import StreamingSession
 from policies import PolicyDecision
 from safeguards.watermark import Watermarker, WatermarkPayload
+from service import job_state
 from service.errors import Denied
 from service.models import JobStatus
 from service.pipeline import (
@@ -91,14 +92,8 @@ class LiveStream:
             return
         self.closed = True
         status = JobStatus.succeeded if ok else (JobStatus.denied if code == "audio_too_long" else JobStatus.failed)
-        update_generation(
-            self.rt,
-            self.generation_id,
-            status=status,
-            progress=1.0 if ok else 0.0,
-            finished_at=datetime.now(UTC),
-            error_code=code,
-            error_message=message,
+        job_state.move(
+            self.rt, self.generation_id, status, progress=1.0 if ok else 0.0, error_code=code, error_message=message
         )
         self.rt.audit.append(
             action="generation.completed" if ok else "generation.failed",
@@ -162,13 +157,9 @@ def open_live_stream(
         request_id=request_id,
         params={"live": True, "controls": controls or {}},
     )
+    job_state.move(rt, gen.id, JobStatus.running, started_at=datetime.now(UTC))
     gen = update_generation(
-        rt,
-        gen.id,
-        status=JobStatus.running,
-        started_at=datetime.now(UTC),
-        consent_record_id=facts.consent_record_id,
-        policy_decision_id=decision.decision_id,
+        rt, gen.id, consent_record_id=facts.consent_record_id, policy_decision_id=decision.decision_id
     )
     generator = job_generator(rt, controls or {})  # the session switches lip sync to the acoustic path
     session = StreamingSession(generator, generator.prepare(image), sample_rate=sample_rate)

@@ -40,6 +40,10 @@ class JobStatus(StrEnum):
     succeeded = "succeeded"
     denied = "denied"
     failed = "failed"
+    cancelled = "cancelled"
+
+
+FINAL_STATUSES = frozenset({JobStatus.succeeded, JobStatus.denied, JobStatus.failed, JobStatus.cancelled})
 
 
 class GenerationBase(SQLModel):
@@ -55,6 +59,8 @@ class GenerationBase(SQLModel):
     created_at: datetime = Field(default_factory=utcnow)
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    cancel_requested_at: datetime | None = None
+    output_deleted_at: datetime | None = None
 
 
 class Generation(GenerationBase, table=True):
@@ -74,8 +80,88 @@ class Generation(GenerationBase, table=True):
     attempts: int = 0
 
 
+class IdempotencyKey(SQLModel, table=True):
+    """A submission's `Idempotency-Key`: the same key from the same client within the retention window returns
+    the stored response instead of creating a second job. `response` is None while the first request runs."""
+
+    __tablename__ = "service_idempotency_key"
+
+    client_id: str = Field(primary_key=True, max_length=64)
+    key: str = Field(primary_key=True, max_length=255)
+    request_sha256: str = Field(max_length=64)
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+    generation_id: str | None = None
+    response_status: int | None = None
+    response: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+
+
 class GenerationPublic(GenerationBase):
     id: str
     watermark_tag: int
     audit_seq: int | None
     download_url: str | None = None
+
+
+class WebhookStatus(StrEnum):
+    pending = "pending"
+    succeeded = "succeeded"
+    failed = "failed"
+
+
+class WebhookEndpointBase(SQLModel):
+    url: str = Field(max_length=2000)
+    events: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    description: str | None = Field(default=None, max_length=500)
+
+
+class WebhookEndpoint(WebhookEndpointBase, table=True):
+    """A client's callback URL. The signing secret is kept encrypted (AES-GCM under a key derived from the
+    service secret): it must be recoverable to sign, so it cannot be hashed like client secrets."""
+
+    __tablename__ = "service_webhook_endpoint"
+
+    id: str = Field(primary_key=True, max_length=40)
+    client_id: str = Field(index=True, max_length=64)
+    secret_encrypted: str
+    created_at: datetime = Field(default_factory=utcnow)
+    disabled: bool = False
+
+
+class WebhookEndpointPublic(WebhookEndpointBase):
+    id: str
+    client_id: str
+    created_at: datetime
+    disabled: bool
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """One event for one endpoint. `id` is the Standard Webhooks `webhook-id`: the same on every retry, so a
+    receiver can drop duplicates."""
+
+    __tablename__ = "service_webhook_delivery"
+
+    id: str = Field(primary_key=True, max_length=40)
+    endpoint_id: str = Field(index=True, max_length=40)
+    event_type: str = Field(max_length=100)
+    payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    status: WebhookStatus = Field(default=WebhookStatus.pending, index=True)
+    attempts: int = 0
+    next_attempt_at: datetime = Field(default_factory=utcnow, index=True)
+    created_at: datetime = Field(default_factory=utcnow)
+    delivered_at: datetime | None = None
+    last_status_code: int | None = None
+
+
+class WebhookAttempt(SQLModel, table=True):
+    """Each delivery attempt and its outcome (`ok`, `http_error`, `network_error`, `refused_url`)."""
+
+    __tablename__ = "service_webhook_attempt"
+
+    id: int | None = Field(default=None, primary_key=True)
+    delivery_id: str = Field(index=True, max_length=40)
+    attempt: int
+    started_at: datetime = Field(default_factory=utcnow)
+    duration_ms: int = 0
+    status_code: int | None = None
+    outcome: str = Field(max_length=20)
+    error: str | None = Field(default=None, max_length=500)

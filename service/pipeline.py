@@ -36,6 +36,7 @@ from policies.facts import GenerationFacts
 from safeguards.gate import assess_generation_request
 from safeguards.provenance import ManifestSpec, Signer, read_provenance, sign_mp4
 from safeguards.watermark import TAG_BITS, WATERMARK_ALGORITHM, Watermarker, WatermarkPayload
+from service import job_state
 from service.errors import Denied, describe
 from service.models import Generation, JobStatus
 from service.runtime import Runtime
@@ -227,15 +228,30 @@ def generate_file(
 
 
 def run_generation(
-    rt: Runtime, generation_id: str, *, actor: str | None = None, progress: ProgressFn | None = None
+    rt: Runtime,
+    generation_id: str,
+    *,
+    actor: str | None = None,
+    progress: ProgressFn | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> Generation:
     """Run one persisted generation through the whole chain. Never leaves a partial output file behind.
 
-    `actor` defaults to the client that asked for the generation (the worker acts on its behalf).
+    `actor` defaults to the client that asked for the generation (the worker acts on its behalf). `should_stop`
+    is asked at every frame boundary; True ends the job as `cancelled`. A job that is no longer runnable (e.g.
+    cancelled while queued) is returned unchanged.
     """
-    gen = update_generation(
-        rt, generation_id, status=JobStatus.running, started_at=datetime.now(UTC), attempts_inc=True
-    )
+    started = job_state.move(rt, generation_id, JobStatus.running, started_at=datetime.now(UTC), attempts_inc=True)
+    if started is None:
+        return update_generation(rt, generation_id)
+    gen = started
+
+    def on_frame(i: int) -> None:
+        if should_stop is not None and should_stop():
+            raise job_state.JobCancelled(generation_id)
+        if progress:
+            progress(0.95 * (i + 1) / total)
+
     actor = actor or f"client:{gen.client_id}"
     out = Path(gen.output_path) if gen.output_path else rt.settings.outputs_dir / f"{gen.id}.mp4"
     unsigned = out.with_name(f".{out.stem}.{secrets.token_hex(4)}.unsigned.mp4")
@@ -259,6 +275,8 @@ def run_generation(
         update_generation(rt, gen.id, consent_record_id=consent_id, policy_decision_id=decision.decision_id)
 
         # 2. generate, 3. watermark every frame, 4. encode
+        if should_stop is not None and should_stop():
+            raise job_state.JobCancelled(gen.id)
         generator = job_generator(rt, gen.params.get("controls") or {})
         prepared = generator.prepare(inputs.photo)
         total = generator.frame_count(inputs.audio)
@@ -275,7 +293,7 @@ def run_generation(
             unsigned,
             fps=rt.settings.fps,
             crf=rt.settings.video_crf,
-            on_frame=(lambda i: progress(0.95 * (i + 1) / total)) if progress else None,
+            on_frame=on_frame,
         )
 
         # 5. sign C2PA
@@ -331,15 +349,29 @@ def run_generation(
         )
         if progress:
             progress(1.0)
-        return update_generation(
+        done = job_state.move(
             rt,
             gen.id,
-            status=JobStatus.succeeded,
+            JobStatus.succeeded,
             progress=1.0,
-            finished_at=datetime.now(UTC),
             manifest_json=report.manifest_json,
             audit_seq=event.seq,
         )
+        assert done is not None  # only this runner moves a running job on
+        return done
+    except job_state.JobCancelled:
+        out.unlink(missing_ok=True)
+        rt.audit.append(
+            action="generation.cancelled",
+            actor=actor,
+            subject=gen.subject_id,
+            outcome="ok",
+            request_id=gen.request_id,
+            details={"generation_id": gen.id, "while": "running"},
+        )
+        cancelled = job_state.move(rt, gen.id, JobStatus.cancelled, **job_state.CANCELLED_FIELDS)
+        assert cancelled is not None
+        return cancelled
     except BaseException as exc:
         out.unlink(missing_ok=True)
         problem = describe(exc)
@@ -353,11 +385,10 @@ def run_generation(
                 request_id=gen.request_id,
                 details={"generation_id": gen.id, "code": problem.code, "message": problem.message},
             )
-        update_generation(
+        job_state.move(
             rt,
             gen.id,
-            status=JobStatus.denied if denied else JobStatus.failed,
-            finished_at=datetime.now(UTC),
+            JobStatus.denied if denied else JobStatus.failed,
             error_code=problem.code,
             error_message=problem.message,
         )

@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     external_issuer: str | None = None
     external_jwks_url: str | None = None
     external_audience: str | None = None
+    public_url: str | None = Field(
+        None, description="this service's external base URL (RFC 8414 metadata, Location headers); default: request's"
+    )
 
     # --- provenance: a production chain + key overrides the dev CA made by `provatar init` ---
     signing_cert_chain: Path | None = None
@@ -58,8 +61,33 @@ class Settings(BaseSettings):
     trust_anchors: Path | None = None
     timestamp_authority_url: str | None = None
 
+    # --- rate limits (`limits` notation: "N/second|minute|hour|day"); counters in Redis when redis_url is set ---
+    redis_url: str | None = Field(None, description="e.g. redis://127.0.0.1:6379/0; default: in-process memory")
+    redis_key_prefix: str = Field("provatar", description="namespace of our keys in a shared Redis database")
+    rate_limits_enabled: bool = True
+    rate_limit_token_per_ip: str = "120/minute"
+    rate_limit_token_per_client: str = "60/minute"
+    # Failed client authentications per address: past this, even correct credentials from it wait (brute force,
+    # scrypt CPU). Not per client id, which would let anyone lock a client out.
+    rate_limit_auth_failures_per_ip: str = "20/minute"
+    rate_limit_submit_per_client: str = "60/minute"
+    rate_limit_submit_per_ip: str = "120/minute"
+    # Auth failures and 429s from one source: the first is audited in full, the rest of the window as one count.
+    rejection_summary_seconds: float = 60.0
+
+    # --- webhooks (SSRF policy: see service/webhooks.py) ---
+    webhook_allow_http: bool = Field(False, description="allow plain-http callback URLs (https only by default)")
+    webhook_allowed_networks: list[str] = Field(
+        default_factory=list, description='CIDRs a callback may target besides public addresses, e.g. ["10.2.0.0/16"]'
+    )
+    webhook_max_attempts: int = 8
+    webhook_retry_base_seconds: float = Field(10.0, description="delay before retry n: base * 2^(n-1)")
+    webhook_timeout_seconds: float = 10.0
+    webhook_poll_seconds: float = 1.0
+
     # --- jobs ---
     worker_threads: int = 1
+    idempotency_ttl_hours: float = Field(24.0, description="how long an Idempotency-Key names its first request")
 
     @field_validator("data_dir", mode="after")
     @classmethod

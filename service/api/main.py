@@ -6,23 +6,46 @@ import logging
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.openapi.utils import get_openapi
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from audit.errors import AuditError
 from generation.errors import GenerationError
 from policies.errors import PolicyError
 from safeguards.errors import SafeguardError
-from service.api.routes import audit, detections, generations, health, stream, subjects, token
-from service.errors import ServiceError, describe
+from service.api.problems import COMMON_ERRORS, ProblemResponse, add_problem_schema, problem_response
+from service.api.routes import (
+    audit,
+    clients,
+    detections,
+    generations,
+    health,
+    problems,
+    stream,
+    subjects,
+    token,
+    webhooks,
+)
+from service.errors import AUTH_FAILURE_CODES, HINTS, ExitStatus, Problem, ServiceError, describe
 from service.jobs import Worker
+from service.ratelimit import RateLimiter
+from service.rejection_audit import RejectionAudit
 from service.runtime import Runtime
 from service.settings import Settings, get_settings
+from service.webhooks import Dispatcher
 
 log = logging.getLogger("provatar.api")
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
+_DESCRIPTION = (
+    "Authenticate with the OAuth2 client-credentials grant (`POST /v1/token`, RFC 6749 §4.4; metadata at "
+    "`/.well-known/oauth-authorization-server`, RFC 8414) and send `Authorization: Bearer <token>`. "
+    "Every error outside the token endpoint is `application/problem+json` (RFC 9457) with provatar's `code` and "
+    "`hint` as extension members; the token endpoint answers errors as RFC 6749 §5.2 says."
+)
 
 
 def create_app(
@@ -36,14 +59,28 @@ def create_app(
         app.state.runtime = rt
         worker = Worker(rt, threads=settings.worker_threads)
         app.state.worker = worker
+        app.state.limiter = RateLimiter(settings)
+        rejections = RejectionAudit(rt.audit, window_seconds=settings.rejection_summary_seconds)
+        app.state.rejections = rejections
+        rejections.start()
+        dispatcher = Dispatcher(rt)
+        app.state.dispatcher = dispatcher
+        dispatcher.start()
         if start_worker:
             worker.start()
-        rt.audit.append(action="service.started", actor="service", outcome="ok", details={"version": app.version})
+        rt.audit.append(
+            action="service.started",
+            actor="service",
+            outcome="ok",
+            details={"version": app.version, "rate_limit_backend": app.state.limiter.backend},
+        )
         try:
             yield
         finally:
             if start_worker:
                 worker.stop()
+            dispatcher.stop()
+            rejections.stop()
             if runtime is None:
                 rt.close()
 
@@ -64,30 +101,35 @@ def create_app(
 
     def _audit_rejection(request: Request, code: str, message: str, status: int) -> None:
         principal = getattr(request.state, "principal", None)
-        action = "auth.failed" if status in (401, 403) and code != "denied" else "request.rejected"
+        source = request.client.host if request.client else "?"
+        actor = principal.actor if principal else f"anonymous@{source}"
+        rid = getattr(request.state, "request_id", None)
+        details = {
+            "method": request.method,
+            "path": request.url.path,
+            "status": status,
+            "code": code,
+            "message": message,
+        }
+        if status == 429 or code in AUTH_FAILURE_CODES:
+            # Floods of failed auth or of over-limit requests are summarised per source, not one entry each.
+            kind = "rate_limit.exceeded" if status == 429 else "auth.failed"
+            request.app.state.rejections.record(
+                kind=kind, source=source, actor=actor, outcome="denied", details=details, request_id=rid
+            )
+            return
         request.app.state.runtime.audit.append(
-            action=action,
-            actor=principal.actor if principal else f"anonymous@{request.client.host if request.client else '?'}",
-            outcome="denied" if status in (401, 403) else "rejected",
-            request_id=getattr(request.state, "request_id", None),
-            details={
-                "method": request.method,
-                "path": request.url.path,
-                "status": status,
-                "code": code,
-                "message": message,
-            },
+            action="request.rejected", actor=actor, outcome="rejected", request_id=rid, details=details
         )
 
-    async def handle_error(request: Request, exc: Exception) -> JSONResponse:
+    async def handle_error(request: Request, exc: Exception) -> ProblemResponse:
         problem = describe(exc)
         if problem.http_status >= 500:
             log.exception("unhandled error on %s %s", request.method, request.url.path)
         # Policy denials were audited as policy decisions; everything else that is refused is audited here.
         if "decision" not in problem.details:
             _audit_rejection(request, problem.code, problem.message, problem.http_status)
-        headers = {"WWW-Authenticate": 'Bearer error="invalid_token"'} if problem.http_status == 401 else None
-        return JSONResponse(problem.to_json(), status_code=problem.http_status, headers=headers)
+        return problem_response(request, problem)
 
     # Our error families are answered by ExceptionMiddleware; anything else reaches Starlette's
     # ServerErrorMiddleware through the same handler (a 500 without internals, logged with its traceback).
@@ -95,28 +137,54 @@ def create_app(
         app.add_exception_handler(family, handle_error)
 
     @app.exception_handler(RequestValidationError)
-    async def handle_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def handle_validation(request: Request, exc: RequestValidationError) -> ProblemResponse:
         errors = [
             {"field": ".".join(str(p) for p in e.get("loc", ())[1:]), "message": e.get("msg", "")} for e in exc.errors()
         ]
         message = "; ".join(f"{e['field']}: {e['message']}" for e in errors) or "invalid request"
         _audit_rejection(request, "invalid_request", message, 422)
-        return JSONResponse({"code": "invalid_request", "message": message, "errors": errors}, status_code=422)
+        problem = Problem(
+            "invalid_request", message, 422, ExitStatus.INVALID_INPUT, HINTS["invalid_request"], {"errors": errors}
+        )
+        return problem_response(request, problem)
 
     @app.exception_handler(StarletteHTTPException)
-    async def handle_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def handle_http(request: Request, exc: StarletteHTTPException) -> ProblemResponse:
+        code = _HTTP_CODES.get(exc.status_code, "http_error")
         if exc.status_code != 404 or request.url.path.startswith("/v1"):
-            _audit_rejection(request, "http_error", str(exc.detail), exc.status_code)
-        return JSONResponse({"code": "http_error", "message": str(exc.detail)}, status_code=exc.status_code)
+            _audit_rejection(request, code, str(exc.detail), exc.status_code)
+        problem = Problem(
+            code,
+            str(exc.detail),
+            exc.status_code,
+            ExitStatus.INVALID_INPUT,
+            HINTS.get(code),
+            {},
+            dict(exc.headers or {}),
+        )
+        return problem_response(request, problem)
 
+    app.include_router(health.router)
+    app.include_router(problems.router)
+    app.include_router(token.router)
+    app.include_router(stream.router)
     for router in (
-        health.router,
-        token.router,
         subjects.router,
         generations.router,
-        stream.router,
         detections.router,
         audit.router,
+        clients.router,
+        webhooks.router,
     ):
-        app.include_router(router)
+        app.include_router(router, responses=COMMON_ERRORS)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title, version=app.version, summary=app.summary, routes=app.routes, description=_DESCRIPTION
+            )
+            app.openapi_schema = add_problem_schema(schema)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app

@@ -6,15 +6,18 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from audit import AuditError, canonical_text
 from service.api.deps import RequireScope, RuntimeDep
+from service.api.paging import page_body
 from service.auth import Principal
+from service.errors import InvalidInput
+from service.pagination import Page, decode_cursor, encode_cursor
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
-AuditReader = Annotated[Principal, Depends(RequireScope("audit:read"))]
+AuditReader = Annotated[Principal, RequireScope("audit:read")]
 
 
 @dataclass(frozen=True)
@@ -33,16 +36,22 @@ Filters = Annotated[AuditFilters, Depends()]
 
 @router.get("/events")
 def list_events(
+    request: Request,
+    response: Response,
     rt: RuntimeDep,
     _: AuditReader,
     filters: Filters,
-    after_seq: Annotated[int | None, Query(ge=0)] = None,
+    after: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
-    """Events in sequence order; page with `after_seq` = the last `seq` you received."""
-    events = rt.audit.query(**asdict(filters), after_seq=after_seq, limit=limit)
-    records = [e.to_record() for e in events]
-    return {"events": records, "next_after_seq": records[-1]["seq"] if len(records) == limit else None}
+    """Events in sequence order; page with `after` (the `next` link keeps the filters)."""
+    after_seq = decode_cursor(after, ["seq"])["seq"] if after else None
+    if after_seq is not None and not isinstance(after_seq, int):
+        raise InvalidInput("the `after` cursor is damaged", code="invalid_cursor")
+    events = rt.audit.query(**asdict(filters), after_seq=after_seq, limit=limit + 1)  # one more: is there a next?
+    records = [e.to_record() for e in events[:limit]]
+    page = Page(records, encode_cursor({"seq": records[-1]["seq"]}) if len(events) > limit else None)
+    return page_body(request, response, page, records)
 
 
 @router.get("/verify")

@@ -7,7 +7,7 @@ import secrets
 import shutil
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, File, UploadFile
+from fastapi import APIRouter, File, UploadFile
 
 from service.api.deps import RequestId, RequireScope, RuntimeDep
 from service.api.uploads import safe_suffix, save_upload
@@ -20,7 +20,7 @@ router = APIRouter(prefix="/v1/detections", tags=["detections"])
 @router.post("")
 async def create_detection(
     rt: RuntimeDep,
-    principal: Annotated[Principal, Depends(RequireScope("detect"))],
+    principal: Annotated[Principal, RequireScope("detect")],
     rid: RequestId,
     file: Annotated[UploadFile, File(description="A video (MP4/MOV/WebM) or an image")],
 ) -> dict[str, Any]:

@@ -1,36 +1,48 @@
-"""Generations: submit (202 + job), poll status, download the signed MP4."""
+"""Generations: submit (202 + job, idempotent with a key), poll status, download the signed MP4, cancel, delete."""
 
 from __future__ import annotations
 
 import asyncio
+import math
 import secrets
 import shutil
-from typing import Annotated
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
+from fastapi import APIRouter, File, Form, Header, Query, Request, Response, UploadFile
 from fastapi.responses import FileResponse, JSONResponse
 from sqlmodel import col, select
 
 from generation.controls import Controls
+from service import idempotency, job_state
 from service.api.deps import RequestId, RequireScope, RuntimeDep, SessionDep
+from service.api.paging import page_body
 from service.api.uploads import safe_suffix, save_upload
 from service.auth import Principal
-from service.errors import Conflict, NotFound
-from service.models import Generation, GenerationPublic, JobStatus
-from service.pipeline import check_generation_policy, create_generation, validate_inputs
+from service.errors import Conflict, Gone, NotFound
+from service.jobs import discard_uploads
+from service.models import FINAL_STATUSES, Generation, GenerationPublic, JobStatus
+from service.pagination import keyset_page
+from service.pipeline import check_generation_policy, create_generation, sha256_file, validate_inputs
 
 router = APIRouter(prefix="/v1/generations", tags=["generations"])
-GeneratePrincipal = Annotated[Principal, Depends(RequireScope("generate"))]
+GeneratePrincipal = Annotated[Principal, RequireScope("generate")]
 
 
 def _public(gen: Generation, request: Request) -> GenerationPublic:
     out = GenerationPublic.model_validate(gen, from_attributes=True)
-    if gen.status == JobStatus.succeeded:
+    if gen.status == JobStatus.succeeded and gen.output_deleted_at is None:
         out.download_url = str(request.url_for("download_generation", generation_id=gen.id))
     return out
 
 
-@router.post("", status_code=202, response_model=GenerationPublic)
+@router.post(
+    "",
+    status_code=202,
+    response_model=GenerationPublic,
+    responses={409: {"description": "Idempotency-Key reused for a different request, or still in progress"}},
+)
 async def submit_generation(
     request: Request,
     rt: RuntimeDep,
@@ -48,8 +60,21 @@ async def submit_generation(
     emotion_intensity: Annotated[float | None, Form(description="0..1")] = None,
     motion_intensity: Annotated[float | None, Form(description="0..3 (head, brows, gaze)")] = None,
     lipsync: Annotated[str | None, Form(description="auto|phonemes|acoustic")] = None,
-) -> GenerationPublic:
-    """Validate and policy-check now (a denial is a 403 right away), then queue the generation job."""
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            description="retry-safe submission: the same key, client and request within 24 h returns the first "
+            "response and creates no second job; the same key with a different request is a 409",
+        ),
+    ] = None,
+) -> JSONResponse:
+    """Validate and policy-check now (a denial is a 403 right away), then queue the generation job.
+
+    202 with `Location` (the job's URL) and `Retry-After` (seconds until polling is worthwhile)."""
+    limiter = request.app.state.limiter
+    limiter.hit("submit.client", principal.client_id)
+    limiter.hit("submit.ip", request.client.host if request.client else "?")
     controls = {
         "seed": seed,
         "gaze_x": gaze_x,
@@ -62,8 +87,10 @@ async def submit_generation(
     }
     controls = {k: v for k, v in controls.items() if v is not None}
     Controls.from_mapping(controls)  # invalid controls are a 400 before anything is stored
+    key = idempotency.check_key(idempotency_key) if idempotency_key is not None else None
     staging = rt.settings.uploads_dir / f"req_{secrets.token_hex(8)}"
     limit = rt.settings.max_upload_bytes
+    claimed = False
     try:
         photo_path = await save_upload(
             photo, staging / f"photo{safe_suffix(photo.filename, '.img')}", max_bytes=limit, field="photo"
@@ -71,6 +98,20 @@ async def submit_generation(
         audio_path = await save_upload(
             audio, staging / f"audio{safe_suffix(audio.filename, '.audio')}", max_bytes=limit, field="audio"
         )
+        if key is not None:
+            digests = {"photo": sha256_file(photo_path), "audio": sha256_file(audio_path)}
+            fields = {"subject_id": subject_id, "purpose": purpose, "controls": controls}
+            replay = idempotency.claim(
+                rt,
+                client_id=principal.client_id,
+                key=key,
+                request_sha256=idempotency.fingerprint(fields, digests),
+                ttl=timedelta(hours=rt.settings.idempotency_ttl_hours),
+            )
+            if replay is not None:  # the same request again: the first response, no second job
+                shutil.rmtree(staging, ignore_errors=True)
+                return _accepted(replay.body, replay.status, replay=True)
+            claimed = True
         inputs = await asyncio.to_thread(validate_inputs, rt, photo_path, audio_path)
         await asyncio.to_thread(
             check_generation_policy,
@@ -91,10 +132,12 @@ async def submit_generation(
             audio_path=audio_path,
             output_path=None,
             request_id=rid,
-            params={"controls": controls},
+            params={"controls": controls, **({"idempotency_key": key} if key else {})},
         )
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
+        if claimed and key is not None:
+            idempotency.release(rt, client_id=principal.client_id, key=key)
         raise
     rt.audit.append(
         action="generation.requested",
@@ -104,22 +147,44 @@ async def submit_generation(
         request_id=rid,
         details={"generation_id": gen.id, "purpose": purpose, "audio_duration_s": round(inputs.audio_duration_s, 3)},
     )
+    body = _public(gen, request).model_dump(mode="json")
+    # Rendering runs at about 2x real time on a small CPU: a first poll after half the audio's length is useful.
+    body["retry_after"] = min(60, max(1, math.ceil(inputs.audio_duration_s / 2)))
+    if key is not None:
+        idempotency.complete(
+            rt, client_id=principal.client_id, key=key, generation_id=gen.id, status=202, response=body
+        )
     request.app.state.worker.notify()
-    return _public(gen, request)
+    return _accepted(body, 202)
 
 
-@router.get("", response_model=list[GenerationPublic])
+def _accepted(body: dict[str, Any], status: int, *, replay: bool = False) -> JSONResponse:
+    headers = {"Location": f"/v1/generations/{body['id']}", "Retry-After": str(body.get("retry_after", 2))}
+    if replay:
+        headers["Idempotent-Replayed"] = "true"
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+@router.get("")
 def list_generations(
-    request: Request, session: SessionDep, principal: GeneratePrincipal, limit: int = 50
-) -> list[GenerationPublic]:
-    """This client's generations, newest first."""
-    rows = session.exec(
-        select(Generation)
-        .where(Generation.client_id == principal.client_id)
-        .order_by(col(Generation.created_at).desc())
-        .limit(min(max(limit, 1), 500))
-    ).all()
-    return [_public(g, request) for g in rows]
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    principal: GeneratePrincipal,
+    after: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+) -> dict[str, Any]:
+    """This client's generations, newest first; page with `after` (the `next` link)."""
+    page = keyset_page(
+        session,
+        select(Generation).where(Generation.client_id == principal.client_id),
+        keys=[("created_at", col(Generation.created_at)), ("id", col(Generation.id))],
+        after=after,
+        limit=limit,
+        descending=True,
+        parse={"created_at": datetime.fromisoformat},
+    )
+    return page_body(request, response, page, [_public(g, request) for g in page.items])
 
 
 def _own(session: SessionDep, principal: Principal, generation_id: str) -> Generation:
@@ -132,20 +197,97 @@ def _own(session: SessionDep, principal: Principal, generation_id: str) -> Gener
 
 @router.get("/{generation_id}", response_model=GenerationPublic)
 def get_generation(
-    request: Request, session: SessionDep, principal: GeneratePrincipal, generation_id: str
+    request: Request, response: Response, session: SessionDep, principal: GeneratePrincipal, generation_id: str
 ) -> GenerationPublic:
-    return _public(_own(session, principal, generation_id), request)
+    """The job's status; while it is queued or running, `Retry-After` says when to poll again."""
+    gen = _own(session, principal, generation_id)
+    if gen.status not in FINAL_STATUSES:
+        response.headers["Retry-After"] = "2"
+    return _public(gen, request)
 
 
 @router.get("/{generation_id}/video", name="download_generation", response_model=None)
 def download_generation(
     session: SessionDep, principal: GeneratePrincipal, generation_id: str
 ) -> FileResponse | JSONResponse:
-    """The signed, watermarked MP4 once the job has succeeded (409 before that)."""
+    """The signed, watermarked MP4 once the job has succeeded (409 before that, 410 once deleted)."""
     gen = _own(session, principal, generation_id)
+    if gen.output_deleted_at is not None:
+        raise Gone(f"the video of generation {generation_id} was deleted", code="output_deleted")
     if gen.status != JobStatus.succeeded or not gen.output_path:
         raise Conflict(
             f"generation {generation_id} is {gen.status}; the video is available once it has succeeded",
             code="not_ready",
         )
     return FileResponse(gen.output_path, media_type="video/mp4", filename=f"{gen.id}.mp4")
+
+
+@router.post("/{generation_id}/cancel", response_model=GenerationPublic)
+def cancel_generation(
+    request: Request,
+    response: Response,
+    rt: RuntimeDep,
+    session: SessionDep,
+    principal: GeneratePrincipal,
+    rid: RequestId,
+    generation_id: str,
+) -> GenerationPublic:
+    """A queued job is cancelled at once (200) and never runs; a running one stops at its next frame (202, then
+    `cancelled`). Finished jobs: 409."""
+    gen = _own(session, principal, generation_id)
+    if gen.status in FINAL_STATUSES and gen.status != JobStatus.cancelled:
+        raise Conflict(f"generation {generation_id} already {gen.status}", code="not_cancellable")
+    if gen.params.get("live"):
+        raise Conflict("a live stream ends when its client closes the WebSocket", code="not_cancellable")
+    was = gen.status
+    gen = job_state.request_cancel(rt, generation_id)
+    if gen.status == JobStatus.cancelled:
+        if was != JobStatus.cancelled:
+            discard_uploads(rt, generation_id)
+    elif gen.status == JobStatus.running:
+        response.status_code = 202
+        response.headers["Retry-After"] = "1"
+    else:
+        raise Conflict(f"generation {generation_id} already {gen.status}", code="not_cancellable")
+    if was != JobStatus.cancelled:
+        rt.audit.append(
+            action="generation.cancelled" if gen.status == JobStatus.cancelled else "generation.cancel_requested",
+            actor=principal.actor,
+            subject=gen.subject_id,
+            outcome="ok",
+            request_id=rid,
+            details={"generation_id": gen.id, "was": was.value},
+        )
+    return _public(gen, request)
+
+
+@router.delete("/{generation_id}", response_model=GenerationPublic)
+def delete_generation_output(
+    request: Request,
+    rt: RuntimeDep,
+    session: SessionDep,
+    principal: GeneratePrincipal,
+    rid: RequestId,
+    generation_id: str,
+) -> GenerationPublic:
+    """Delete a finished job's video (the job record, its audit entries and provenance stay, so a copy can still be
+    traced). Queued or running jobs: 409 (cancel them first). Deleting again changes nothing."""
+    gen = _own(session, principal, generation_id)
+    if gen.status not in FINAL_STATUSES:
+        raise Conflict(f"generation {generation_id} is {gen.status}; cancel it first", code="not_finished")
+    if gen.output_deleted_at is None:
+        if gen.output_path:
+            Path(gen.output_path).unlink(missing_ok=True)
+        gen.output_deleted_at = datetime.now(UTC)
+        session.add(gen)
+        session.commit()
+        session.refresh(gen)
+        rt.audit.append(
+            action="generation.output_deleted",
+            actor=principal.actor,
+            subject=gen.subject_id,
+            outcome="ok",
+            request_id=rid,
+            details={"generation_id": gen.id, "status": gen.status.value},
+        )
+    return _public(gen, request)

@@ -3,27 +3,31 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, File, Form, UploadFile
+from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
+from sqlmodel import col, select
 
 from safeguards.consent import (
     BlockedIdentityPublic,
     ConsentRecordPublic,
+    Subject,
     SubjectPublic,
     get_subject,
     list_blocked,
     list_consents,
-    list_subjects,
 )
 from service import consent_ops
 from service.api.deps import RequestId, RequireScope, RuntimeDep, SessionDep
+from service.api.paging import page_body
 from service.auth import Principal
 from service.errors import InvalidInput, PayloadTooLarge
+from service.pagination import keyset_page
 
 router = APIRouter(prefix="/v1", tags=["consent"])
-Reader = Annotated[Principal, Depends(RequireScope("consent:read"))]
-Writer = Annotated[Principal, Depends(RequireScope("consent:write"))]
+Reader = Annotated[Principal, RequireScope("consent:read")]
+Writer = Annotated[Principal, RequireScope("consent:write")]
 
 
 async def _read_limited(upload: UploadFile, limit: int, field: str) -> bytes:
@@ -82,11 +86,26 @@ async def enroll_subject(
 
 
 @router.get("/subjects")
-def get_subjects(session: SessionDep, _: Reader, offset: int = 0, limit: int = 100) -> list[SubjectPublic]:
-    return [
-        SubjectPublic.model_validate(s, from_attributes=True)
-        for s in list_subjects(session=session, offset=max(offset, 0), limit=min(max(limit, 1), 1000))
-    ]
+def get_subjects(
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    _: Reader,
+    after: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict[str, Any]:
+    """Subjects, oldest first; page with `after` (the `next` link)."""
+    page = keyset_page(
+        session,
+        select(Subject),
+        keys=[("created_at", col(Subject.created_at)), ("id", col(Subject.id))],
+        after=after,
+        limit=limit,
+        parse={"created_at": datetime.fromisoformat},
+    )
+    return page_body(
+        request, response, page, [SubjectPublic.model_validate(s, from_attributes=True) for s in page.items]
+    )
 
 
 @router.get("/subjects/{subject_id}")

@@ -1,0 +1,285 @@
+"""Jobs as integrators expect: 202 + Location + Retry-After, Idempotency-Key, cancel (queued and running),
+delete of the output, and cursor pagination (generations past 500, subjects, audit events)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from safeguards.consent import Subject
+from service import consent_ops
+from service.api.main import create_app
+from service.jobs import Worker
+from service.models import Generation, IdempotencyKey, JobStatus
+from service.runtime import Runtime, initialize
+from service.settings import Settings
+from tests.service.conftest import short_speech
+from tests.service.test_http_rfc import assert_problem
+
+pytestmark = pytest.mark.slow
+
+
+@dataclass
+class Jobs:
+    client: TestClient
+    rt: Runtime
+    admin: tuple[str, str]
+    subject_id: str
+    photo: bytes
+    audio: bytes
+    long_audio: bytes
+
+    def bearer(self, scope: str = "generate", creds: tuple[str, str] | None = None) -> dict[str, str]:
+        r = self.client.post(
+            "/v1/token", data={"grant_type": "client_credentials", "scope": scope}, auth=creds or self.admin
+        )
+        assert r.status_code == 200, r.text
+        return {"Authorization": f"Bearer {r.json()['access_token']}"}
+
+    def submit(self, *, key: str | None = None, audio: bytes | None = None, creds: tuple[str, str] | None = None):  # type: ignore[no-untyped-def]
+        headers = self.bearer(creds=creds)
+        if key is not None:
+            headers["Idempotency-Key"] = key
+        files = {"photo": ("p.png", self.photo, "image/png"), "audio": ("a.wav", audio or self.audio, "audio/wav")}
+        data = {"subject_id": self.subject_id, "purpose": "jobs"}
+        return self.client.post("/v1/generations", data=data, files=files, headers=headers)
+
+    def status(self, gen_id: str) -> Generation:
+        with self.rt.session() as session:
+            gen = session.get(Generation, gen_id)
+            assert gen is not None
+            return gen
+
+
+@pytest.fixture(scope="module")
+def jobs(tmp_path_factory: pytest.TempPathFactory, example_photo: Path, example_audio: Path) -> Iterator[Jobs]:
+    tmp = tmp_path_factory.mktemp("jobs")
+    settings = Settings(data_dir=tmp / "data", rate_limits_enabled=False)  # limits: test_ratelimit.py
+    init = initialize(settings)
+    rt = Runtime(settings)
+    subject, _ = consent_ops.enroll(
+        rt,
+        name="Eileen",
+        photos=[example_photo.read_bytes()],
+        purposes=["jobs"],
+        clients=[],
+        expires_days=1,
+        evidence_sha256="b" * 64,
+        actor="test",
+    )
+    audio = short_speech(example_audio, tmp / "a.wav", 1.0).read_bytes()
+    long_audio = short_speech(example_audio, tmp / "long.wav", 8.0).read_bytes()
+    with TestClient(create_app(settings, runtime=rt, start_worker=False)) as client:
+        yield Jobs(
+            client,
+            rt,
+            (str(init.admin_client_id), str(init.admin_secret)),
+            subject.id,
+            example_photo.read_bytes(),
+            audio,
+            long_audio,
+        )
+    rt.close()
+
+
+def _count_jobs(rt: Runtime) -> int:
+    from sqlmodel import func, select
+
+    with rt.session() as session:
+        return int(session.exec(select(func.count()).select_from(Generation)).one())
+
+
+def test_submit_is_202_with_location_and_retry_after(jobs: Jobs) -> None:
+    r = jobs.submit()
+    assert r.status_code == 202, r.text
+    job = r.json()
+    assert r.headers["location"] == f"/v1/generations/{job['id']}"
+    assert int(r.headers["retry-after"]) >= 1
+    poll = jobs.client.get(r.headers["location"], headers=jobs.bearer())
+    assert poll.status_code == 200 and poll.json()["status"] == "queued" and poll.headers["retry-after"] == "2"
+
+
+def test_idempotency_key_same_request_same_job_other_request_409(jobs: Jobs) -> None:
+    before = _count_jobs(jobs.rt)
+    first = jobs.submit(key="order-42")
+    again = jobs.submit(key="order-42")
+    assert first.status_code == again.status_code == 202
+    assert again.json() == first.json() and again.headers["idempotent-replayed"] == "true"
+    assert again.headers["location"] == first.headers["location"]
+    assert _count_jobs(jobs.rt) == before + 1
+    # Same key, different audio: 409 problem, no job.
+    other = jobs.submit(key="order-42", audio=jobs.long_audio)
+    assert_problem(other, 409, "idempotency_key_reused")
+    assert _count_jobs(jobs.rt) == before + 1
+    # Keys are per client: another client's same key is its own request.
+    admin = jobs.bearer("clients:admin")
+    partner = jobs.client.post("/v1/clients", json={"name": "idem-partner", "scopes": ["generate"]}, headers=admin)
+    creds = (partner.json()["client_id"], partner.json()["client_secret"])
+    theirs = jobs.submit(key="order-42", creds=creds)
+    assert theirs.status_code == 202 and theirs.json()["id"] != first.json()["id"]
+    # Past the retention window the key names a new request.
+    with jobs.rt.session() as session:
+        row = session.get(IdempotencyKey, (jobs.admin[0], "order-42"))
+        assert row is not None and row.generation_id == first.json()["id"]
+        row.created_at = datetime.now(UTC) - timedelta(hours=25)
+        session.add(row)
+        session.commit()
+    later = jobs.submit(key="order-42")
+    assert later.status_code == 202 and later.json()["id"] != first.json()["id"]
+    # A refused request releases its key (nothing was created): a corrected retry with it works.
+    bad = jobs.submit(key="retry-me", audio=b"not audio")
+    assert_problem(bad, 400, "invalid_audio")
+    assert jobs.submit(key="retry-me").status_code == 202
+    assert_problem(jobs.submit(key="x" * 300), 400, "invalid_request")
+
+
+def test_cancel_queued_job_never_runs(jobs: Jobs) -> None:
+    job = jobs.submit().json()
+    r = jobs.client.post(f"/v1/generations/{job['id']}/cancel", headers=jobs.bearer())
+    assert r.status_code == 200 and r.json()["status"] == "cancelled"
+    Worker(jobs.rt).run_pending()  # runs whatever else is queued, never this one
+    gen = jobs.status(job["id"])
+    assert gen.status == JobStatus.cancelled and gen.started_at is None and gen.attempts == 0
+    assert not Path(gen.photo_path).exists()  # its uploads are discarded
+    again = jobs.client.post(f"/v1/generations/{job['id']}/cancel", headers=jobs.bearer())
+    assert again.status_code == 200
+    events = [e.to_record() for e in jobs.rt.audit.query(action="generation.cancelled", limit=100)]
+    assert sum(e["details"]["generation_id"] == job["id"] for e in events) == 1  # type: ignore[index]
+
+
+def test_cancel_running_job_stops_at_a_frame_boundary(jobs: Jobs) -> None:
+    job = jobs.submit(audio=jobs.long_audio).json()  # 8 s = 200 frames
+    worker = Worker(jobs.rt)
+    thread = threading.Thread(target=worker.run_pending)
+    thread.start()
+    deadline = time.monotonic() + 120
+    while jobs.status(job["id"]).progress < 0.05:
+        assert time.monotonic() < deadline and thread.is_alive()
+        time.sleep(0.05)
+    r = jobs.client.post(f"/v1/generations/{job['id']}/cancel", headers=jobs.bearer())
+    t0 = time.monotonic()
+    assert r.status_code == 202 and r.json()["status"] == "running" and r.json()["cancel_requested_at"]
+    thread.join(60)
+    stopped_after = time.monotonic() - t0
+    gen = jobs.status(job["id"])
+    assert gen.status == JobStatus.cancelled and gen.error_code == "cancelled", gen
+    assert gen.progress < 0.9 and stopped_after < 5, (gen.progress, stopped_after)
+    assert gen.output_path and not Path(gen.output_path).exists()
+    assert not list(Path(gen.output_path).parent.glob(f".{job['id']}*"))  # no partial file either
+    r = jobs.client.post(f"/v1/generations/{job['id']}/cancel", headers=jobs.bearer())
+    assert r.status_code == 200
+    actions = {e.action for e in jobs.rt.audit.query(subject=jobs.subject_id, limit=10_000)}
+    assert {"generation.cancel_requested", "generation.cancelled"} <= actions
+
+
+def test_delete_removes_a_finished_jobs_output(jobs: Jobs) -> None:
+    job = jobs.submit().json()
+    r = jobs.client.delete(f"/v1/generations/{job['id']}", headers=jobs.bearer())
+    assert_problem(r, 409, "not_finished")
+    Worker(jobs.rt).run_pending()
+    assert jobs.status(job["id"]).status == JobStatus.succeeded
+    assert_problem(
+        jobs.client.post(f"/v1/generations/{job['id']}/cancel", headers=jobs.bearer()), 409, "not_cancellable"
+    )
+    out = Path(str(jobs.status(job["id"]).output_path))
+    assert out.exists()
+    r = jobs.client.delete(f"/v1/generations/{job['id']}", headers=jobs.bearer())
+    assert r.status_code == 200 and r.json()["output_deleted_at"] and r.json()["download_url"] is None
+    assert not out.exists()
+    assert_problem(jobs.client.get(f"/v1/generations/{job['id']}/video", headers=jobs.bearer()), 410, "output_deleted")
+    assert jobs.client.delete(f"/v1/generations/{job['id']}", headers=jobs.bearer()).status_code == 200
+    deleted = [e.to_record() for e in jobs.rt.audit.query(action="generation.output_deleted", limit=100)]
+    assert [e["details"]["generation_id"] for e in deleted].count(job["id"]) == 1  # type: ignore[index]
+    assert_problem(jobs.client.delete("/v1/generations/gen_nope", headers=jobs.bearer()), 404, "not_found")
+
+
+def _walk(jobs: Jobs, url: str, headers: dict[str, str]) -> list[dict[str, object]]:
+    items: list[dict[str, object]] = []
+    next_url: str | None = url
+    while next_url:
+        r = jobs.client.get(next_url, headers=headers)
+        assert r.status_code == 200, r.text
+        page = r.json()
+        items += page["items"]
+        assert (page["next"] is None) == ("link" not in r.headers)
+        next_url = page["next"]
+    return items
+
+
+def test_cursor_pagination_generations_past_500_subjects_and_audit(jobs: Jobs) -> None:
+    base = datetime.now(UTC) - timedelta(days=1)
+    with jobs.rt.session() as session:
+        for i in range(520):
+            session.add(
+                Generation(
+                    id=f"gen_page{i:04d}",
+                    request_id="r",
+                    subject_id=jobs.subject_id,
+                    purpose="jobs",
+                    client_id=jobs.admin[0],
+                    watermark_tag=0x7000_0000 + i,
+                    photo_path="/nonexistent",
+                    audio_path="/nonexistent",
+                    status=JobStatus.failed,
+                    # Ten share each timestamp, so the id must break ties.
+                    created_at=base + timedelta(seconds=i // 10),
+                )
+            )
+        for i in range(7):
+            session.add(Subject(display_name=f"page subject {i}", created_at=base, created_by="test"))
+        session.commit()
+    gens = _walk(jobs, "/v1/generations?limit=200", jobs.bearer())
+    ids = [str(g["id"]) for g in gens]
+    assert len(ids) == len(set(ids)) and {f"gen_page{i:04d}" for i in range(520)} <= set(ids)
+    created = [str(g["created_at"]) for g in gens]
+    assert created == sorted(created, reverse=True)  # newest first
+    subjects = _walk(jobs, "/v1/subjects?limit=3", jobs.bearer("consent:read"))
+    assert len(subjects) == len({s["id"] for s in subjects}) >= 8
+    events = _walk(jobs, "/v1/audit/events?limit=50&action=generation.requested", jobs.bearer("audit:read"))
+    seqs = [int(str(e["seq"])) for e in events]
+    assert seqs == sorted(set(seqs)) and len(seqs) >= 5
+    assert all(e["action"] == "generation.requested" for e in events)  # the next links keep the filter
+
+
+def test_an_older_database_gets_the_new_job_columns(tmp_path: Path) -> None:
+    from sqlalchemy import inspect, text
+
+    from service.db import create_tables, make_engine
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    create_tables(engine)
+    with engine.begin() as conn:  # as a database made before cancel/delete existed
+        for name in ("cancel_requested_at", "output_deleted_at"):
+            conn.execute(text(f"ALTER TABLE service_generation DROP COLUMN {name}"))
+    create_tables(engine)
+    columns = {c["name"] for c in inspect(engine).get_columns("service_generation")}
+    assert {"cancel_requested_at", "output_deleted_at"} <= columns
+    engine.dispose()
+
+
+def test_a_key_whose_first_request_is_still_running_is_a_409(jobs: Jobs) -> None:
+    from service import idempotency
+    from service.errors import Conflict
+
+    ttl = timedelta(hours=24)
+    args = {"client_id": "cl_x", "key": "k-busy", "request_sha256": "f" * 64, "ttl": ttl}
+    assert idempotency.claim(jobs.rt, **args) is None  # type: ignore[arg-type]
+    with pytest.raises(Conflict) as busy:
+        idempotency.claim(jobs.rt, **args)  # type: ignore[arg-type]
+    assert busy.value.code == "idempotency_request_in_progress"
+    idempotency.release(jobs.rt, client_id="cl_x", key="k-busy")
+    assert idempotency.claim(jobs.rt, **args) is None  # type: ignore[arg-type]
+    with jobs.rt.session() as session:
+        row = session.get(IdempotencyKey, ("cl_x", "k-busy"))
+        assert row is not None
+        row.created_at = datetime.now(UTC) - timedelta(hours=30)
+        session.add(row)
+        session.commit()
+    assert idempotency.purge_expired(jobs.rt, ttl=ttl) >= 1
