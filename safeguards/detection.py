@@ -71,7 +71,10 @@ def detect_media(
         track = track_image(sampled[0])
     else:
         info = probe_video(path)
-        sampled = load_frames_for_detection(path, max_frames=WATERMARK_FRAMES)
+        track = track_video(path)
+        # The watermark votes over frames the cues already decoded (one pass over the file, not two); a clip
+        # too short for the tracker to keep any falls back to reading frames itself.
+        sampled = track.sample_frames or load_frames_for_detection(path, max_frames=WATERMARK_FRAMES)
         media = {
             "kind": "video",
             "width": info.width,
@@ -80,7 +83,6 @@ def detect_media(
             "duration_s": info.duration_s,
             "has_audio": info.audio_codec is not None,
         }
-        track = track_video(path)
     media["frames_analyzed"] = len(sampled)
     media["frames_analyzed_by_cues"] = track.frames_analyzed
     media["face_found_fraction"] = round(track.face_fraction, 3)

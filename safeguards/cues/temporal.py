@@ -114,19 +114,21 @@ def background_change(seg: Segment, frame_width: int) -> float | None:
 
     A camera keeps producing fresh noise and small shifts in the background; a background animated from one
     photo (or a still plate under a generated head) is frozen between frames."""
+    if len(seg.thumbs) < 2 or any(t.shape != seg.thumbs[0].shape for t in seg.thumbs):
+        return None
+    thumbs = np.stack(seg.thumbs).astype(np.int16)  # (T, h, w, 3)
+    h, w = thumbs.shape[1:3]
+    f = w / max(frame_width, 1)  # thumbnail pixels per frame pixel
+    ys, xs = np.arange(h)[:, None], np.arange(w)[None, :]
     diffs = []
-    for i in range(1, len(seg.thumbs)):
-        a, b = seg.thumbs[i - 1], seg.thumbs[i]
-        if a.shape != b.shape:
-            continue
-        f = a.shape[1] / max(frame_width, 1)  # thumbnail pixels per frame pixel
+    change = np.abs(np.diff(thumbs, axis=0)).mean(-1)  # (T-1, h, w) mean over colour channels
+    for i in range(1, len(thumbs)):
         x0, y0, side = seg.boxes[i] * f
-        mask = np.ones(a.shape[:2], bool)
-        mask[max(int(y0), 0) : max(int(y0 + side), 0), max(int(x0), 0) : max(int(x0 + side), 0)] = False
-        if mask.sum() < 100:
-            continue
-        d = np.abs(a.astype(np.int16) - b.astype(np.int16)).mean(-1)
-        diffs.append(float(d[mask].mean()))
+        # int() truncation as the crop box is drawn in thumbnail pixels
+        x0, y0, x1, y1 = max(int(x0), 0), max(int(y0), 0), max(int(x0 + side), 0), max(int(y0 + side), 0)
+        outside = (xs < x0) | (xs >= x1) | (ys < y0) | (ys >= y1)
+        if outside.sum() >= 100:
+            diffs.append(float(change[i - 1][outside].mean()))
     return float(np.median(diffs)) if diffs else None
 
 

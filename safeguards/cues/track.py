@@ -48,6 +48,9 @@ class TrackConfig:
     max_segments: int = 3
     full_frames: int = 6
     triplets_per_segment: int = 4
+    # Native-resolution frames kept for the watermark detector (so it needs no second decode of the whole clip).
+    sample_frames: int = 48
+    sample_max_pixels: int = 1920 * 1088
     full_frame_max_side: int = 1280
     audio_rate: int = 16000
 
@@ -87,6 +90,8 @@ class FaceTrack:
     audio: AudioTrack | None = None
     # Runs of three consecutive frames (at most 640 px) for the learned frame-difference model.
     triplets: list[list[np.ndarray]] = field(default_factory=list)
+    # Up to TrackConfig.sample_frames analysed frames at the file's own resolution, spread over the segments.
+    sample_frames: list[np.ndarray] = field(default_factory=list)
 
     @property
     def frames_analyzed(self) -> int:
@@ -288,6 +293,10 @@ def track_video(path: Path, config: TrackConfig | None = None) -> FaceTrack:
     segments: list[Segment] = []
     full: list[tuple[float, np.ndarray]] = []
     triplets: list[list[np.ndarray]] = []
+    samples: list[np.ndarray] = []
+    covered = min(duration, cfg.segment_s * len(starts)) if duration else cfg.segment_s
+    sample_every = max(1, math.ceil(covered * fps / step / max(cfg.sample_frames, 1)))
+    analysed = 0
     finder = _FaceFinder()
     try:
         with av.open(str(path)) as container:
@@ -319,6 +328,10 @@ def track_video(path: Path, config: TrackConfig | None = None) -> FaceTrack:
                     if k % step == 0:
                         rgb = frame.to_ndarray(format="rgb24")
                         builder.add(t, rgb)
+                        if analysed % sample_every == 0 and len(samples) < cfg.sample_frames:
+                            big = rgb.shape[0] * rgb.shape[1] > cfg.sample_max_pixels
+                            samples.append(_limit(rgb, max(rgb.shape[:2]) // 2) if big else rgb)
+                        analysed += 1
                         due = [ft for ft in full_times if abs(ft - t) <= step / fps / 2 + 1e-6]
                         if due and len(full) < cfg.full_frames:
                             full.append((t, _limit(rgb, cfg.full_frame_max_side)))
@@ -343,6 +356,6 @@ def track_video(path: Path, config: TrackConfig | None = None) -> FaceTrack:
         except Exception:  # noqa: BLE001  (a broken audio track only means the audio cues do not apply)
             audio = None
     return FaceTrack(
-        "video", info.width, info.height, fps, duration, segments, full_frames, full_lms, audio, triplets
+        "video", info.width, info.height, fps, duration, segments, full_frames, full_lms, audio, triplets, samples
     )
 
