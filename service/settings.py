@@ -75,6 +75,12 @@ class Settings(BaseSettings):
     # Auth failures and 429s from one source: the first is audited in full, the rest of the window as one count.
     rejection_summary_seconds: float = 60.0
 
+    # --- browsers ---
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description='origins allowed to call the API from a browser, e.g. ["https://app.example.com"]; none by default',
+    )
+
     # --- webhooks (SSRF policy: see service/webhooks.py) ---
     webhook_allow_http: bool = Field(False, description="allow plain-http callback URLs (https only by default)")
     webhook_allowed_networks: list[str] = Field(

@@ -91,6 +91,20 @@ def create_app(
         lifespan=lifespan,
     )
 
+    if settings.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        # Off unless configured: a browser on another origin may call the API only when the operator names it.
+        # Bearer tokens, not cookies, so no credentials mode; the headers integrators read are exposed.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"],
+            expose_headers=["Location", "Retry-After", "Link", "X-Request-ID", "WWW-Authenticate"],
+            max_age=600,
+        )
+
     @app.middleware("http")
     async def add_request_id(request: Request, call_next):  # type: ignore[no-untyped-def]
         rid = request.headers.get("x-request-id") or uuid.uuid4().hex
