@@ -132,7 +132,7 @@ def detect_media(
         "expected_false_positive_rate": None if fused.expected_fpr != fused.expected_fpr else fused.expected_fpr,
         "model": fusion.version,
         "prior": "even (calibrated for clips as likely fake as real)",
-        "cues_applied": sum(c.applies for c in fused.cues),
+        "cues_applied": sum(c.applies and c.score is not None for c in fused.cues),
         "held_out_mean_auc": fused.held_out_auc,
     }
     timeline = segment_timeline(track, cues, fusion) if track.kind == "video" and len(track.segments) > 1 else []
@@ -211,13 +211,13 @@ def decide(
         )
     else:
         synthetic = fused.probability >= fused.threshold
-        applied = [c for c in fused.cues if c.applies]
+        applied = [c for c in fused.cues if c.applies and c.score is not None]
         top = sorted(applied, key=lambda c: -abs(c.contribution))[:3]
         why = ", ".join(f"{c.name} {c.contribution:+.2f}" for c in top) or "no cue applied"
         reasons.append(
             f"probability synthetic {fused.probability:.2f} "
             + ("at or above" if synthetic else "below")
-            + f" the threshold {fused.threshold:.2f} ({len(applied)} of {len(fused.cues)} cues applied; "
+            + f" the threshold {fused.threshold:.2f} ({len(applied)} of {len(fused.cues)} cues scored; "
             + f"largest contributions to the log-odds: {why})"
         )
         if fused.held_out_auc is not None and fused.held_out_auc < 0.8:

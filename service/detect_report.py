@@ -25,7 +25,7 @@ body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;
 main{max-width:980px;margin:0 auto;padding:24px}
 h1{font-size:22px;margin:0 0 4px} h2{font-size:16px;margin:28px 0 8px;border-bottom:1px solid #dde;padding-bottom:4px}
 .verdict{padding:16px 20px;border-radius:10px;color:#fff;margin:12px 0}
-.v-provatar-generated{background:#7b2cbf}.v-likely-synthetic{background:#c2410c}.v-no-evidence{background:#15803d}
+.v-provatar-generated{background:#7b2cbf}.v-likely-synthetic{background:#c2410c}.v-no-evidence{background:#4b5563}
 .muted{color:#667} table{border-collapse:collapse;width:100%} td,th{padding:6px 8px;border-bottom:1px solid #e3e5e8;
 text-align:left;vertical-align:top} .bar{background:#e5e7eb;border-radius:4px;height:12px;width:220px;position:relative}
 .bar>span{position:absolute;left:0;top:0;bottom:0;border-radius:4px}
@@ -149,7 +149,11 @@ def render_html(report: dict[str, Any], *, file_name: str, track: FaceTrack | No
     body.append("<h2>Cues</h2><table><tr><th>cue</th><th>own score</th><th></th><th>contribution to log-odds</th>"
                 "<th>evidence</th></tr>")  # fmt: skip
     for c in report.get("cues", []):
-        if c["applies"]:
+        if c["applies"] and c["score"] is None:
+            ev = {k: v for k, v in c["evidence"].items() if not isinstance(v, dict | list) or k == "lag_s"}
+            body.append(f"<tr><td><b>{_e(c['name'])}</b></td><td colspan=3 class=muted>{_e(c['reason'])}</td>"
+                        f"<td><code>{_e(json.dumps(ev))}</code></td></tr>")  # fmt: skip
+        elif c["applies"]:
             colour = "#c2410c" if (c["score"] or 0) >= 0.5 else "#15803d"
             ev = {k: v for k, v in c["evidence"].items() if not isinstance(v, dict | list) or k == "lag_s"}
             body.append(
@@ -188,7 +192,8 @@ def render_html(report: dict[str, Any], *, file_name: str, track: FaceTrack | No
     if crops:
         body.append("<h2>Face crops from the most suspicious segments</h2><div class=crops>")
         for label, crop in crops:
-            body.append(f'<figure style="display:inline-block;margin:0"><img alt="face crop" '
+            body.append(f'<figure style="display:inline-block;width:168px;margin:0 8px 8px 0;vertical-align:top">'
+                        f'<img alt="face crop" '
                         f'src="{_png_data_uri(crop)}"><figcaption class=muted>{_e(label)}</figcaption>'
                         "</figure>")  # fmt: skip
         body.append("</div>")

@@ -92,8 +92,13 @@ class FusionModel:
         for name, m in measured.items():
             spec = self.specialists.get(name)
             model = self.cues.get(name)
-            if not m.applies or (model is None and spec is None):
-                results.append(CueResult(name, False, None, 0.0, m.features, m.evidence, m.reason or "not modelled"))
+            if not m.applies:
+                results.append(CueResult(name, False, None, 0.0, m.features, m.evidence, m.reason))
+                continue
+            if model is None and spec is None:
+                # Measured and shown, but no feature of it held across the training generators: no weight.
+                why = "measured; not used by the fusion (no feature of it held across the training generators)"
+                results.append(CueResult(name, True, None, 0.0, m.features, m.evidence, why))
                 continue
             if spec is not None:
                 special[name] = spec["a"] * m.features[spec["feature"]] + spec["b"]
