@@ -421,7 +421,7 @@ def main() -> None:
 
 
 # Command groups that live in their own modules register themselves on `app` / `consent_app`.
-from service import cli_clients, cli_consent, cli_demo, cli_eval, cli_webhooks  # noqa: E402,F401
+from service import cli_clients, cli_consent, cli_db, cli_demo, cli_eval, cli_webhooks  # noqa: E402,F401
 
 if __name__ == "__main__":
     # `python -m service.cli`: this file runs as __main__, but the command modules registered themselves on the

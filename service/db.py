@@ -3,9 +3,14 @@ so tests and commands can point at different databases in one process."""
 
 from __future__ import annotations
 
-from sqlalchemy import event, inspect, text
+from typing import TYPE_CHECKING
+
+from sqlalchemy import event
 from sqlalchemy.engine import Engine
-from sqlmodel import SQLModel, create_engine
+from sqlmodel import create_engine
+
+if TYPE_CHECKING:
+    from service.migrations import UpgradeResult
 
 
 def make_engine(url: str) -> Engine:
@@ -25,31 +30,11 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
-def create_tables(engine: Engine) -> None:
-    """Create every provatar table (idempotent)."""
-    import audit.models  # noqa: F401  (registers tables on SQLModel.metadata)
-    import safeguards.consent  # noqa: F401
-    import service.models  # noqa: F401
+def create_tables(engine: Engine) -> UpgradeResult:
+    """Bring the database to the newest schema through the migrations (idempotent; see service/migrations).
 
-    SQLModel.metadata.create_all(engine)
-    _upgrade(engine)
+    An empty database is created from the first revision up; one made by `create_all` before migrations existed
+    is recognised, stamped and upgraded."""
+    from service.migrations import upgrade  # lazily: Alembic loads only where a database is opened
 
-
-# Columns added to existing tables after their first release, by table. `create_all` creates missing tables but
-# never alters one, so an older database gets them here (a stop-gap until migrations arrive with issue 10).
-_ADDED_COLUMNS = {"service_generation": ("cancel_requested_at", "output_deleted_at")}
-
-
-def _upgrade(engine: Engine) -> None:
-    for table_name, columns in _ADDED_COLUMNS.items():
-        table = SQLModel.metadata.tables[table_name]
-        present = {c["name"] for c in inspect(engine).get_columns(table_name)}
-        with engine.begin() as conn:
-            for name in columns:
-                if name not in present:
-                    kind = table.c[name].type.compile(dialect=engine.dialect)
-                    conn.execute(text(f'ALTER TABLE {table_name} ADD COLUMN "{name}" {kind}'))
-    if engine.dialect.name == "postgresql":
-        # SQLAlchemy made JobStatus a native enum type; a value added to JobStatus must be added to the type.
-        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.execute(text("ALTER TYPE jobstatus ADD VALUE IF NOT EXISTS 'cancelled'"))
+    return upgrade(engine)

@@ -71,6 +71,13 @@ class NotInitialized(ServiceError):
     exit_status = ExitStatus.INVALID_INPUT
 
 
+class SchemaMismatch(ServiceError):
+    """The database's schema is not one this release can upgrade (service/migrations)."""
+
+    code = "database_schema_unknown"
+    http_status = 503
+
+
 class Unauthorized(ServiceError):
     code = "unauthorized"
     http_status = 401
@@ -133,6 +140,9 @@ HINTS: dict[str, str] = {
     "invalid_video": "send an MP4/MOV/WebM video or an image",
     "payload_too_large": "the upload exceeds PROVATAR_MAX_UPLOAD_BYTES",
     "not_initialized": "run `provatar init` first (or `provatar demo`)",
+    "database_schema_unknown": "point PROVATAR_DATABASE_URL at a provatar database (or an empty one); "
+    "`provatar db status` shows what differs",
+    "database_newer_than_code": "a newer provatar upgraded this database: run that release (or newer) here",
     "unauthorized": "get a token from POST /v1/token with your client credentials",
     "missing_token": "send `Authorization: Bearer <token>`; get a token from POST /v1/token",
     "invalid_token": "the token is forged, expired or not for this service; get a new one from POST /v1/token",

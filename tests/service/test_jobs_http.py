@@ -248,22 +248,6 @@ def test_cursor_pagination_generations_past_500_subjects_and_audit(jobs: Jobs) -
     assert all(e["action"] == "generation.requested" for e in events)  # the next links keep the filter
 
 
-def test_an_older_database_gets_the_new_job_columns(tmp_path: Path) -> None:
-    from sqlalchemy import inspect, text
-
-    from service.db import create_tables, make_engine
-
-    engine = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
-    create_tables(engine)
-    with engine.begin() as conn:  # as a database made before cancel/delete existed
-        for name in ("cancel_requested_at", "output_deleted_at"):
-            conn.execute(text(f"ALTER TABLE service_generation DROP COLUMN {name}"))
-    create_tables(engine)
-    columns = {c["name"] for c in inspect(engine).get_columns("service_generation")}
-    assert {"cancel_requested_at", "output_deleted_at"} <= columns
-    engine.dispose()
-
-
 def test_a_key_whose_first_request_is_still_running_is_a_409(jobs: Jobs) -> None:
     from service import idempotency
     from service.errors import Conflict

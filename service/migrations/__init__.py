@@ -1,0 +1,229 @@
+"""Schema migrations (Alembic): bring any provatar database, empty or made before migrations, to the newest schema.
+
+`upgrade(engine)` is what `provatar db upgrade`, `provatar init` and every process start run. It is idempotent and
+safe to run from several processes at once: the whole upgrade is one transaction under a database lock (PostgreSQL
+advisory lock, SQLite write lock), so a second process waits and then finds the schema at head.
+
+A database created by `SQLModel.metadata.create_all` before migrations existed has tables but no `alembic_version`.
+It is recognised by which tables and columns it has, stamped with the revision it matches and upgraded from there;
+one that matches no released schema is refused rather than guessed at (`SchemaMismatch`).
+
+The revisions live in `versions/` (shipped in the package). Each one is written for SQLite and PostgreSQL; on SQLite,
+changes to existing tables go through Alembic's batch mode (`render_as_batch`), which copies the table.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Enum, MetaData, create_engine, inspect, text
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.pool import NullPool
+
+from service.errors import SchemaMismatch
+
+HERE = Path(__file__).resolve().parent
+# Our tables' name prefixes: tables of other applications sharing the database are never compared or touched.
+TABLE_PREFIXES = ("audit_", "consent_", "service_")
+# A stable 64-bit key for pg_advisory_xact_lock (distinct from the audit log's).
+_PG_LOCK_KEY = zlib.crc32(b"provatar.migrations") - 2**31
+
+# What `create_all` made before migrations, by the revision that creates the same schema (newest first).
+# 0002: issue 11's jobs, idempotency keys and webhooks; 0001: the first release.
+_RELEASE_1_TABLES = frozenset(
+    {
+        "audit_event",
+        "audit_checkpoint",
+        "consent_subject",
+        "consent_subject_reference",
+        "consent_record",
+        "consent_blocked_identity",
+        "service_client",
+        "service_generation",
+    }
+)
+_RELEASE_2_TABLES = frozenset(
+    {"service_idempotency_key", "service_webhook_endpoint", "service_webhook_delivery", "service_webhook_attempt"}
+)
+_RELEASE_2_COLUMNS = frozenset({"cancel_requested_at", "output_deleted_at"})
+
+
+@dataclass(frozen=True)
+class UpgradeResult:
+    before: str | None  # revision before (None: no alembic_version)
+    after: str
+    adopted: str | None  # the revision a pre-migration database was recognised as and stamped with
+
+    @property
+    def changed(self) -> bool:
+        return self.before != self.after
+
+
+def target_metadata() -> MetaData:
+    """Every provatar table: importing the model modules registers them on SQLModel.metadata."""
+    from sqlmodel import SQLModel
+
+    import audit.models  # noqa: F401
+    import safeguards.consent  # noqa: F401
+    import service.models  # noqa: F401
+
+    return SQLModel.metadata
+
+
+def include_name(name: str | None, type_: str, parent_names: Any) -> bool:
+    """Compare only our tables (reflected side); the metadata side is always compared in full."""
+    if type_ == "table":
+        return name is not None and (name.startswith(TABLE_PREFIXES) or name in target_metadata().tables)
+    return True
+
+
+def script_directory() -> ScriptDirectory:
+    return ScriptDirectory.from_config(_config())
+
+
+def head_revision() -> str:
+    heads = script_directory().get_heads()
+    if len(heads) != 1:  # two branches each added a revision: a merge revision is needed
+        raise SchemaMismatch(f"the migrations have {len(heads)} heads ({', '.join(heads)}); expected one")
+    return heads[0]
+
+
+def current_revision(engine: Engine) -> str | None:
+    with _migration_engine(engine).connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade(engine: Engine) -> UpgradeResult:
+    """Bring the database to the newest revision (no-op when it is there); adopt a pre-migration database."""
+    head = head_revision()
+    if current_revision(engine) == head:  # the common case at every start: no write lock needed
+        return UpgradeResult(head, head, None)
+    with _locked(engine) as conn:
+        before = MigrationContext.configure(conn).get_current_revision()
+        if before == head:
+            return UpgradeResult(before, head, None)
+        if before is not None and before not in {s.revision for s in script_directory().walk_revisions()}:
+            raise SchemaMismatch(
+                f"the database is at revision {before}, which this version of provatar does not know "
+                "(made by a newer release?)",
+                code="database_newer_than_code",
+            )
+        adopted = None
+        if before is None:
+            adopted = recognise_release(conn)
+            if adopted is not None:
+                command.stamp(_config(conn), adopted)
+        command.upgrade(_config(conn), "head")
+        return UpgradeResult(before, MigrationContext.configure(conn).get_current_revision() or "", adopted)
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    """Take the schema back to `revision` ("base": no tables), e.g. before running an older release."""
+    with _locked(engine) as conn:
+        command.downgrade(_config(conn), revision)
+
+
+def recognise_release(conn: Connection) -> str | None:
+    """The revision whose schema a database made by `create_all` (no alembic_version) has; None when empty."""
+    insp = inspect(conn)
+    tables = {t for t in insp.get_table_names() if t.startswith(TABLE_PREFIXES)}
+    if not tables:
+        return None
+    missing_1 = sorted(_RELEASE_1_TABLES - tables)
+    if missing_1:
+        raise SchemaMismatch(f"the database has provatar tables but not {', '.join(missing_1)}")
+    have_2 = (tables & _RELEASE_2_TABLES) | (
+        _RELEASE_2_COLUMNS & {c["name"] for c in insp.get_columns("service_generation")}
+    )
+    if not have_2:
+        return "0001"
+    missing_2 = sorted((_RELEASE_2_TABLES | _RELEASE_2_COLUMNS) - have_2)
+    if missing_2:
+        raise SchemaMismatch(f"the database has part of the second release's schema; missing: {', '.join(missing_2)}")
+    # That release's start-up also added 'cancelled' to PostgreSQL's jobstatus type; 0002 re-adds it if not.
+    return "0002"
+
+
+def schema_diff(engine: Engine) -> list[Any]:
+    """Differences between the models and the database, empty when they match: Alembic's autogenerate comparison,
+    plus the labels of PostgreSQL enum types, which autogenerate does not compare."""
+    with _migration_engine(engine).connect() as conn:
+        ctx = MigrationContext.configure(conn, opts={"compare_type": True, "include_name": include_name})
+        diff: list[Any] = list(compare_metadata(ctx, target_metadata()))
+        if conn.dialect.name == "postgresql":
+            diff += _enum_label_diff(conn)
+        return diff
+
+
+def _enum_label_diff(conn: Connection) -> list[tuple[str, str, list[str]]]:
+    rows = conn.execute(
+        text(
+            "SELECT t.typname, e.enumlabel FROM pg_type t JOIN pg_enum e ON e.enumtypid = t.oid "
+            "WHERE t.typnamespace = current_schema()::regnamespace"
+        )
+    ).all()
+    found: dict[str, set[str]] = {}
+    for name, label in rows:
+        found.setdefault(name, set()).add(label)
+    diff = []
+    for table in target_metadata().tables.values():
+        for column in table.columns:
+            if isinstance(column.type, Enum) and column.type.name:
+                missing = sorted(set(column.type.enums) - found.get(column.type.name, set()))
+                if missing:
+                    diff.append(("missing_enum_values", column.type.name, missing))
+    return diff
+
+
+def _config(conn: Connection | None = None) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(HERE))
+    cfg.set_main_option("path_separator", "os")
+    if conn is not None:
+        cfg.attributes["connection"] = conn
+    return cfg
+
+
+def _migration_engine(engine: Engine) -> Engine:
+    """A plain engine on the same database: SQLite without the app's `foreign_keys=ON`, which batch mode's table
+    copies cannot run under (and which cannot be switched off inside a transaction)."""
+    if engine.dialect.name != "sqlite" or engine.url.database in (None, "", ":memory:"):
+        return engine  # an in-memory database exists only on its own engine
+    return create_engine(engine.url, poolclass=NullPool, connect_args={"timeout": 30})
+
+
+@contextmanager
+def _locked(engine: Engine) -> Iterator[Connection]:
+    """One transaction holding the database's write lock, so concurrent starts upgrade one at a time."""
+    eng = _migration_engine(engine)
+    try:
+        with eng.connect() as conn:
+            if eng.dialect.name == "sqlite":
+                # pysqlite would not wrap DDL in a transaction at all; take the write lock up front and commit
+                # the whole upgrade (stamp included) at once, as audit/log.py does for appends.
+                conn.execution_options(isolation_level="AUTOCOMMIT")
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                except BaseException:
+                    conn.exec_driver_sql("ROLLBACK")
+                    raise
+                conn.exec_driver_sql("COMMIT")
+            else:
+                with conn.begin():
+                    if eng.dialect.name == "postgresql":
+                        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
+                    yield conn
+    finally:
+        if eng is not engine:
+            eng.dispose()
