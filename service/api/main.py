@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -32,6 +33,7 @@ from service.api.routes import (
 )
 from service.errors import AUTH_FAILURE_CODES, HINTS, ExitStatus, Problem, ServiceError, describe
 from service.jobs import Worker
+from service.metrics import CONTENT_TYPE_LATEST, UNMATCHED_ROUTE, Metrics
 from service.ratelimit import RateLimiter
 from service.rejection_audit import RejectionAudit
 from service.runtime import Runtime
@@ -104,6 +106,29 @@ def create_app(
             expose_headers=["Location", "Retry-After", "Link", "X-Request-ID", "WWW-Authenticate"],
             max_age=600,
         )
+
+    metrics = Metrics()
+    app.state.metrics = metrics
+
+    @app.middleware("http")
+    async def record_metrics(request: Request, call_next):  # type: ignore[no-untyped-def]
+        start = time.perf_counter()
+        status = 500  # an exception escaping the app is answered 500 by Starlette's outermost handler
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:
+            # The route template, set on the scope when a route matched: bounded label values.
+            route = getattr(request.scope.get("route"), "path", None) or UNMATCHED_ROUTE
+            metrics.observe_request(
+                method=request.method, route=route, status=status, seconds=time.perf_counter() - start
+            )
+
+    @app.get("/metrics", include_in_schema=False)
+    def prometheus_metrics(request: Request) -> Response:
+        """Prometheus text format (service/metrics.py); for the monitoring network, not the public."""
+        return Response(metrics.render(request.app.state.runtime), media_type=CONTENT_TYPE_LATEST)
 
     @app.middleware("http")
     async def add_request_id(request: Request, call_next):  # type: ignore[no-untyped-def]

@@ -25,6 +25,7 @@ def render_item(type_: str, obj: Any, autogen_context: AutogenContext) -> str | 
         return f"sa.String(length={impl.length})" if impl.length else "sa.String()"
     return False
 
+
 connection = context.config.attributes.get("connection")
 if connection is None:
     raise RuntimeError("run migrations with `provatar db upgrade` (service.migrations), not the alembic command")

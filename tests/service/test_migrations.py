@@ -229,9 +229,9 @@ def test_db_upgrade_command_adopts_an_old_installation_and_the_api_works(db_url:
         webhook_allowed_networks=["127.0.0.1/32"],  # registration checks the address; nothing is sent here
     )
     with TestClient(create_app(settings, start_worker=False)) as client:
-        token = client.post(
-            "/v1/token", data={"grant_type": "client_credentials"}, auth=(client_id, secret)
-        ).json()["access_token"]
+        token = client.post("/v1/token", data={"grant_type": "client_credentials"}, auth=(client_id, secret)).json()[
+            "access_token"
+        ]
         auth = {"Authorization": f"Bearer {token}"}
         listed = client.get("/v1/generations", headers=auth)
         assert listed.status_code == 200 and listed.json()["items"] == []
