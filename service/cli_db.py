@@ -114,3 +114,16 @@ def _audit(settings: Settings, engine: Engine, result: UpgradeResult) -> None:
         outcome="ok",
         details={"before": result.before, "after": result.after, "adopted": result.adopted},
     )
+
+
+@db_app.command("revision")
+def db_revision(message: Annotated[str, typer.Option("--message", "-m", help="Why the schema changes.")]) -> None:
+    """(Developers, in a checkout) Write the next migration from the models' difference to the migrated schema."""
+
+    def body() -> None:
+        from service import migrations
+
+        path = migrations.new_revision(message)
+        out.print(f"wrote {path}; review it (PostgreSQL enum values need op.execute) and run the migration tests")
+
+    guarded(body)
