@@ -26,7 +26,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Enum, MetaData, create_engine, inspect, text
+from sqlalchemy import CheckConstraint, Enum, MetaData, create_engine, inspect, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import NullPool
 
@@ -172,18 +172,41 @@ def recognise_release(conn: Connection) -> str | None:
     return "0002"
 
 
-def schema_diff(engine: Engine) -> list[Any]:
+def schema_diff(engine: Engine, metadata: MetaData | None = None) -> list[Any]:
     """Differences between the models and the database, empty when they match: Alembic's autogenerate comparison,
-    plus the labels of PostgreSQL enum types, which autogenerate does not compare."""
+    plus what autogenerate does not compare: CHECK constraints and the labels of PostgreSQL enum types."""
+    metadata = metadata if metadata is not None else target_metadata()
     with _migration_engine(engine).connect() as conn:
         ctx = MigrationContext.configure(conn, opts={"compare_type": True, "include_name": include_name})
-        diff: list[Any] = list(compare_metadata(ctx, target_metadata()))
+        diff: list[Any] = list(compare_metadata(ctx, metadata))
+        diff += _check_constraint_diff(conn, metadata)
         if conn.dialect.name == "postgresql":
-            diff += _enum_label_diff(conn)
+            diff += _enum_label_diff(conn, metadata)
         return diff
 
 
-def _enum_label_diff(conn: Connection) -> list[tuple[str, str, list[str]]]:
+def _check_constraint_diff(conn: Connection, metadata: MetaData) -> list[tuple[str, str, list[str]]]:
+    """Named CHECK constraints by name, unnamed ones by count (SQLAlchemy's own enum/boolean CHECKs are off)."""
+    insp = inspect(conn)
+    present = set(insp.get_table_names())
+    diff = []
+    for table in metadata.tables.values():
+        if table.name not in present:
+            continue  # reported by autogenerate as a missing table
+        wanted = [c for c in table.constraints if isinstance(c, CheckConstraint)]
+        found = insp.get_check_constraints(table.name)
+        found_names = {c.get("name") for c in found if c.get("name")}
+        wanted_names = {str(c.name) for c in wanted if c.name}
+        missing = sorted(wanted_names - found_names)
+        # PostgreSQL names an unnamed CHECK itself (`<table>_<column>_check`): any other found one may be it.
+        others = sum(1 for c in found if c.get("name") not in wanted_names)
+        unnamed = sum(1 for c in wanted if not c.name) - others
+        if missing or unnamed > 0:
+            diff.append(("missing_check_constraints", table.name, missing + ["(unnamed)"] * max(0, unnamed)))
+    return diff
+
+
+def _enum_label_diff(conn: Connection, metadata: MetaData) -> list[tuple[str, str, list[str]]]:
     rows = conn.execute(
         text(
             "SELECT t.typname, e.enumlabel FROM pg_type t JOIN pg_enum e ON e.enumtypid = t.oid "
@@ -194,7 +217,7 @@ def _enum_label_diff(conn: Connection) -> list[tuple[str, str, list[str]]]:
     for name, label in rows:
         found.setdefault(name, set()).add(label)
     diff = []
-    for table in target_metadata().tables.values():
+    for table in metadata.tables.values():
         for column in table.columns:
             if isinstance(column.type, Enum) and column.type.name:
                 missing = sorted(set(column.type.enums) - found.get(column.type.name, set()))

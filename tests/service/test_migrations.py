@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import inspect, text
+from sqlalchemy import CheckConstraint, MetaData, inspect, text
 from sqlalchemy.engine import Engine
 from sqlmodel import SQLModel
 from typer.testing import CliRunner
@@ -108,6 +108,18 @@ def test_the_diff_sees_a_schema_that_does_not_match_the_models(engine: Engine) -
         conn.execute(text("ALTER TABLE service_generation DROP COLUMN output_deleted_at"))
     kinds = sorted(d[0] if isinstance(d, tuple) else d[0][0] for d in migrations.schema_diff(engine))
     assert kinds == ["add_column", "add_index"]
+
+
+def test_the_diff_sees_a_check_constraint_the_database_lacks(engine: Engine) -> None:
+    """Autogenerate does not compare CHECK constraints; schema_diff does (e.g. a model gaining `seq > 0`)."""
+    migrations.upgrade(engine)
+    models = MetaData()
+    for table in migrations.target_metadata().sorted_tables:
+        table.to_metadata(models)
+    models.tables["audit_event"].append_constraint(CheckConstraint("seq > 0", name="ck_audit_event_seq_positive"))
+    assert migrations.schema_diff(engine, models) == [
+        ("missing_check_constraints", "audit_event", ["ck_audit_event_seq_positive"])
+    ]
 
 
 def test_downgrade_to_base_and_back(engine: Engine) -> None:
