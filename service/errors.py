@@ -131,6 +131,7 @@ HINTS: dict[str, str] = {
     "image_too_large": "downscale the photo (limit: PROVATAR_MAX_IMAGE_PIXELS)",
     "invalid_audio": "send a non-empty wav, mp3, ogg, flac or m4a file",
     "invalid_video": "send an MP4/MOV/WebM video or an image",
+    "video_too_long": "cut the video (limit: PROVATAR_MAX_DETECT_SECONDS)",
     "payload_too_large": "the upload exceeds PROVATAR_MAX_UPLOAD_BYTES",
     "not_initialized": "run `provatar init` first (or `provatar demo`)",
     "unauthorized": "get a token from POST /v1/token with your client credentials",
@@ -219,7 +220,7 @@ _INVALID_INPUT_CODES = {
     "photo_storage_not_configured",
 }
 _NOT_FOUND_CODES = {"subject_not_found", "consent_not_found", "blocked_identity_not_found"}
-_TOO_LARGE_CODES = {"image_too_large", "payload_too_large"}
+_TOO_LARGE_CODES = {"image_too_large", "payload_too_large", "video_too_long"}
 # The generation policy's reason codes: raised by a package directly (e.g. NoFaceFound), they are denials too.
 _DENIAL_CODES = set(REASON_CODES) | {POLICY_ERROR}
 
