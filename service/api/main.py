@@ -16,7 +16,7 @@ from audit.errors import AuditError
 from generation.errors import GenerationError
 from policies.errors import PolicyError
 from safeguards.errors import SafeguardError
-from service.api.routes import audit, detections, generations, health, stream, subjects, token
+from service.api.routes import audit, detections, generations, health, reviews, stream, subjects, token
 from service.errors import ServiceError, describe
 from service.jobs import Worker
 from service.runtime import Runtime
@@ -119,4 +119,5 @@ def create_app(
         audit.router,
     ):
         app.include_router(router)
+    app.include_router(reviews.router)
     return app

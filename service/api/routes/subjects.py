@@ -146,13 +146,15 @@ async def add_to_blocklist(
     rt: RuntimeDep,
     principal: Writer,
     rid: RequestId,
-    photo: Annotated[UploadFile, File(description="A photo of the protected person (one face)")],
+    photo: Annotated[
+        list[UploadFile], File(description="Photos of ONE protected person, one face each (repeat the field)")
+    ],
     label: Annotated[str, Form(min_length=1, max_length=200)],
     reason: Annotated[str, Form(min_length=1, max_length=1000)] = "public figure",
 ) -> BlockedIdentityPublic:
-    content = await _read_limited(photo, rt.settings.max_upload_bytes, "photo")
+    contents = [await _read_limited(p, rt.settings.max_upload_bytes, "photo") for p in photo]
     entry = await asyncio.to_thread(
-        consent_ops.block, rt, photo=content, label=label, reason=reason, actor=principal.actor, request_id=rid
+        consent_ops.block, rt, photos=contents, label=label, reason=reason, actor=principal.actor, request_id=rid
     )
     return BlockedIdentityPublic.model_validate(entry, from_attributes=True)
 
