@@ -360,7 +360,7 @@ def queue_identity_reviews(
                 action="identity_review.queued",
                 actor=actor,
                 subject=review.subject_id,
-                outcome="pending",
+                outcome="ok",
                 request_id=request_id,
                 details=_review_details(review),
             )

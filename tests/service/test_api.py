@@ -30,6 +30,7 @@ SCOPE_OF_PREFIX = {
     "/v1/audit": "audit:read",
     "/v1/subjects": "consent:write",
     "/v1/blocklist": "consent:write",
+    "/v1/reviews": "consent:write",
 }
 
 
