@@ -410,6 +410,22 @@ def main(argv: list[str] | None = None) -> int:
     print("               same person:  rejected outright (FRR) " + _rate(c.get("same_subject_no_match", 0), ns))
     print("                             review      " + _rate(c.get("same_subject_review", 0), ns))
 
+    # One line per band in the form bench/eval_safeguards.py reads: held-out error rates of the rule.
+    pct = lambda k: 100 * c.get(k, 0) / max(ns if k.startswith("same") else nd, 1)  # noqa: E731
+    default = IdentityThresholds()
+    print(
+        f"recommended subject band ({default.subject.match:.2f}, {default.subject.review:.2f}]  "
+        f"(FAR {pct('diff_subject_match'):.2f}%, FRR {pct('same_subject_no_match'):.2f}%; review "
+        f"{pct('same_subject_review'):.2f}% of same, {pct('diff_subject_review'):.2f}% of different; "
+        "held-out rates of the rule that set the band)"
+    )
+    print(
+        f"recommended block band ({default.block.match:.2f}, {default.block.review:.2f}]  "
+        f"(FAR {pct('diff_block_match'):.2f}%, FRR {pct('same_block_no_match'):.2f}%; review "
+        f"{pct('same_block_review'):.2f}% of same, {pct('diff_block_review'):.2f}% of different; "
+        "held-out rates of the rule; "
+        "FAR = unrelated person blocked outright, FRR = same person passed)"
+    )
     pc = crossval(samples, args.folds, args.seed, "plain")["counts"]
     assert isinstance(pc, dict)
     print(
@@ -425,7 +441,6 @@ def main(argv: list[str] | None = None) -> int:
         f"({shipped.subject.match:.2f}, {shipped.subject.review:.2f}]  block ({shipped.block.match:.2f}, "
         f"{shipped.block.review:.2f}]"
     )
-    default = IdentityThresholds()
     print(
         f"shipped defaults (safeguards/identity.py):                   subject ({default.subject.match:.2f}, "
         f"{default.subject.review:.2f}]  block ({default.block.match:.2f}, {default.block.review:.2f}]"
