@@ -12,7 +12,8 @@ What an approval covers (the binding), decided for issue 15:
   nearest when the review was queued (if a later block-list entry comes closer, the approval does not cover it);
 - it is reusable for that photo until it expires (default 30 days), not single-use: the officer judged the likeness
   in that photo, which does not change between requests, while consent, purpose, client and every other rule are
-  still checked on each request. Each use is counted (`uses`) and audited by the caller.
+  still checked on each request. Each policy check that relied on it is counted (`uses`; an API request is
+  checked when submitted and again when the worker runs it) and audited by the caller.
 - the client (actor) that asked for the generation cannot decide its own review (four eyes).
 
 An approval never lifts a strict match (`blocked_identity`, `subject_mismatch`): the policy only lets it lift the

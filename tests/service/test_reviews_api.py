@@ -22,6 +22,7 @@ from sqlmodel import Session
 from safeguards.consent import BlockedIdentity, blocked_references
 from service.api.main import create_app
 from service.auth import create_client
+from service.models import Generation
 from service.runtime import Runtime, initialize
 from service.settings import Settings
 from tests.service.conftest import Cli, short_speech
@@ -147,9 +148,20 @@ def test_borderline_match_is_queued_approved_by_an_officer_and_bound_to_the_phot
     assert r.status_code == 200 and r.json()["status"] == "approved", r.text
     assert r.json()["decided_by"] == f"client:{env.officer[0]}"
 
-    # The same photo now passes; a re-encoded copy of the same face is another photo and is denied again.
+    # The same photo now passes, and the signed video says who approved the borderline match.
     r = _submit(env, photo, audio, subject)
     assert r.status_code == 202, r.text
+    job = r.json()["id"]
+    assert env.client.app.state.worker.run_pending() == 1  # type: ignore[attr-defined]
+    with env.rt.session() as session:
+        manifest = session.get(Generation, job).manifest_json  # type: ignore[union-attr]
+    assert manifest and review_id in manifest and f"client:{env.officer[0]}" in manifest
+    completed = [e for e in env.audit("generation.completed") if e["subject"] == subject]
+    human = json.loads(json.dumps(completed[-1]["details"]))["human_review"]  # type: ignore[index]
+    assert human == [
+        {"review_id": review_id, "reason": "possible_protected_identity", "approved_by": f"client:{env.officer[0]}"}
+    ]
+    # A re-encoded copy of the same face is another photo: denied again, and queued as a new review.
     buf = io.BytesIO()
     Image.open(example_photo).convert("RGB").save(buf, format="JPEG", quality=95)
     r = _submit(env, buf.getvalue(), audio, subject)
