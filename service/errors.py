@@ -109,7 +109,8 @@ HINTS: dict[str, str] = {
     "consent_wrong_client": "the subject's consent does not cover this API client",
     "blocked_identity": "the photo matches a protected identity on the block list; this cannot be generated",
     "possible_protected_identity": "a consent officer reviews borderline matches: provatar consent reviews, then "
-    "provatar consent approve REVIEW --justification TEXT (API: POST /v1/reviews/{id}/approve); resend the same photo",
+    "provatar consent approve REVIEW --justification TEXT (API: POST /v1/reviews/{id}/approve); resend the same photo. "
+    "Enrolling: an officer may pass --review-justification (API: review_justification)",
     "subject_uncertain": "a consent officer can confirm the subject: provatar consent approve REVIEW --justification "
     "TEXT, then resend the same photo; or use a clearer, frontal photo of the subject",
     "review_not_found": "list the queue with `provatar consent reviews` (API: GET /v1/reviews)",

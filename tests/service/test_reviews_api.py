@@ -211,3 +211,23 @@ def test_cli_lists_approves_and_blocks_from_several_photos(
         "--review-justification", "I know her personally, truly",
     )
     assert r.exit_code == 3 and "blocked_identity" in r.output
+
+
+def test_enrolling_a_face_in_the_block_band_needs_an_officers_justification(env: Env, example_photo: Path) -> None:
+    _borderline_block(env, example_photo, 0.58)
+
+    def enroll(**extra: str):  # type: ignore[no-untyped-def]
+        return env.client.post(
+            "/v1/subjects",
+            data={"name": "Eileen", "purposes": ["demo"], "evidence_sha256": "e" * 64, **extra},
+            files=[("photos", ("e.png", example_photo.read_bytes(), "image/png"))],
+            headers=env.bearer("consent:write"),
+        )
+
+    r = enroll()
+    assert r.status_code == 403 and r.json()["code"] == "possible_protected_identity", r.text
+    r = enroll(review_justification="NASA portrait of the astronaut herself, checked against the registry")
+    assert r.status_code == 201, r.text
+    overrides = env.audit("identity_review.enrollment_override")
+    assert overrides and overrides[-1]["subject"] == r.json()["id"]
+    assert "NASA portrait" in json.dumps(overrides[-1]["details"])

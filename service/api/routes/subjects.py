@@ -59,6 +59,10 @@ async def enroll_subject(
     evidence_sha256: Annotated[str | None, Form()] = None,
     allowed_clients: Annotated[list[str] | None, Form(description="Client ids (default: any)")] = None,
     expires_days: Annotated[float, Form(gt=0, le=3650)] = 365.0,
+    review_justification: Annotated[
+        str | None,
+        Form(min_length=10, max_length=2000, description="Officer's reason to enroll a photo close to a blocked one"),
+    ] = None,
 ) -> dict[str, Any]:
     """Enroll a subject from reference photos and record their consent in one step."""
     limit = rt.settings.max_upload_bytes
@@ -76,6 +80,7 @@ async def enroll_subject(
         evidence_sha256=digest,
         actor=principal.actor,
         request_id=rid,
+        review_justification=review_justification,
     )
     with rt.session() as session:
         return _subject_view(session, subject.id)
