@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Plain constants (importing them does not load the face models).
@@ -72,6 +72,17 @@ class Settings(BaseSettings):
 
     # --- jobs ---
     worker_threads: int = 1
+
+    @model_validator(mode="after")
+    def _bands_in_order(self) -> Settings:
+        # A band whose loose end lies under its strict end would make every request a policy_error: refuse to start.
+        for name in ("subject", "block"):
+            match, review = getattr(self, f"{name}_match_threshold"), getattr(self, f"{name}_review_threshold")
+            if not 0 <= match <= review:
+                raise ValueError(
+                    f"{name}_match_threshold ({match}) must be >= 0 and <= {name}_review_threshold ({review})"
+                )
+        return self
 
     @field_validator("data_dir", mode="after")
     @classmethod

@@ -231,3 +231,14 @@ def test_enrolling_a_face_in_the_block_band_needs_an_officers_justification(env:
     overrides = env.audit("identity_review.enrollment_override")
     assert overrides and overrides[-1]["subject"] == r.json()["id"]
     assert "NASA portrait" in json.dumps(overrides[-1]["details"])
+
+
+def test_a_band_with_its_ends_swapped_refuses_to_start(tmp_path: Path) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="block_match_threshold"):
+        Settings(data_dir=tmp_path, block_match_threshold=0.7)
+    with pytest.raises(ValidationError, match="subject_match_threshold"):
+        Settings(data_dir=tmp_path, subject_review_threshold=0.3)
+    ok = Settings(data_dir=tmp_path, subject_match_threshold=0.5, subject_review_threshold=0.5)  # no band: v1 shape
+    assert ok.subject_match_threshold == ok.subject_review_threshold
