@@ -25,6 +25,7 @@ FRR = the same person rejected outright (subject) or passed (block list). Interv
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import math
 import random
@@ -127,6 +128,44 @@ def collect(media: Path, analyzer: FaceAnalyzer, plain: DlibEmbedder) -> tuple[l
         issues = face.quality.issues if face.quality else ()
         samples.append(Sample(person, rel, face.embedding, plain.embed(image, face.box), bool(issues), tuple(issues)))
     return samples, skipped, timings
+
+
+def _augmentations(image: np.ndarray) -> dict[str, np.ndarray]:
+    """Everyday changes a re-uploaded photo goes through."""
+    from PIL import ImageEnhance
+
+    pil = Image.fromarray(image)
+    h, w = image.shape[:2]
+    buf = io.BytesIO()
+    pil.save(buf, format="JPEG", quality=30)
+    return {
+        "flip": np.ascontiguousarray(image[:, ::-1]),
+        "crop10": np.ascontiguousarray(image[h // 20 : h - h // 20, w // 20 : w - w // 20]),
+        "jpeg30": np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB")),
+        "bright+30%": np.asarray(ImageEnhance.Brightness(pil).enhance(1.3)),
+        "half-size": np.asarray(pil.resize((max(1, w // 2), max(1, h // 2)), Image.Resampling.BILINEAR)),
+        "rotate8": np.asarray(pil.rotate(8, resample=Image.Resampling.BILINEAR, expand=False)),
+    }
+
+
+def augmented(media: Path, analyzer: FaceAnalyzer, samples: list[Sample]) -> list[Sample]:
+    """Copies of each solo public-figure photo (not the padded chips) under `_augmentations`; never used to tune."""
+    out: list[Sample] = []
+    for s in samples:
+        if s.person in NOT_PUBLIC or "two_people" in s.label or "identities/john_" in s.label:
+            continue
+        image = np.asarray(Image.open(media / s.label).convert("RGB"))
+        for name, copy in _augmentations(image).items():
+            faces = analyzer.faces(copy)
+            if len(faces) != 1:
+                continue
+            issues = faces[0].quality.issues if faces[0].quality else ()
+            out.append(
+                Sample(
+                    s.person, f"{s.label} [{name}]", faces[0].embedding, faces[0].embedding, bool(issues), tuple(issues)
+                )
+            )
+    return out
 
 
 def pair_sets(samples: list[Sample], people: set[str], view: str = "fused") -> tuple[list, list]:
@@ -354,6 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plot", type=Path, default=REPO / "bench" / "identity_distances.png")
     parser.add_argument("--json", type=Path, help="also write the pairs and the tables here")
     parser.add_argument("--latency", action="store_true", help="also time analyzer.faces per embedder setting")
+    parser.add_argument("--augment", action="store_true", help="also probe with re-uploaded copies (slow)")
     args = parser.parse_args(argv)
     if not (args.media / "identities").is_dir():
         print(f"no media at {args.media} (needs identities/ and celebrities/)", file=sys.stderr)
@@ -483,6 +523,29 @@ def main(argv: list[str] | None = None) -> int:
         f"  issue 15's actress pair (plain {ISSUE_CASE}, not in ../shared/media): a face at {ISSUE_CASE} from a "
         f"blocked reference is '{default.block.classify(ISSUE_CASE)}' now (fused distances run lower than plain)"
     )
+
+    if args.augment:
+        copies = augmented(args.media, analyzer, samples)
+        tally: dict[str, int] = defaultdict(int)
+        for copy in copies:
+            for orig in samples:
+                d = face_distance(copy.fused, orig.fused)
+                bands = default.for_photo(copy.poor or orig.poor)
+                kind = "same" if orig.person == copy.person else "diff"
+                tally[f"{kind}"] += 1
+                tally[f"{kind}_block_{bands.block.classify(d)}"] += 1
+                tally[f"{kind}_subject_{bands.subject.classify(d)}"] += 1
+        n_same, n_diff = tally["same"], tally["diff"]
+        print(f"\nre-uploaded copies ({len(copies)}: flip, 10 % crop, JPEG q30, +30 % brightness, half size, 8 deg)")
+        print(
+            f"  vs every photo of the same person ({n_same}): block passed {tally['same_block_no_match']}, "
+            f"review {tally['same_block_review']}; subject accepted {tally['same_subject_match']}, review "
+            f"{tally['same_subject_review']}, rejected {tally['same_subject_no_match']}"
+        )
+        print(
+            f"  vs every other person ({n_diff}): blocked outright {tally['diff_block_match']}, review "
+            f"{tally['diff_block_review']}; subject accepted {tally['diff_subject_match']}"
+        )
 
     plain = ([d for d, *_ in p_same], [d for d, *_ in p_diff])
     print("\nhistogram plot:", plot(args.plot, [d for d, *_ in same], [d for d, *_ in diff], default, plain))
