@@ -24,6 +24,7 @@ from service.api.routes import (
     detections,
     generations,
     health,
+    reviews,
     problems,
     stream,
     subjects,
@@ -189,6 +190,7 @@ def create_app(
         audit.router,
         clients.router,
         webhooks.router,
+        reviews.router,
     ):
         app.include_router(router, responses=COMMON_ERRORS)
 
