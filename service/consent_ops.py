@@ -32,9 +32,9 @@ from safeguards.consent import (
     revoke_consent,
     unblock_identity,
 )
-from service import webhooks
 from safeguards.identity import Band, IdentityThresholds
 from safeguards.reviews import IdentityReview, decide_review, queue_review, record_use
+from service import webhooks
 from service.errors import InvalidInput
 from service.runtime import Runtime
 from service.settings import Settings

@@ -36,8 +36,7 @@ from policies.facts import GenerationFacts
 from safeguards.gate import assess_generation_request
 from safeguards.provenance import ManifestSpec, Signer, read_provenance, sign_mp4
 from safeguards.watermark import TAG_BITS, WATERMARK_ALGORITHM, Watermarker, WatermarkPayload
-from service import job_state
-from service import consent_ops
+from service import consent_ops, job_state
 from service.errors import Denied, describe
 from service.models import Generation, JobStatus
 from service.runtime import Runtime
@@ -107,12 +106,13 @@ def validate_inputs(rt: Runtime, photo_path: Path, audio_path: Path) -> Validate
     kinds = photo_type(photo_path, name=photo_path.name), audio_type(audio_path, name=audio_path.name)
     photo = load_image(photo_path, max_pixels=rt.settings.max_image_pixels)
     digest = sha256_file(photo_path)
+    typed = {"photo_type": kinds[0], "audio_type": kinds[1], "photo_sha256": digest}
     try:
         audio = load_audio(audio_path, max_seconds=rt.settings.max_audio_seconds)
-        return ValidatedInputs(photo, audio, audio.duration_s, photo_type=kinds[0], audio_type=kinds[1], photo_sha256=digest)
+        return ValidatedInputs(photo, audio, audio.duration_s, **typed)
     except AudioTooLong as exc:
         # Too long is a policy denial (audited with the other reasons), not malformed input.
-        return ValidatedInputs(photo, None, exc.duration_s, photo_type=kinds[0], audio_type=kinds[1], photo_sha256=digest)
+        return ValidatedInputs(photo, None, exc.duration_s, **typed)
 
 
 def check_generation_policy(
