@@ -26,6 +26,7 @@ from service.api.routes import (
     generations,
     health,
     problems,
+    reviews,
     stream,
     subjects,
     token,
@@ -214,6 +215,7 @@ def create_app(
         audit.router,
         clients.router,
         webhooks.router,
+        reviews.router,
     ):
         app.include_router(router, responses=COMMON_ERRORS)
 

@@ -38,9 +38,9 @@ TABLE_PREFIXES = ("audit_", "consent_", "service_")
 # A stable 64-bit key for pg_advisory_xact_lock (distinct from the audit log's).
 _PG_LOCK_KEY = zlib.crc32(b"provatar.migrations") - 2**31
 
-# What `create_all` made before migrations, by the revision that creates the same schema (newest first).
-# 0002: issue 11's jobs, idempotency keys and webhooks; 0001: the first release.
-_RELEASE_1_TABLES = frozenset(
+# What `create_all` made before migrations, release by release: the tables of the first, then what each later one
+# added (tables, and columns of `service_generation`), by the revision that creates the same schema.
+_FIRST_RELEASE_TABLES = frozenset(
     {
         "audit_event",
         "audit_checkpoint",
@@ -52,10 +52,23 @@ _RELEASE_1_TABLES = frozenset(
         "service_generation",
     }
 )
-_RELEASE_2_TABLES = frozenset(
-    {"service_idempotency_key", "service_webhook_endpoint", "service_webhook_delivery", "service_webhook_attempt"}
+_LATER_RELEASES: tuple[tuple[str, frozenset[str], frozenset[str]], ...] = (
+    # 0002: issue 11's jobs, idempotency keys and webhooks.
+    (
+        "0002",
+        frozenset(
+            {
+                "service_idempotency_key",
+                "service_webhook_endpoint",
+                "service_webhook_delivery",
+                "service_webhook_attempt",
+            }
+        ),
+        frozenset({"cancel_requested_at", "output_deleted_at"}),
+    ),
+    # 0003: the identity review queue and multi-photo block list.
+    ("0003", frozenset({"consent_identity_review", "consent_blocked_reference"}), frozenset()),
 )
-_RELEASE_2_COLUMNS = frozenset({"cancel_requested_at", "output_deleted_at"})
 
 
 @dataclass(frozen=True)
@@ -75,6 +88,7 @@ def target_metadata() -> MetaData:
 
     import audit.models  # noqa: F401
     import safeguards.consent  # noqa: F401
+    import safeguards.reviews  # noqa: F401
     import service.models  # noqa: F401
 
     return SQLModel.metadata
@@ -157,19 +171,22 @@ def recognise_release(conn: Connection) -> str | None:
     tables = {t for t in insp.get_table_names() if t.startswith(TABLE_PREFIXES)}
     if not tables:
         return None
-    missing_1 = sorted(_RELEASE_1_TABLES - tables)
-    if missing_1:
-        raise SchemaMismatch(f"the database has provatar tables but not {', '.join(missing_1)}")
-    have_2 = (tables & _RELEASE_2_TABLES) | (
-        _RELEASE_2_COLUMNS & {c["name"] for c in insp.get_columns("service_generation")}
-    )
-    if not have_2:
-        return "0001"
-    missing_2 = sorted((_RELEASE_2_TABLES | _RELEASE_2_COLUMNS) - have_2)
-    if missing_2:
-        raise SchemaMismatch(f"the database has part of the second release's schema; missing: {', '.join(missing_2)}")
-    # That release's start-up also added 'cancelled' to PostgreSQL's jobstatus type; 0002 re-adds it if not.
-    return "0002"
+    missing = sorted(_FIRST_RELEASE_TABLES - tables)
+    if missing:
+        raise SchemaMismatch(f"the database has provatar tables but not {', '.join(missing)}")
+    columns = {c["name"] for c in insp.get_columns("service_generation")}
+    revision = "0001"
+    for later, new_tables, new_columns in _LATER_RELEASES:
+        present = (tables & new_tables) | (columns & new_columns)
+        if not present:
+            break
+        missing = sorted((new_tables | new_columns) - present)
+        if missing:
+            raise SchemaMismatch(f"the database has part of revision {later}'s schema; missing: {', '.join(missing)}")
+        revision = later
+    # Since issue 11 the start-up also added 'cancelled' to PostgreSQL's jobstatus type; 0002 adds it if missing,
+    # and `provatar db upgrade` reports any difference left after adopting a database.
+    return revision
 
 
 def schema_diff(engine: Engine, metadata: MetaData | None = None) -> list[Any]:

@@ -23,6 +23,7 @@ from tests.conftest import REPO_ROOT
 
 HEAD = migrations.head_revision()
 RELEASE_2_TABLES = ("service_webhook_attempt", "service_webhook_delivery", "service_webhook_endpoint")
+RELEASE_3_TABLES = ("consent_identity_review", "consent_blocked_reference")
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -58,8 +59,16 @@ def _make_the_old_way(engine: Engine) -> None:
     SQLModel.metadata.create_all(engine, tables=list(migrations.target_metadata().sorted_tables))
 
 
+def _as_second_release(engine: Engine) -> None:
+    """Turn a `create_all` database into what issue 11's release made: no identity reviews, one photo per block."""
+    with engine.begin() as conn:
+        for table in RELEASE_3_TABLES:
+            conn.execute(text(f"DROP TABLE {table}"))
+
+
 def _as_first_release(engine: Engine) -> None:
     """Turn a `create_all` database into what the first release made: no jobs/idempotency/webhook additions."""
+    _as_second_release(engine)
     with engine.begin() as conn:
         for table in (*RELEASE_2_TABLES, "service_idempotency_key"):
             conn.execute(text(f"DROP TABLE {table}"))
@@ -137,7 +146,7 @@ def test_a_database_made_by_create_all_is_adopted(engine: Engine) -> None:
     _make_the_old_way(engine)
     _insert_job(engine, "gen_old", "cancelled")
     result = migrations.upgrade(engine)
-    assert (result.before, result.adopted, result.after) == (None, "0002", HEAD)
+    assert (result.before, result.adopted, result.after) == (None, "0003", HEAD)
     assert migrations.schema_diff(engine) == []
     with engine.connect() as conn:
         assert conn.execute(text("SELECT status FROM service_generation")).scalar_one() == "cancelled"
@@ -156,6 +165,26 @@ def test_a_first_release_database_is_adopted_and_upgraded(engine: Engine) -> Non
     with engine.connect() as conn:
         rows = conn.execute(text("SELECT id, status, cancel_requested_at FROM service_generation ORDER BY id")).all()
     assert [(r[0], r[1], r[2]) for r in rows] == [("gen_v1", "succeeded", None), ("gen_v2", "cancelled", None)]
+
+
+def test_a_second_release_database_is_adopted_and_its_blocked_identities_get_reference_rows(engine: Engine) -> None:
+    _make_the_old_way(engine)
+    _as_second_release(engine)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO consent_blocked_identity (id, label, reason, embedding, embedder, photo_sha256, "
+                "created_at, created_by) VALUES ('blk_1', 'X', 'public figure', '[0.5, 0.25]', 'dlib', :sha, "
+                "CURRENT_TIMESTAMP, 'test')"
+            ),
+            {"sha": "d" * 64},
+        )
+    result = migrations.upgrade(engine)
+    assert (result.adopted, result.after) == ("0002", HEAD)
+    assert migrations.schema_diff(engine) == []
+    with engine.connect() as conn:
+        refs = conn.execute(text("SELECT blocked_id, embedder, photo_sha256 FROM consent_blocked_reference")).all()
+    assert [tuple(r) for r in refs] == [("blk_1", "dlib", "d" * 64)]
 
 
 def test_a_partial_or_unknown_schema_is_refused_not_guessed(engine: Engine) -> None:
