@@ -50,7 +50,7 @@ class Env:
             "/v1/audit/events", params={"limit": 1000, "action": action}, headers=self.bearer("audit:read")
         )
         assert r.status_code == 200, r.text
-        return list(r.json()["events"])
+        return list(r.json()["items"])
 
 
 @pytest.fixture(scope="module")
@@ -125,8 +125,8 @@ def test_borderline_match_is_queued_approved_by_an_officer_and_bound_to_the_phot
     review_id = review_ids[0]
 
     r = env.client.get("/v1/reviews", params={"status": "pending"}, headers=env.bearer("consent:read"))
-    assert r.status_code == 200 and [x["id"] for x in r.json()] == [review_id]
-    queued = r.json()[0]
+    assert r.status_code == 200 and [x["id"] for x in r.json()["items"]] == [review_id]
+    queued = r.json()["items"][0]
     assert queued["blocked_identity_id"] == blocked_id and abs(queued["distance"] - 0.55) < 1e-3
     assert queued["photo_sha256"] and "embedding" not in json.dumps(queued)
 

@@ -9,15 +9,19 @@ photo and the policy lets that one review code pass (see safeguards/reviews.py f
 
 from __future__ import annotations
 
-from typing import Annotated
+from datetime import datetime
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query
+from fastapi import APIRouter, Body, Query, Request, Response
 from pydantic import BaseModel, Field
+from sqlmodel import col, select
 
-from safeguards.reviews import IdentityReviewPublic, ReviewStatus, get_review, list_reviews
+from safeguards.reviews import IdentityReview, IdentityReviewPublic, ReviewStatus, get_review
 from service import consent_ops
 from service.api.deps import RequestId, RequireScope, RuntimeDep, SessionDep
+from service.api.paging import page_body
 from service.auth import Principal
+from service.pagination import keyset_page
 
 router = APIRouter(prefix="/v1", tags=["reviews"])
 Reader = Annotated[Principal, RequireScope("consent:read")]
@@ -34,15 +38,27 @@ def _public(review: object) -> IdentityReviewPublic:
 
 @router.get("/reviews")
 def get_reviews(
+    request: Request,
+    response: Response,
     session: SessionDep,
     _: Reader,
     status: Annotated[ReviewStatus | None, Query(description="default: every status")] = None,
-    offset: int = 0,
-    limit: int = 100,
-) -> list[IdentityReviewPublic]:
-    """The review queue, oldest first."""
-    rows = list_reviews(session=session, status=status, offset=max(offset, 0), limit=min(max(limit, 1), 1000))
-    return [_public(r) for r in rows]
+    after: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict[str, Any]:
+    """The review queue, oldest first; page with `after` (the `next` link), like every list."""
+    stmt = select(IdentityReview)
+    if status is not None:
+        stmt = stmt.where(IdentityReview.status == ReviewStatus(status).value)
+    page = keyset_page(
+        session,
+        stmt,
+        keys=[("created_at", col(IdentityReview.created_at)), ("id", col(IdentityReview.id))],
+        after=after,
+        limit=limit,
+        parse={"created_at": datetime.fromisoformat},
+    )
+    return page_body(request, response, page, [_public(r) for r in page.items])
 
 
 @router.get("/reviews/{review_id}")
