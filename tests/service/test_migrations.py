@@ -269,7 +269,10 @@ def test_db_upgrade_command_adopts_an_old_installation_and_the_api_works(db_url:
         webhook_allow_http=True,
         webhook_allowed_networks=["127.0.0.1/32"],  # registration checks the address; nothing is sent here
     )
+    older = make_engine(db_url)
+    migrations.downgrade(older, "0002")  # as if this release's code started on the previous release's schema
     with TestClient(create_app(settings, start_worker=False)) as client:
+        assert migrations.current_revision(older) == HEAD  # the API's start-up upgraded it
         token = client.post("/v1/token", data={"grant_type": "client_credentials"}, auth=(client_id, secret)).json()[
             "access_token"
         ]
@@ -282,3 +285,4 @@ def test_db_upgrade_command_adopts_an_old_installation_and_the_api_works(db_url:
         assert hook.status_code == 201, hook.text  # a table the first release did not have
         verified = client.get("/v1/audit/verify", headers=auth)
         assert verified.status_code == 200 and verified.json()["intact"] is True
+    older.dispose()
