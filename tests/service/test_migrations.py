@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import CheckConstraint, MetaData, inspect, text
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import SQLModel
 from typer.testing import CliRunner
 
@@ -119,16 +120,53 @@ def test_the_diff_sees_a_schema_that_does_not_match_the_models(engine: Engine) -
     assert kinds == ["add_column", "add_index"]
 
 
-def test_the_diff_sees_a_check_constraint_the_database_lacks(engine: Engine) -> None:
-    """Autogenerate does not compare CHECK constraints; schema_diff does (e.g. a model gaining `seq > 0`)."""
-    migrations.upgrade(engine)
+def _models_with(*checks: CheckConstraint) -> MetaData:
+    """A copy of the models whose audit_event has these CHECK constraints too."""
     models = MetaData()
     for table in migrations.target_metadata().sorted_tables:
         table.to_metadata(models)
-    models.tables["audit_event"].append_constraint(CheckConstraint("seq > 0", name="ck_audit_event_seq_positive"))
-    assert migrations.schema_diff(engine, models) == [
-        ("missing_check_constraints", "audit_event", ["ck_audit_event_seq_positive"])
+    for check in checks:
+        models.tables["audit_event"].append_constraint(check)
+    return models
+
+
+def test_audit_seq_must_be_positive_and_the_diff_compares_check_constraints(engine: Engine) -> None:
+    """0004's CHECK is there and enforced; autogenerate does not compare CHECKs, schema_diff does."""
+    migrations.upgrade(engine)
+    positive = CheckConstraint("seq > 0", name="ck_audit_event_seq_positive")
+    assert migrations.schema_diff(engine, _models_with(positive)) == []
+    lacking = _models_with(positive, CheckConstraint("length(ts) = 27", name="ck_audit_event_ts_width"))
+    assert migrations.schema_diff(engine, lacking) == [
+        ("missing_check_constraints", "audit_event", ["ck_audit_event_ts_width"])
     ]
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO audit_event (seq, event_id, ts, kind, action, actor, outcome, details, prev_hash, "
+                "entry_hash) VALUES (0, 'e', 't', 'k', 'a', 'a', 'ok', '{}', 'p', 'h')"
+            )
+        )
+
+
+def test_a_log_already_holding_a_bad_seq_still_upgrades(engine: Engine) -> None:
+    """The CHECK cannot be added over a row that breaks it: the upgrade leaves that table alone, `audit verify`
+    (not the schema step) is what reports the row."""
+    before_the_check = _models_with()  # the models as the last create_all release made them: no CHECK yet
+    audit_event = before_the_check.tables["audit_event"]
+    for check in [c for c in audit_event.constraints if isinstance(c, CheckConstraint)]:
+        audit_event.constraints.discard(check)
+    before_the_check.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO audit_event (seq, event_id, ts, kind, action, actor, outcome, details, prev_hash, "
+                "entry_hash) VALUES (0, 'e', 't', 'k', 'a', 'a', 'ok', '{}', 'p', 'h')"
+            )
+        )
+    assert migrations.upgrade(engine).after == HEAD
+    assert "ck_audit_event_seq_positive" not in {
+        c["name"] for c in inspect(engine).get_check_constraints("audit_event")
+    }
 
 
 def test_downgrade_to_base_and_back(engine: Engine) -> None:
