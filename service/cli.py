@@ -232,7 +232,7 @@ def generate(
 ) -> None:
     """Generate a watermarked, C2PA-signed talking-face MP4 (only with the subject's consent)."""
     from generation.controls import Controls
-    from service.pipeline import generate_file
+    from service.pipeline import check_output_path, generate_file
 
     def body() -> None:
         for p in (photo, audio):
@@ -240,6 +240,7 @@ def generate(
                 raise_invalid(f"no such file: {p}")
         if output.suffix.lower() != ".mp4":
             raise_invalid(f"the output must be an .mp4 file, got {output}")
+        check_output_path(output.resolve())  # a directory, a missing or read-only parent: refused before any work
         raw = {
             "seed": seed,
             "gaze_x": gaze_x,
@@ -265,6 +266,10 @@ def generate(
                 controls=controls,
                 progress=bar,
             )
+            if gen.status != "succeeded":
+                from service.errors import Cancelled
+
+                raise Cancelled(f"generation {gen.id} was {gen.status}: {gen.error_message or 'no output'}")
             data = {
                 "generation_id": gen.id,
                 "output": gen.output_path,

@@ -71,6 +71,15 @@ class NotInitialized(ServiceError):
     exit_status = ExitStatus.INVALID_INPUT
 
 
+class OutputNotWritable(ServiceError):
+    """The output path cannot be written (a directory, a missing or read-only parent, a full disk). For the CLI the
+    path is the user's `-o` (exit 2); for the API it is the server's outputs dir, so the job fails with this code."""
+
+    code = "output_not_writable"
+    http_status = 503
+    exit_status = ExitStatus.INVALID_INPUT
+
+
 class Unauthorized(ServiceError):
     code = "unauthorized"
     http_status = 401
@@ -86,6 +95,14 @@ class Gone(ServiceError):
     code = "gone"
     http_status = 410
     exit_status = ExitStatus.INVALID_INPUT
+
+
+class Cancelled(ServiceError):
+    """A job was cancelled while it ran (a cancel request, or its subject's consent was revoked); nothing written."""
+
+    code = "cancelled"
+    http_status = 409
+    exit_status = ExitStatus.DENIED
 
 
 class TooManyRequests(ServiceError):
@@ -132,6 +149,8 @@ HINTS: dict[str, str] = {
     "invalid_audio": "send a non-empty wav, mp3, ogg, flac or m4a file",
     "invalid_video": "send an MP4/MOV/WebM video or an image",
     "payload_too_large": "the upload exceeds PROVATAR_MAX_UPLOAD_BYTES",
+    "output_not_writable": "name a file in an existing, writable directory (an existing file there is replaced "
+    "only when the video is complete)",
     "not_initialized": "run `provatar init` first (or `provatar demo`)",
     "unauthorized": "get a token from POST /v1/token with your client credentials",
     "missing_token": "send `Authorization: Bearer <token>`; get a token from POST /v1/token",
@@ -148,6 +167,7 @@ HINTS: dict[str, str] = {
     "rate_limited": "slow down: retry after the number of seconds in the Retry-After header",
     "idempotency_key_reused": "an Idempotency-Key names one request: send a new key for a different request",
     "idempotency_request_in_progress": "the first request with this Idempotency-Key is still running; retry shortly",
+    "cancelled": "the job was cancelled (a cancel request, or the subject's consent was revoked); nothing was written",
     "not_cancellable": "only queued or running generations can be cancelled",
     "not_ready": "poll GET /v1/generations/{id} until its status is succeeded (see Retry-After)",
     "output_deleted": "the video was deleted on request; generate it again if you need it",

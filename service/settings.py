@@ -94,6 +94,10 @@ class Settings(BaseSettings):
     # --- jobs ---
     worker_threads: int = 1
     idempotency_ttl_hours: float = Field(24.0, description="how long an Idempotency-Key names its first request")
+    stale_file_seconds: float = Field(
+        3600.0, description="age after which a leftover *.part file or an unneeded upload dir is swept (sweep.py)"
+    )
+    sweep_interval_seconds: float = Field(600.0, description="how often the worker sweeps stale files")
 
     @field_validator("data_dir", mode="after")
     @classmethod
