@@ -126,12 +126,22 @@ def _read_bytes(data: bytes | Path, error: type[InvalidImage] | type[InvalidAudi
     return data
 
 
-def load_image(data: bytes | Path, *, max_pixels: int) -> np.ndarray:
+# Smallest side and most elongated shape of a portrait (`load_image(..., portrait=True)`): a 1x1 or 1x50000 "photo"
+# is refused as invalid input before face analysis, which failed on such shapes with an unmapped error.
+MIN_PORTRAIT_SIDE = 32
+MAX_PORTRAIT_ASPECT = 8
+# Shortest audio a video is made for (one video frame at 25 fps lasts 0.04 s; phone recognition needs a few frames).
+MIN_AUDIO_SECONDS = 0.2
+
+
+def load_image(data: bytes | Path, *, max_pixels: int, portrait: bool = False) -> np.ndarray:
     """Decode a photo to RGB, refusing oversized images from the header before any pixel is decoded.
 
     Args:
         data: encoded image bytes (PNG, JPEG, WebP, ...) or a path to them.
         max_pixels: largest accepted width*height.
+        portrait: also refuse shapes no face photo has (a side under MIN_PORTRAIT_SIDE, more elongated than
+            MAX_PORTRAIT_ASPECT:1), from the header.
     Returns:
         (H, W, 3) uint8 RGB, EXIF orientation applied, transparency flattened onto white.
     Raises:
@@ -152,6 +162,15 @@ def load_image(data: bytes | Path, *, max_pixels: int) -> np.ndarray:
             raise ImageTooLarge(width * height, max_pixels)
         if width == 0 or height == 0:
             raise InvalidImage("the image has no pixels")
+        if portrait and min(width, height) < MIN_PORTRAIT_SIDE:
+            raise InvalidImage(
+                f"the image is {width}x{height} pixels; a photo of a face needs at least {MIN_PORTRAIT_SIDE} pixels "
+                "on each side"
+            )
+        if portrait and max(width, height) > MAX_PORTRAIT_ASPECT * min(width, height):
+            raise InvalidImage(
+                f"the image is {width}x{height} pixels; a portrait is at most {MAX_PORTRAIT_ASPECT}:1 (crop it)"
+            )
         try:
             img.load()
             img = ImageOps.exif_transpose(img)
@@ -201,9 +220,7 @@ def _container_duration_s(container: av.container.InputContainer, stream: av.str
     return None
 
 
-def load_audio(
-    data: bytes | Path, *, sample_rate: int = 16000, max_seconds: float | None = None
-) -> AudioTrack:
+def load_audio(data: bytes | Path, *, sample_rate: int = 16000, max_seconds: float | None = None) -> AudioTrack:
     """Decode any common audio file (wav/mp3/ogg/flac/m4a, or a video's audio) to mono float32.
 
     Args:
@@ -247,9 +264,14 @@ def load_audio(
         raise InvalidAudio("the audio decodes to no samples")
     if limit is not None and total > limit:
         raise AudioTooLong(total / sample_rate, float(max_seconds or 0.0))
-    samples = np.clip(np.concatenate(chunks).astype(np.float32, copy=False), -1.0, 1.0)
-    if not np.all(np.isfinite(samples)):
+    samples = np.concatenate(chunks).astype(np.float32, copy=False)
+    if not np.all(np.isfinite(samples)):  # before clipping: clip() would turn +-inf into a plausible +-1.0
         raise InvalidAudio("the audio contains invalid (NaN/inf) samples")
+    if len(samples) < MIN_AUDIO_SECONDS * sample_rate:
+        raise InvalidAudio(
+            f"the audio lasts {len(samples) / sample_rate:.3f} s; at least {MIN_AUDIO_SECONDS} s of speech is needed"
+        )
+    samples = np.clip(samples, -1.0, 1.0)
     return AudioTrack(samples=samples, sample_rate=sample_rate)
 
 
@@ -292,9 +314,7 @@ def encode_mp4(
     n_frames = frame_count(audio.duration_s, fps)
     tmp_path = out_path.parent / f".{out_path.name}.{uuid.uuid4().hex[:8]}.part"
     try:
-        _encode(
-            frames, audio, tmp_path, n_frames=n_frames, fps=fps, crf=crf, preset=preset, on_frame=on_frame
-        )
+        _encode(frames, audio, tmp_path, n_frames=n_frames, fps=fps, crf=crf, preset=preset, on_frame=on_frame)
         os.replace(tmp_path, out_path)
     except BaseException as exc:
         tmp_path.unlink(missing_ok=True)
@@ -477,9 +497,7 @@ def iter_video_frames(path: Path, *, max_frames: int | None = None, every: int =
         raise InvalidVideo("no frame of the video could be decoded")
 
 
-def load_frames_for_detection(
-    path: Path, max_frames: int, *, max_pixels: int = 50_000_000
-) -> list[np.ndarray]:
+def load_frames_for_detection(path: Path, max_frames: int, *, max_pixels: int = 50_000_000) -> list[np.ndarray]:
     """Frames to run detectors on: the image itself for a still photo, else up to ``max_frames`` video frames.
 
     Videos are sampled evenly over their length when the header says how many frames there are.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import logging
 import os
 import sys
 import uuid
@@ -137,6 +138,10 @@ def main_options(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
 ) -> None:
     STATE["debug"] = debug
+    if not debug:
+        # The service logs for operators of a server; a CLI user gets `error[code]` lines instead (a handler here
+        # stops Python's last-resort handler from printing warnings with tracebacks on the terminal).
+        logging.getLogger("provatar").addHandler(logging.NullHandler())
 
 
 # --------------------------------------------------------------------------------------------------- init / serve
@@ -233,6 +238,7 @@ def generate(
     """Generate a watermarked, C2PA-signed talking-face MP4 (only with the subject's consent)."""
     from generation.controls import Controls
     from service.pipeline import check_output_path, generate_file
+    from service.validation import check_text
 
     def body() -> None:
         for p in (photo, audio):
@@ -241,6 +247,8 @@ def generate(
         if output.suffix.lower() != ".mp4":
             raise_invalid(f"the output must be an .mp4 file, got {output}")
         check_output_path(output.resolve())  # a directory, a missing or read-only parent: refused before any work
+        check_text(subject, field="--subject")
+        check_text(purpose, field="--purpose")
         raw = {
             "seed": seed,
             "gaze_x": gaze_x,

@@ -32,13 +32,16 @@ from safeguards.consent import (
 from service import webhooks
 from service.errors import InvalidInput
 from service.runtime import Runtime
+from service.validation import MAX_ID_LENGTH, MAX_NAME_LENGTH, MAX_TEXT_LENGTH, check_text
 
 __all__ = ["ANY_CLIENT", "decode_photo", "enroll", "grant", "revoke", "block", "unblock", "evidence_digest"]
 
 
 def decode_photo(rt: Runtime, content: bytes) -> ReferencePhoto:
     """Decode reference-photo bytes under the configured pixel limit (raises InvalidImage/ImageTooLarge)."""
-    return ReferencePhoto(image_rgb=load_image(content, max_pixels=rt.settings.max_image_pixels), content=content)
+    return ReferencePhoto(
+        image_rgb=load_image(content, max_pixels=rt.settings.max_image_pixels, portrait=True), content=content
+    )
 
 
 def evidence_digest(content: bytes | None, sha256_hex: str | None) -> str:
@@ -57,6 +60,12 @@ def evidence_digest(content: bytes | None, sha256_hex: str | None) -> str:
 def _consent_in(
     subject_id: str, purposes: Sequence[str], clients: Sequence[str], expires_days: float, evidence_sha256: str
 ) -> ConsentCreate:
+    for value, field in [
+        (subject_id, "subject id"),
+        *((p, "purpose") for p in purposes),
+        *((c, "client id") for c in clients),
+    ]:
+        check_text(value, field=field, max_length=MAX_ID_LENGTH, code="invalid_consent")
     if expires_days <= 0:
         raise InvalidInput("consent must expire in the future (expires_days > 0)", code="invalid_consent")
     try:
@@ -84,6 +93,9 @@ def enroll(
     request_id: str | None = None,
 ) -> tuple[Subject, ConsentRecord]:
     """Enroll a subject from reference photos and record their consent, in one transaction."""
+    check_text(name, field="the subject's name", max_length=MAX_NAME_LENGTH, code="invalid_consent")
+    if not name.strip():
+        raise InvalidInput("the subject's name is empty", code="invalid_consent")
     decoded = [decode_photo(rt, p) for p in photos]
     with rt.session() as session:
         session.expire_on_commit = False
@@ -126,6 +138,7 @@ def grant(
     actor: str,
     request_id: str | None = None,
 ) -> ConsentRecord:
+    check_text(subject_id, field="subject id", code="invalid_consent")
     with rt.session() as session:
         session.expire_on_commit = False
         get_subject(session=session, subject_id=subject_id)
@@ -166,6 +179,10 @@ def revoke(
     request_id: str | None = None,
 ) -> ConsentRecord:
     """Revoke consent; it takes effect for the very next request (and for jobs still queued)."""
+    check_text(subject_id, field="subject id", code="invalid_consent")
+    check_text(reason, field="the reason", max_length=MAX_TEXT_LENGTH, code="invalid_consent")
+    if consent_id is not None:
+        check_text(consent_id, field="consent id", code="invalid_consent")
     with rt.session() as session:
         session.expire_on_commit = False
         record = revoke_consent(
@@ -226,6 +243,8 @@ def block(
     rt: Runtime, *, photo: bytes, label: str, reason: str, actor: str, request_id: str | None = None
 ) -> BlockedIdentity:
     """Put the likeness in `photo` on the block list (the photo itself is not kept)."""
+    check_text(label, field="the label", max_length=MAX_NAME_LENGTH, code="invalid_input")
+    check_text(reason, field="the reason", max_length=MAX_TEXT_LENGTH, code="invalid_input")
     decoded = decode_photo(rt, photo)
     with rt.session() as session:
         session.expire_on_commit = False
@@ -248,6 +267,7 @@ def block(
 
 
 def unblock(rt: Runtime, *, blocked_id: str, actor: str, request_id: str | None = None) -> BlockedIdentity:
+    check_text(blocked_id, field="block-list id", code="invalid_input")
     with rt.session() as session:
         session.expire_on_commit = False
         entry = unblock_identity(session=session, blocked_id=blocked_id, removed_by=actor)

@@ -143,7 +143,7 @@ def validate_inputs(rt: Runtime, photo_path: Path, audio_path: Path) -> Validate
     """Type both inputs by their bytes, then decode them under the configured limits; raises typed invalid-input
     errors. Runs before any rendering, so a mistyped upload costs nothing."""
     kinds = photo_type(photo_path, name=photo_path.name), audio_type(audio_path, name=audio_path.name)
-    photo = load_image(photo_path, max_pixels=rt.settings.max_image_pixels)
+    photo = load_image(photo_path, max_pixels=rt.settings.max_image_pixels, portrait=True)
     try:
         audio = load_audio(audio_path, max_seconds=rt.settings.max_audio_seconds)
         return ValidatedInputs(photo, audio, audio.duration_s, *kinds)
@@ -441,7 +441,16 @@ def _record_failure(rt: Runtime, gen: Generation, exc: BaseException, *, actor: 
     problem = describe(exc)
     denied = isinstance(exc, Denied)
     if not denied:  # denials were audited as policy decisions already
-        log.warning("generation %s failed: %s: %s", gen.id, problem.code, problem.message, exc_info=exc)
+        # Bad input is the client's mistake (the job says why); anything else is ours to investigate.
+        bug = problem.http_status >= 500
+        log.log(
+            logging.WARNING if bug else logging.INFO,
+            "generation %s failed: %s: %s",
+            gen.id,
+            problem.code,
+            problem.message,
+            exc_info=exc if bug else None,
+        )
         try:
             rt.audit.append(
                 action="generation.failed",

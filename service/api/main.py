@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -17,6 +17,7 @@ from audit.errors import AuditError
 from generation.errors import GenerationError
 from policies.errors import PolicyError
 from safeguards.errors import SafeguardError
+from service.api.deps import refuse_control_characters
 from service.api.problems import COMMON_ERRORS, ProblemResponse, add_problem_schema, problem_response
 from service.api.routes import (
     audit,
@@ -89,6 +90,7 @@ def create_app(
         version="0.1.0",
         summary="Consent-gated talking-face video generation with watermarking, C2PA provenance and audit.",
         lifespan=lifespan,
+        dependencies=[Depends(refuse_control_characters)],
     )
 
     if settings.cors_origins:
