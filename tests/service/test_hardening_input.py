@@ -291,3 +291,37 @@ def test_over_long_or_control_character_names_are_exit_2(cli: Cli, enrolled: str
     assert r.exit_code == 2 and "Traceback" not in r.output, r.output
     r = cli("client", "create", "bad\x1b[2Jname", "--scope", "generate")
     assert r.exit_code == 2 and "Traceback" not in r.output, r.output
+
+
+# ------------------------------------------------------------------------------------------- terminal safety
+
+HOSTILE_NAMES = ["[/]", "[link=https://evil.example]click[/link]", "[bold red]admin", ":warning:"]
+ESCAPES = "\x1b]8;;https://evil.example\x07osc\x1b]8;;\x07 \x1b[2J\x1b[31mred\r\x9b"
+
+
+@pytest.mark.slow
+def test_cli_prints_names_as_typed_never_as_markup_or_escapes(
+    cli: Cli, enrolled: str, data_dir: Path, example_photo: Path
+) -> None:
+    import sqlite3
+
+    for name in HOSTILE_NAMES:
+        r = cli("consent", "enroll", str(example_photo), "--name", name, "--purpose", "t",
+                "--evidence-sha256", "e" * 64)  # fmt: skip
+        assert r.exit_code == 0, (name, r.output)
+    r = cli("client", "create", "[/]", "--scope", "generate")
+    assert r.exit_code == 0, r.output
+    # Rows written before names were checked (or by another tool) may hold terminal escapes: show them inert.
+    with sqlite3.connect(data_dir / "provatar.db") as db:
+        db.execute("UPDATE consent_subject SET display_name = ? WHERE id = ?", ("esc" + ESCAPES, enrolled))
+        db.execute("UPDATE service_client SET name = ? WHERE name = '[/]'", ("[/]" + ESCAPES,))
+    for command in (("consent", "list"), ("client", "list")):
+        r = cli(*command)
+        assert r.exit_code == 0, (command, r.output)
+        assert "\x1b" not in r.output and "\x07" not in r.output and "\r" not in r.output and "\x9b" not in r.output
+        assert "[/]" in r.output and "\\x1b]8;;https://evil.example" in r.output
+    r = cli("consent", "list")
+    for name in HOSTILE_NAMES:
+        assert name in r.output, (name, r.output)
+    r = cli("consent", "revoke", "subj_[/]\x1b[31m")
+    assert r.exit_code == 2 and "\x1b" not in r.output and "Traceback" not in r.output, r.output
