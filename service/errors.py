@@ -6,9 +6,12 @@ place that knows how a code is shown to an API client or a terminal user.
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
+
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from audit.errors import AuditError
 from generation.errors import GenerationError
@@ -169,6 +172,11 @@ HINTS: dict[str, str] = {
     "idempotency_request_in_progress": "the first request with this Idempotency-Key is still running; retry shortly",
     "cancelled": "the job was cancelled (a cancel request, or the subject's consent was revoked); nothing was written",
     "not_cancellable": "only queued or running generations can be cancelled",
+    "database_unavailable": "a temporary condition: retry after Retry-After seconds; operators: check the database "
+    "server and the disk it writes to",
+    "storage_full": "a temporary condition: retry after Retry-After seconds; operators: free space on the data dir",
+    "storage_unavailable": "operators: the data dir is read-only; remount it read-write",
+    "service_unavailable": "GET /health lists the failed checks; retry after Retry-After seconds",
     "not_ready": "poll GET /v1/generations/{id} until its status is succeeded (see Retry-After)",
     "output_deleted": "the video was deleted on request; generate it again if you need it",
     "client_not_found": "`provatar client list` shows the existing clients",
@@ -317,8 +325,42 @@ class Problem:
         return body
 
 
+_STORAGE_ERRNOS = {errno.ENOSPC: "storage_full", errno.EDQUOT: "storage_full", errno.EROFS: "storage_unavailable"}
+_UNAVAILABLE_MESSAGES = {
+    "database_unavailable": "the database cannot be used right now (unreachable, locked or full); retry later",
+    "storage_full": "the service's disk is full; retry later",
+    "storage_unavailable": "the service's storage is read-only; retry later",
+}
+RETRY_UNAVAILABLE_S = 30
+
+
+def unavailable_code(exc: BaseException) -> str | None:
+    """`database_unavailable` / `storage_full` / `storage_unavailable` when `exc` (or what caused it) is the
+    environment failing rather than a bug or bad input: a 503 with Retry-After, and readiness reports it."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OperationalError | InterfaceError):
+            return "database_unavailable"
+        if isinstance(current, OSError) and current.errno in _STORAGE_ERRNOS:
+            return _STORAGE_ERRNOS[current.errno]
+        current = current.__cause__ or current.__context__
+    return None
+
+
 def describe(exc: BaseException) -> Problem:
     """Map any exception to a Problem. Unknown exceptions become a generic 500 without internals."""
+    if not isinstance(exc, ServiceError) and (code := unavailable_code(exc)) is not None:
+        return Problem(
+            code,
+            _UNAVAILABLE_MESSAGES[code],
+            503,
+            ExitStatus.ERROR,
+            HINTS.get(code),
+            {},
+            {"Retry-After": str(RETRY_UNAVAILABLE_S)},
+        )
     if isinstance(exc, Denied):
         return Problem(
             code=exc.code,

@@ -98,6 +98,9 @@ class Settings(BaseSettings):
         3600.0, description="age after which a leftover *.part file or an unneeded upload dir is swept (sweep.py)"
     )
     sweep_interval_seconds: float = Field(600.0, description="how often the worker sweeps stale files")
+    min_free_disk_bytes: int = Field(
+        256 * 1024 * 1024, description="/health reports not ready when the data dir has less free space than this"
+    )
 
     @field_validator("data_dir", mode="after")
     @classmethod

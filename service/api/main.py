@@ -142,9 +142,14 @@ def create_app(
         problem = describe(exc)
         if problem.http_status >= 500:
             log.exception("unhandled error on %s %s", request.method, request.url.path)
+        if problem.http_status == 503:
+            health.record_unavailable(request.app, problem.code)  # /health reports not ready for a while
         # Policy denials were audited as policy decisions; everything else that is refused is audited here.
         if "decision" not in problem.details:
-            _audit_rejection(request, problem.code, problem.message, problem.http_status)
+            try:
+                _audit_rejection(request, problem.code, problem.message, problem.http_status)
+            except Exception:  # a full disk or a lost database must not turn the answer into a plain-text 500
+                log.warning("could not audit a rejected %s %s", request.method, request.url.path, exc_info=True)
         return problem_response(request, problem)
 
     # Our error families are answered by ExceptionMiddleware; anything else reaches Starlette's
