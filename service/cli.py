@@ -406,6 +406,7 @@ def audit_verify(as_json: Annotated[bool, typer.Option("--json")] = False) -> No
             out.print(
                 f"audit log intact: {report.entries} entries, head {report.head_hash[:16]}…, "
                 f"signed checkpoint at size {report.checkpoint_size}"
+                + (f", witnessed up to {report.witnessed_size}" if report.witnessed_size is not None else "")
             )
 
     guarded(body)

@@ -274,11 +274,13 @@ _SERVER_ERROR_CODES: dict[str, int] = {
     "missing_entry": 500,
     "checkpoint_mismatch": 500,
     "witness_mismatch": 500,
+    "invalid_sequence": 500,
     # configuration or a missing component: the operator can fix it, a retry later may work
     "phonemes_unavailable": 503,
     "embedder_unavailable": 503,
     "signer_config_invalid": 503,
     "signing_key_error": 503,
+    "witness_unavailable": 503,
     "unsupported_database": 503,
     "policy_invalid": 503,
     "policy_invalid_facts": 500,

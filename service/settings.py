@@ -22,6 +22,12 @@ class Settings(BaseSettings):
     environment: str = Field("development", description="development | production")
     data_dir: Path = Field(default_factory=lambda: Path.home() / ".provatar")
     database_url: str | None = Field(None, description="Any SQLAlchemy URL; default SQLite in data_dir")
+    audit_witness_path: Path | None = Field(
+        None,
+        description="append-only file that receives every signed audit checkpoint (default data_dir/witness/"
+        "audit-checkpoints.jsonl); in production put it on another volume than the database, which its writers "
+        "cannot reach, so a rolled-back or emptied audit log is detected by `provatar audit verify`",
+    )
 
     # --- limits (input validation happens before any expensive work) ---
     max_upload_bytes: int = 50 * 1024 * 1024
@@ -122,6 +128,10 @@ class Settings(BaseSettings):
     @property
     def keys_dir(self) -> Path:
         return self.data_dir / "keys"
+
+    @property
+    def witness_path(self) -> Path:
+        return self.audit_witness_path or self.data_dir / "witness" / "audit-checkpoints.jsonl"
 
     @property
     def outputs_dir(self) -> Path:
