@@ -220,7 +220,9 @@ def _container_duration_s(container: av.container.InputContainer, stream: av.str
     return None
 
 
-def load_audio(data: bytes | Path, *, sample_rate: int = 16000, max_seconds: float | None = None) -> AudioTrack:
+def load_audio(
+    data: bytes | Path, *, sample_rate: int = 16000, max_seconds: float | None = None
+) -> AudioTrack:
     """Decode any common audio file (wav/mp3/ogg/flac/m4a, or a video's audio) to mono float32.
 
     Args:
@@ -314,7 +316,9 @@ def encode_mp4(
     n_frames = frame_count(audio.duration_s, fps)
     tmp_path = out_path.parent / f".{out_path.name}.{uuid.uuid4().hex[:8]}.part"
     try:
-        _encode(frames, audio, tmp_path, n_frames=n_frames, fps=fps, crf=crf, preset=preset, on_frame=on_frame)
+        _encode(
+            frames, audio, tmp_path, n_frames=n_frames, fps=fps, crf=crf, preset=preset, on_frame=on_frame
+        )
         os.replace(tmp_path, out_path)
     except BaseException as exc:
         tmp_path.unlink(missing_ok=True)
@@ -497,7 +501,9 @@ def iter_video_frames(path: Path, *, max_frames: int | None = None, every: int =
         raise InvalidVideo("no frame of the video could be decoded")
 
 
-def load_frames_for_detection(path: Path, max_frames: int, *, max_pixels: int = 50_000_000) -> list[np.ndarray]:
+def load_frames_for_detection(
+    path: Path, max_frames: int, *, max_pixels: int = 50_000_000
+) -> list[np.ndarray]:
     """Frames to run detectors on: the image itself for a still photo, else up to ``max_frames`` video frames.
 
     Videos are sampled evenly over their length when the header says how many frames there are.

@@ -83,7 +83,7 @@ class Runtime:
         self.settings = settings
         self.engine = engine or make_engine(settings.db_url)
         create_tables(self.engine)
-        key = load_or_create_signing_key(settings.keys_dir / AUDIT_KEY)
+        key = load_or_create_signing_key(settings.audit_signing_key or settings.keys_dir / AUDIT_KEY)
         self.audit = AuditLog(self.engine, key, key_id="provatar-audit-1", witness=FileWitness(settings.witness_path))
         self.watermark_key = derive_key(settings.keys_dir, "watermark/v1")
 

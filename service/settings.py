@@ -22,6 +22,11 @@ class Settings(BaseSettings):
     environment: str = Field("development", description="development | production")
     data_dir: Path = Field(default_factory=lambda: Path.home() / ".provatar")
     database_url: str | None = Field(None, description="Any SQLAlchemy URL; default SQLite in data_dir")
+    audit_signing_key: Path | None = Field(
+        None,
+        description="Ed25519 PEM that signs audit checkpoints (default data_dir/keys/audit_ed25519.pem); keep it "
+        "where the database's writers cannot read it, so they cannot re-sign a rewritten log",
+    )
     audit_witness_path: Path | None = Field(
         None,
         description="append-only file that receives every signed audit checkpoint (default data_dir/witness/"

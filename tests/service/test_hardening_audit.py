@@ -53,3 +53,21 @@ def test_cli_verify_names_an_emptied_log_a_rollback_and_a_negative_seq(cli: Cli,
         conn.execute("DELETE FROM audit_checkpoint")
     r = cli("audit", "verify")
     assert r.exit_code == 1 and "emptied" in r.output and "Traceback" not in r.output, r.output
+
+
+def test_audit_signing_key_can_live_outside_the_data_dir(tmp_path: Path) -> None:
+    from service.runtime import Runtime, initialize
+    from service.settings import Settings
+
+    key = tmp_path / "elsewhere" / "audit.pem"
+    key.parent.mkdir()
+    settings = Settings(data_dir=tmp_path / "data", audit_signing_key=key, audit_witness_path=tmp_path / "w.jsonl")
+    initialize(settings)
+    rt = Runtime(settings)
+    try:
+        rt.audit.append(action="client.created", actor="test", outcome="ok")
+        assert key.is_file() and oct(key.stat().st_mode & 0o777) == "0o600"
+        assert rt.audit.verify().witnessed_size == rt.audit.verify().entries
+        assert (tmp_path / "w.jsonl").is_file() and not (settings.data_dir / "witness").exists()
+    finally:
+        rt.close()

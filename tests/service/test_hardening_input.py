@@ -143,10 +143,19 @@ def test_control_characters_in_url_and_client_id_are_4xx_problems(api: Api) -> N
     _assert_4xx_problems(api)
 
 
+def _assert_stream_refuses_control_characters(api: Api, photo: bytes) -> None:
+    with api.client.websocket_connect("/v1/stream", headers=api.bearer()) as ws:
+        ws.send_text(json.dumps({"subject_id": "subj_\u0000x", "purpose": "live", "sample_rate": 16000}))
+        ws.send_bytes(photo)
+        answer = ws.receive_json()
+        assert answer["code"] == "invalid_request" and "control character" in answer["message"], answer
+
+
 @pytest.mark.postgres
-def test_control_characters_are_4xx_on_postgresql_too(pg_url: str, tmp_path: Path) -> None:
+def test_control_characters_are_4xx_on_postgresql_too(pg_url: str, tmp_path: Path, example_photo: Path) -> None:
     for api in _api(Settings(data_dir=tmp_path / "data", database_url=pg_url, rate_limits_enabled=False)):
         _assert_4xx_problems(api)
+        _assert_stream_refuses_control_characters(api, example_photo.read_bytes())
 
 
 def test_out_of_range_integers_in_query_and_cursor_are_4xx(api: Api) -> None:
