@@ -7,11 +7,10 @@ place that knows how a code is shown to an API client or a terminal user.
 from __future__ import annotations
 
 import errno
+import sys
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
-
-from sqlalchemy.exc import InterfaceError, OperationalError
 
 from audit.errors import AuditError
 from generation.errors import GenerationError
@@ -339,11 +338,14 @@ RETRY_UNAVAILABLE_S = 30
 def unavailable_code(exc: BaseException) -> str | None:
     """`database_unavailable` / `storage_full` / `storage_unavailable` when `exc` (or what caused it) is the
     environment failing rather than a bug or bad input: a 503 with Retry-After, and readiness reports it."""
+    # Not imported here: the CLI's start must not load SQLAlchemy. An exception of its classes means it is loaded.
+    sa_exc = sys.modules.get("sqlalchemy.exc")
+    db_errors: tuple[type[BaseException], ...] = (sa_exc.OperationalError, sa_exc.InterfaceError) if sa_exc else ()
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(current, OperationalError | InterfaceError):
+        if db_errors and isinstance(current, db_errors):
             return "database_unavailable"
         if isinstance(current, OSError) and current.errno in _STORAGE_ERRNOS:
             return _STORAGE_ERRNOS[current.errno]
