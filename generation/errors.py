@@ -63,6 +63,17 @@ class InvalidVideo(GenerationError):
     code = "invalid_video"
 
 
+class VideoTooLong(GenerationError):
+    """A video submitted for detection lasts longer than the configured limit (checked from its header)."""
+
+    code = "video_too_long"
+
+    def __init__(self, duration_s: float, max_s: float) -> None:
+        self.duration_s = duration_s
+        self.max_s = max_s
+        super().__init__(f"the video lasts {duration_s:.1f} s; the limit is {max_s:.1f} s - cut it and try again")
+
+
 class EncodeFailed(GenerationError):
     """Writing the MP4 failed; no partial output file is left behind."""
 

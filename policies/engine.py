@@ -27,6 +27,8 @@ from policies.facts import GenerationFacts
 from policies.loader import LoadedPolicy, load_policy
 
 POLICY_ERROR = "policy_error"
+# The reason codes a consent officer may lift for one photo; every other denial is final.
+REVIEWABLE_CODES = ("possible_protected_identity", "subject_uncertain")
 CONSENT_STATES = ("none", "active", "expired", "revoked")
 _QUANTUM = Decimal("0.0001")
 _POLICY_ERROR_MESSAGE = "The request could not be evaluated against the generation policy, so it is denied."
@@ -117,6 +119,15 @@ def facts_to_context(facts: GenerationFacts) -> dict[str, Any]:
         raise InvalidFacts(f"face_count must be a non-negative integer, got {facts.face_count!r}")
     if facts.consent_state not in CONSENT_STATES:
         raise InvalidFacts(f"consent_state must be one of {CONSENT_STATES}, got {facts.consent_state!r}")
+    subject_review = _review_threshold(
+        "subject_review_threshold", facts.subject_review_threshold, facts.subject_match_threshold
+    )
+    block_review = _review_threshold(
+        "block_review_threshold", facts.block_review_threshold, facts.block_match_threshold
+    )
+    unknown = set(facts.approved_reviews) - set(REVIEWABLE_CODES)
+    if unknown:
+        raise InvalidFacts(f"approved_reviews may only hold {REVIEWABLE_CODES}, got {sorted(unknown)}")
     context: dict[str, Any] = {
         "client_id": facts.client_id,
         "purpose": facts.purpose,
@@ -125,6 +136,9 @@ def facts_to_context(facts: GenerationFacts) -> dict[str, Any]:
         "face_count": facts.face_count,
         "subject_match_threshold": _decimal("subject_match_threshold", facts.subject_match_threshold),
         "block_match_threshold": _decimal("block_match_threshold", facts.block_match_threshold),
+        "subject_review_threshold": _decimal("subject_review_threshold", subject_review),
+        "block_review_threshold": _decimal("block_review_threshold", block_review),
+        "approved_reviews": sorted(set(facts.approved_reviews)),
         "consent_state": facts.consent_state,
         "consent_purposes": sorted(set(facts.consent_purposes)),
         "consent_clients": sorted(set(facts.consent_clients)),
@@ -140,6 +154,15 @@ def facts_to_context(facts: GenerationFacts) -> dict[str, Any]:
     if facts.consent_record_id is not None:
         context["consent_record_id"] = facts.consent_record_id
     return context
+
+
+def _review_threshold(name: str, review: float | None, match: float) -> float:
+    """The loose end of a band; None means no band. A loose end under the strict one is a misconfiguration."""
+    if review is None:
+        return match
+    if isinstance(review, int | float) and isinstance(match, int | float) and review < match:
+        raise InvalidFacts(f"{name} ({review!r}) must not be under the match threshold ({match!r})")
+    return review
 
 
 def _decimal(name: str, value: float, rounding: str = ROUND_HALF_EVEN) -> dict[str, Any]:

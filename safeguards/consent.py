@@ -1,12 +1,18 @@
 """Consent registry: who may be animated, for what, by whom, until when, and whose likeness nobody may use.
 
-Four tables (prefixed `consent_`, portable between SQLite and PostgreSQL):
+Tables (prefixed `consent_`, portable between SQLite and PostgreSQL):
 
 - `Subject` — a person who can consent; enrolled from one or more reference photos.
 - `SubjectReference` — one face embedding per reference photo, with the photo's SHA-256. The photo itself is kept
   only when the subject allows it (`store_photos`) AND the service is configured with a photo directory.
 - `ConsentRecord` — purposes, allowed API clients, expiry, evidence hash; revocable. The newest record wins.
 - `BlockedIdentity` — a protected likeness (e.g. a public figure) that no photo may match, enrolled or not.
+- `BlockedReference` — one face embedding per photo of a blocked identity (several photos, better recall).
+- `IdentityReview` (safeguards/reviews.py) — a borderline likeness held for a consent officer.
+
+Likeness against several reference photos is scored two ways (`IdentityScore`): the distance to the nearest
+reference and the distance to the mean of the references. The block list takes the smaller (either view close is
+reason to stop), the subject check the larger (a stranger must be far from neither).
 
 Each resource follows the `XBase / XCreate / X(table=True) / XPublic` split, so embeddings and file paths never
 reach an API response: return `XPublic.model_validate(row)`.
@@ -42,6 +48,7 @@ from safeguards.errors import (
     MultipleFacesInPhoto,
     NoFaceInPhoto,
     PhotoStorageNotConfigured,
+    PossibleBlockedIdentityMatch,
     ReferenceMismatch,
     SubjectNotFound,
 )
@@ -49,9 +56,12 @@ from safeguards.identity import FaceAnalyzer, face_distance
 
 __all__ = [
     "ANY_CLIENT",
+    "BandHit",
     "BlockedIdentity",
     "BlockedIdentityCreate",
     "BlockedIdentityPublic",
+    "BlockedReference",
+    "IdentityScore",
     "ConsentCreate",
     "ConsentRecord",
     "ConsentRecordPublic",
@@ -61,9 +71,12 @@ __all__ = [
     "SubjectPublic",
     "SubjectReference",
     "SubjectReferencePublic",
+    "add_block_references",
     "add_reference",
     "block_identity",
+    "blocked_references",
     "closest_blocked",
+    "closest_blocked_score",
     "closest_reference_distance",
     "consent_status",
     "get_subject",
@@ -73,6 +86,7 @@ __all__ = [
     "list_references",
     "list_subjects",
     "new_id",
+    "reference_score",
     "revoke_consent",
     "unblock_identity",
 ]
@@ -275,6 +289,60 @@ class BlockedIdentityPublic(BlockedIdentityBase):
     removed_by: str | None
 
 
+class BlockedReference(SQLModel, table=True):
+    """One photo's embedding of a blocked identity. `BlockedIdentity.embedding` keeps the first photo's (so a row
+    made before multi-photo blocking still works alone); every photo, the first included, has a row here."""
+
+    __tablename__ = "consent_blocked_reference"
+
+    id: int | None = Field(default=None, primary_key=True)
+    blocked_id: str = Field(foreign_key="consent_blocked_identity.id", index=True, max_length=40)
+    embedding: list[float] = Field(sa_type=JSON)
+    embedder: str = Field(max_length=64)
+    photo_sha256: str = Field(max_length=64)
+    created_at: datetime = Field(sa_type=UTCDateTime)
+
+
+# --- likeness scores -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IdentityScore:
+    """A face against one person's reference embeddings: nearest reference and distance to their mean."""
+
+    nearest: float
+    to_mean: float
+    references: int
+
+    @property
+    def block_distance(self) -> float:
+        """For the block list: the smaller view (either one close is reason enough to stop)."""
+        return min(self.nearest, self.to_mean)
+
+    @property
+    def subject_distance(self) -> float:
+        """For the subject: the larger view (a stranger close to one odd reference is still far from the mean)."""
+        return max(self.nearest, self.to_mean)
+
+
+def score_references(references: np.ndarray, embedding: np.ndarray) -> IdentityScore:
+    """Score `embedding` against `references` (N, dim) of one person and one embedder."""
+    refs = np.asarray(references, dtype=np.float64).reshape(-1, np.asarray(embedding).size)  # (N, dim)
+    query = np.asarray(embedding, dtype=np.float64).ravel()
+    nearest = float(np.min(np.linalg.norm(refs - query[None, :], axis=1)))
+    to_mean = float(np.linalg.norm(refs.mean(axis=0) - query))
+    return IdentityScore(nearest=nearest, to_mean=to_mean, references=int(refs.shape[0]))
+
+
+@dataclass(frozen=True)
+class BandHit:
+    """A reference photo that fell into the block list's review band and was let through by a consent officer."""
+
+    photo_sha256: str
+    blocked_id: str
+    distance: float
+
+
 # --- reference photos ----------------------------------------------------------------------------------------
 
 
@@ -311,10 +379,26 @@ def _single_face_embedding(analyzer: FaceAnalyzer, photo: ReferencePhoto) -> np.
     return faces[0].embedding
 
 
-def _refuse_blocked(session: Session, embedding: np.ndarray, embedder: str, block_threshold: float) -> None:
+def _refuse_blocked(
+    session: Session,
+    embedding: np.ndarray,
+    embedder: str,
+    block_threshold: float,
+    block_review_threshold: float | None,
+    justification: str | None,
+    photo_sha256: str,
+) -> BandHit | None:
+    """Refuse a photo inside the block list's band; a band hit passes only with an officer's justification."""
     hit = closest_blocked(session=session, embedding=embedding, embedder=embedder)
-    if hit is not None and hit[1] <= block_threshold:
+    if hit is None:
+        return None
+    if hit[1] <= block_threshold:
         raise BlockedIdentityMatch(hit[0].id, hit[1])
+    if block_review_threshold is not None and hit[1] <= block_review_threshold:
+        if not justification:
+            raise PossibleBlockedIdentityMatch(hit[0].id, hit[1])
+        return BandHit(photo_sha256=photo_sha256, blocked_id=hit[0].id, distance=hit[1])
+    return None
 
 
 def _store_photo(photo: ReferencePhoto, subject: Subject, photo_dir: Path | None) -> str | None:
@@ -357,27 +441,39 @@ def enroll_subject(
     reference_threshold: float | None = None,
     photo_dir: Path | None = None,
     now: datetime | None = None,
+    block_review_threshold: float | None = None,
+    review_justification: str | None = None,
+    band_hits: list[BandHit] | None = None,
 ) -> Subject:
     """Create a subject from one or more reference photos (each must show exactly one face).
 
     Every photo is checked before anything is written: a photo that matches a blocked identity (distance <=
-    `block_threshold`) refuses the whole enrollment. With `reference_threshold`, each photo must also be within
-    that distance of an earlier one (catches a second person slipped in). Flushes, does not commit.
+    `block_threshold`) refuses the whole enrollment, whatever anyone says. A photo inside the review band (up to
+    `block_review_threshold`) refuses it too, unless the enrolling consent officer gives `review_justification`;
+    such photos are appended to `band_hits` for the audit entry. With `reference_threshold`, each photo must also
+    be within that distance of an earlier one (catches a second person slipped in). Flushes, does not commit.
 
     Raises:
-        MissingReferencePhoto, NoFaceInPhoto, MultipleFacesInPhoto, BlockedIdentityMatch, ReferenceMismatch,
-        PhotoStorageNotConfigured.
+        MissingReferencePhoto, NoFaceInPhoto, MultipleFacesInPhoto, BlockedIdentityMatch,
+        PossibleBlockedIdentityMatch, ReferenceMismatch, PhotoStorageNotConfigured.
     """
     if not photos:
         raise MissingReferencePhoto("enrolling a subject needs at least one reference photo of their face")
     embedder = analyzer.embedder.name
     subject = Subject.model_validate(subject_in, update={"created_at": _now(now), "created_by": created_by})
     embeddings: list[np.ndarray] = []
+    hits: list[BandHit] = []
     for photo in photos:
         embedding = _single_face_embedding(analyzer, photo)
-        _refuse_blocked(session, embedding, embedder, block_threshold)
+        hit = _refuse_blocked(
+            session, embedding, embedder, block_threshold, block_review_threshold, review_justification, photo.sha256
+        )
+        if hit is not None:
+            hits.append(hit)
         _check_consistent(subject.id, embedding, embeddings, reference_threshold)
         embeddings.append(embedding)
+    if band_hits is not None:
+        band_hits.extend(hits)
     if subject.store_photos and photo_dir is None:
         raise PhotoStorageNotConfigured(
             "the subject allows storing reference photos, but no photo directory is configured"
@@ -409,12 +505,16 @@ def add_reference(
     reference_threshold: float | None = None,
     photo_dir: Path | None = None,
     now: datetime | None = None,
+    block_review_threshold: float | None = None,
+    review_justification: str | None = None,
 ) -> SubjectReference:
     """Add one reference photo to an existing subject (same checks as `enroll_subject`). Flushes, no commit."""
     subject = get_subject(session=session, subject_id=subject_id)
     embedder = analyzer.embedder.name
     embedding = _single_face_embedding(analyzer, photo)
-    _refuse_blocked(session, embedding, embedder, block_threshold)
+    _refuse_blocked(
+        session, embedding, embedder, block_threshold, block_review_threshold, review_justification, photo.sha256
+    )
     existing = [
         np.asarray(r.embedding)
         for r in list_references(session=session, subject_id=subject_id)
@@ -454,14 +554,28 @@ def list_references(*, session: Session, subject_id: str) -> list[SubjectReferen
     return list(session.exec(stmt).all())
 
 
+def reference_score(
+    *, session: Session, subject_id: str, embedding: np.ndarray, embedder: str
+) -> IdentityScore | None:
+    """`embedding` against the subject's references made by the same embedder; None if there are none."""
+    refs = [r.embedding for r in list_references(session=session, subject_id=subject_id) if r.embedder == embedder]
+    if not refs:
+        return None
+    matrix = np.asarray(refs, dtype=np.float64)  # (N, dim)
+    if matrix.shape[1] != np.asarray(embedding).size:
+        raise EmbeddingMismatch(
+            f"subject {subject_id} has {matrix.shape[1]}-d references, the query has {np.asarray(embedding).size}"
+        )
+    return score_references(matrix, embedding)
+
+
 def closest_reference_distance(
     *, session: Session, subject_id: str, embedding: np.ndarray, embedder: str
 ) -> float | None:
-    """Smallest distance from `embedding` to the subject's references made by the same embedder; None if none."""
-    refs = [r for r in list_references(session=session, subject_id=subject_id) if r.embedder == embedder]
-    if not refs:
-        return None
-    return min(face_distance(embedding, np.asarray(r.embedding)) for r in refs)
+    """The subject distance (`IdentityScore.subject_distance`: the larger of nearest reference and distance to the
+    references' mean) from `embedding` to the subject; None without references of this embedder."""
+    score = reference_score(session=session, subject_id=subject_id, embedding=embedding, embedder=embedder)
+    return None if score is None else score.subject_distance
 
 
 # --- consent -------------------------------------------------------------------------------------------------
@@ -569,31 +683,106 @@ def block_identity(
     *,
     session: Session,
     blocked_in: BlockedIdentityCreate,
-    photo: ReferencePhoto,
+    photos: Sequence[ReferencePhoto] = (),
     analyzer: FaceAnalyzer,
     created_by: str,
     now: datetime | None = None,
+    photo: ReferencePhoto | None = None,
 ) -> BlockedIdentity:
-    """Protect the likeness in `photo` (exactly one face). Add several photos of a person as several entries for
-    better recall. The photo itself is never stored. Flushes, no commit.
+    """Protect the likeness in one or more photos of ONE person (each with exactly one face): several photos give
+    the matcher a nearest reference and a mean to compare against. The photos themselves are never stored.
+    Flushes, no commit. (`photo` is the single-photo form kept for older callers.)
 
     Raises:
-        NoFaceInPhoto, MultipleFacesInPhoto.
+        MissingReferencePhoto, NoFaceInPhoto, MultipleFacesInPhoto.
     """
-    embedding = _single_face_embedding(analyzer, photo)
+    all_photos = [*([photo] if photo is not None else []), *photos]
+    if not all_photos:
+        raise MissingReferencePhoto("blocking an identity needs at least one photo of their face")
+    embeddings = [_single_face_embedding(analyzer, p) for p in all_photos]
+    at = _now(now)
     blocked = BlockedIdentity.model_validate(
         blocked_in,
         update={
-            "embedding": [float(v) for v in embedding],
+            "embedding": [float(v) for v in embeddings[0]],
             "embedder": analyzer.embedder.name,
-            "photo_sha256": photo.sha256,
-            "created_at": _now(now),
+            "photo_sha256": all_photos[0].sha256,
+            "created_at": at,
             "created_by": created_by,
         },
     )
     session.add(blocked)
     session.flush()
+    _add_blocked_rows(session, blocked, all_photos, embeddings, analyzer.embedder.name, at)
     return blocked
+
+
+def add_block_references(
+    *,
+    session: Session,
+    blocked_id: str,
+    photos: Sequence[ReferencePhoto],
+    analyzer: FaceAnalyzer,
+    now: datetime | None = None,
+) -> list[BlockedReference]:
+    """Add photos of the same person to an active block-list entry. Flushes, no commit.
+
+    Raises:
+        BlockedIdentityNotFound, MissingReferencePhoto, NoFaceInPhoto, MultipleFacesInPhoto.
+    """
+    blocked = session.get(BlockedIdentity, blocked_id)
+    if blocked is None or blocked.removed_at is not None:
+        raise BlockedIdentityNotFound(blocked_id)
+    if not photos:
+        raise MissingReferencePhoto("adding to a blocked identity needs at least one photo")
+    embeddings = [_single_face_embedding(analyzer, p) for p in photos]
+    if not blocked_references(session=session, blocked_ids=[blocked.id]):
+        # A row from before multi-photo blocking: its one embedding becomes its first reference row.
+        session.add(
+            BlockedReference(
+                blocked_id=blocked.id,
+                embedding=list(blocked.embedding),
+                embedder=blocked.embedder,
+                photo_sha256=blocked.photo_sha256,
+                created_at=blocked.created_at,
+            )
+        )
+    return _add_blocked_rows(session, blocked, list(photos), embeddings, analyzer.embedder.name, _now(now))
+
+
+def _add_blocked_rows(
+    session: Session,
+    blocked: BlockedIdentity,
+    photos: Sequence[ReferencePhoto],
+    embeddings: Sequence[np.ndarray],
+    embedder: str,
+    at: datetime,
+) -> list[BlockedReference]:
+    rows = [
+        BlockedReference(
+            blocked_id=blocked.id,
+            embedding=[float(v) for v in emb],
+            embedder=embedder,
+            photo_sha256=p.sha256,
+            created_at=at,
+        )
+        for p, emb in zip(photos, embeddings, strict=True)
+    ]
+    session.add_all(rows)
+    session.flush()
+    return rows
+
+
+def blocked_references(*, session: Session, blocked_ids: Sequence[str]) -> list[BlockedReference]:
+    """The reference rows of these block-list entries, oldest first (internal: they carry embeddings)."""
+    if not blocked_ids:
+        return []
+    stmt = (
+        select(BlockedReference)
+        .where(col(BlockedReference.blocked_id).in_(list(blocked_ids)))
+        .order_by(col(BlockedReference.id))
+    )
+    return list(session.exec(stmt).all())
 
 
 def list_blocked(*, session: Session, include_removed: bool = False) -> list[BlockedIdentity]:
@@ -618,20 +807,41 @@ def unblock_identity(
     return blocked
 
 
-def closest_blocked(*, session: Session, embedding: np.ndarray, embedder: str) -> tuple[BlockedIdentity, float] | None:
-    """The active block-list entry nearest to `embedding` (same embedder only) and its distance; None if empty.
+def closest_blocked_score(
+    *, session: Session, embedding: np.ndarray, embedder: str
+) -> tuple[BlockedIdentity, IdentityScore] | None:
+    """The active block-list entry nearest to `embedding` by `IdentityScore.block_distance` (same embedder only);
+    None if the list is empty.
 
-    Linear scan: fine for thousands of entries; a vector index is the next step for more.
+    Linear scan over every reference: fine for thousands of entries; a vector index is the next step for more.
     """
     rows = [b for b in list_blocked(session=session) if b.embedder == embedder]
     if not rows:
         return None
-    matrix = np.asarray([b.embedding for b in rows], dtype=np.float64)  # (N, dim)
     query = np.asarray(embedding, dtype=np.float64).ravel()
-    if matrix.shape[1] != query.shape[0]:
-        raise EmbeddingMismatch(
-            f"block list holds {matrix.shape[1]}-d {embedder} embeddings, the query has {query.shape[0]} values"
-        )
-    distances = np.linalg.norm(matrix - query[None, :], axis=1)  # (N,)
-    best = int(np.argmin(distances))
-    return rows[best], float(distances[best])
+    by_id: dict[str, list[list[float]]] = {}
+    for ref in blocked_references(session=session, blocked_ids=[b.id for b in rows]):
+        if ref.embedder == embedder:
+            by_id.setdefault(ref.blocked_id, []).append(ref.embedding)
+    best: tuple[BlockedIdentity, IdentityScore] | None = None
+    for row in rows:
+        refs = np.asarray(by_id.get(row.id) or [row.embedding], dtype=np.float64)  # (N, dim)
+        if refs.shape[1] != query.shape[0]:
+            raise EmbeddingMismatch(
+                f"block list holds {refs.shape[1]}-d {embedder} embeddings, the query has {query.shape[0]} values"
+            )
+        score = score_references(refs, query)
+        if best is None or score.block_distance < best[1].block_distance:
+            best = (row, score)
+    return best
+
+
+def closest_blocked(*, session: Session, embedding: np.ndarray, embedder: str) -> tuple[BlockedIdentity, float] | None:
+    """The active block-list entry nearest to `embedding` and its block distance; None if the list is empty."""
+    hit = closest_blocked_score(session=session, embedding=embedding, embedder=embedder)
+    return None if hit is None else (hit[0], hit[1].block_distance)
+
+
+# The review queue lives in its own module; importing it here registers its table with the other consent tables
+# (it imports UTCDateTime and new_id from this module, which are defined above this line).
+from safeguards import reviews as _reviews  # noqa: E402, F401

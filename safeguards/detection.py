@@ -57,9 +57,11 @@ def detect_media(
     fusion: FusionModel | None = None,
     any_generator: SyntheticClipClassifier | None = None,
     max_image_pixels: int = 50_000_000,
+    max_seconds: float | None = None,
     keep_track: list[FaceTrack] | None = None,
 ) -> DetectionReport:
-    """Analyse an image or video file. Raises InvalidVideo for undecodable input.
+    """Analyse an image or video file. Raises InvalidVideo for undecodable input, VideoTooLong past
+    ``max_seconds`` (from the header, before decoding).
 
     ``keep_track``, when given, receives the analysed face track (the HTML report draws crops from it)."""
     fusion = fusion or FusionModel.load_default()
@@ -71,7 +73,7 @@ def detect_media(
         track = track_image(sampled[0])
     else:
         info = probe_video(path)
-        track = track_video(path)
+        track = track_video(path, max_seconds=max_seconds)
         # The watermark votes over frames the cues already decoded (one pass over the file, not two); a clip
         # too short for the tracker to keep any falls back to reading frames itself.
         sampled = track.sample_frames or load_frames_for_detection(path, max_frames=WATERMARK_FRAMES)

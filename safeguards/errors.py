@@ -200,3 +200,48 @@ class MissingReferencePhoto(ConsentError):
     """An enrollment came without any reference photo."""
 
     code = "no_reference_photo"
+
+
+class PossibleBlockedIdentityMatch(ConsentError):
+    """A reference photo falls in the block list's review band: too close to a protected identity to enroll without
+    a consent officer's recorded justification, not close enough to be sure."""
+
+    code = "possible_protected_identity"
+
+    def __init__(self, blocked_id: str, distance: float) -> None:
+        super().__init__(
+            f"the photo is close to blocked identity {blocked_id} (distance {distance:.3f}) but not a certain match; "
+            "a consent officer must confirm it is someone else (give a review justification) to enroll it"
+        )
+        self.blocked_id = blocked_id
+        self.distance = distance
+
+
+# --- reviews -------------------------------------------------------------------------------------------------
+
+
+class ReviewNotFound(ConsentError):
+    """No identity review with this id."""
+
+    code = "review_not_found"
+
+    def __init__(self, review_id: str) -> None:
+        super().__init__(f"identity review {review_id} does not exist")
+        self.review_id = review_id
+
+
+class ReviewNotPending(ConsentError):
+    """The review was already decided (approved or rejected); decisions are final."""
+
+    code = "review_already_decided"
+
+    def __init__(self, review_id: str, status: str) -> None:
+        super().__init__(f"identity review {review_id} is already {status}; a decided review cannot change")
+        self.review_id = review_id
+        self.status = status
+
+
+class InvalidReviewDecision(ConsentError):
+    """A review decision without a usable justification, or by the client who asked for the generation."""
+
+    code = "invalid_review_decision"

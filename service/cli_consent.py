@@ -1,4 +1,5 @@
-"""`provatar consent ...`: enroll subjects with consent, revoke, list, and keep the block list."""
+"""`provatar consent ...`: enroll subjects with consent, revoke, list, keep the block list, and decide identity
+reviews (the borderline likeness a consent officer approves or rejects with a justification)."""
 
 from __future__ import annotations
 
@@ -28,9 +29,16 @@ def enroll(
     expires_days: Annotated[float, typer.Option(help="Consent lifetime in days.")] = 365.0,
     evidence: Annotated[Path | None, typer.Option(help="Consent evidence file (signed form, recording).")] = None,
     evidence_sha256: Annotated[str | None, typer.Option(help="SHA-256 of evidence kept elsewhere.")] = None,
+    review_justification: Annotated[
+        str | None,
+        typer.Option(
+            help="Consent officer's reason to enroll a photo that is close to (not a match of) a blocked identity; "
+            "audited. A certain match is refused regardless."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Enroll a subject from reference photos and record their consent."""
+    """Enroll a subject from reference photos and record their consent (several photos: better matching)."""
 
     def body() -> None:
         from service import consent_ops
@@ -47,6 +55,7 @@ def enroll(
                 expires_days=expires_days,
                 evidence_sha256=digest,
                 actor=actor(),
+                review_justification=review_justification,
             )
         data = {
             "subject_id": subject.id,
@@ -165,14 +174,19 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
 def block(
     photos: Annotated[list[Path], typer.Argument(help="Photos of protected people (one face each), or folders.")],
     label: Annotated[
-        str | None, typer.Option(help="Who this is; default: each photo's file name (for seeding from a folder).")
+        str | None,
+        typer.Option(help="Who this is: all photos become ONE entry of this person. Default: one entry per photo, "
+        "named after the file (for seeding from a folder of different people)."),
     ] = None,
     reason: Annotated[str, typer.Option(help="Why they are protected.")] = "public figure",
+    add_to: Annotated[
+        str | None, typer.Option("--add-to", help="Add the photos to this existing entry (blk_...) instead.")
+    ] = None,
 ) -> None:
     """Put protected identities (e.g. public figures) on the block list; matching photos are always denied.
 
-    Seed a list from a folder of photos named after the people (`provatar consent block seed-photos/`); several
-    photos of one person (same --label) make several entries and better recall.
+    Several photos of one person (`--label NAME a.jpg b.jpg c.jpg`, or `--add-to blk_...`) make one entry matched
+    by its nearest photo and by the mean of its photos: better recall than one photo.
     """
 
     def body() -> None:
@@ -188,10 +202,21 @@ def block(
             raise_invalid("no photos given (folders are searched for .jpg, .jpeg, .png, .webp)")
         contents = [(f, _read(f, "photo")) for f in files]
         with runtime() as rt:
-            for f, content in contents:
-                name = label or f.stem.replace("_", " ")
-                entry = consent_ops.block(rt, photo=content, label=name, reason=reason, actor=actor())
-                out.print(f"blocked {entry.id} ({shown(name)}) from {shown(f.name)}")
+            if add_to:
+                total = consent_ops.add_block_photos(
+                    rt, blocked_id=add_to, photos=[c for _, c in contents], actor=actor()
+                )
+                out.print(f"added {len(contents)} photo(s) to {shown(add_to)}; it has {total} now")
+            elif label:
+                entry = consent_ops.block(
+                    rt, photos=[c for _, c in contents], label=label, reason=reason, actor=actor()
+                )
+                out.print(f"blocked {entry.id} ({shown(label)}) from {len(contents)} photo(s)")
+            else:
+                for f, content in contents:
+                    name = f.stem.replace("_", " ")
+                    entry = consent_ops.block(rt, photos=[content], label=name, reason=reason, actor=actor())
+                    out.print(f"blocked {entry.id} ({shown(name)}) from {shown(f.name)}")
 
     guarded(body)
 
@@ -231,3 +256,92 @@ def blocklist(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
             out.print("the block list is empty")
 
     guarded(body)
+
+
+def _review_row(review: object) -> dict[str, object]:
+    from safeguards.reviews import IdentityReviewPublic
+
+    return IdentityReviewPublic.model_validate(review, from_attributes=True).model_dump(mode="json")
+
+
+@consent_app.command("reviews")
+def reviews(
+    status: Annotated[
+        str | None, typer.Option(help="pending | approved | rejected (default: all)")
+    ] = "pending",
+    all_: Annotated[bool, typer.Option("--all", help="Every review, whatever its status.")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """The identity-review queue: borderline matches denied and waiting for a consent officer."""
+
+    def body() -> None:
+        from safeguards.reviews import ReviewStatus, list_reviews
+
+        wanted: ReviewStatus | None = None
+        if not all_ and status:
+            if status not in {s.value for s in ReviewStatus}:
+                raise_invalid(f"unknown status {status!r}: use pending, approved or rejected")
+            wanted = ReviewStatus(status)
+        with runtime() as rt, rt.session() as session:
+            rows = [_review_row(r) for r in list_reviews(session=session, status=wanted, limit=10_000)]
+        if as_json:
+            emit(rows, True)
+            return
+        for r in rows:
+            target = r["blocked_identity_id"] or r["subject_id"]
+            out.print(
+                f"{r['id']}  {r['status']:8s}  {r['reason']}  {target}  distance {r['distance']:.3f} "
+                f"in ({r['match_threshold']:.2f}, {r['review_threshold']:.2f}]  photo {str(r['photo_sha256'])[:12]}"
+                f"  {','.join(r['quality_issues']) or 'good photo'}"  # type: ignore[arg-type]
+            )
+        if not rows:
+            out.print("no reviews")
+
+    guarded(body)
+
+
+@consent_app.command("review")
+def review(
+    review_id: Annotated[str, typer.Argument(help="Review id (rev_...).")],
+) -> None:
+    """One review in full (JSON)."""
+
+    def body() -> None:
+        from safeguards.reviews import get_review
+
+        with runtime() as rt, rt.session() as session:
+            emit(_review_row(get_review(session=session, review_id=review_id)), True)
+
+    guarded(body)
+
+
+def _decide(review_id: str, approve: bool, justification: str) -> None:
+    def body() -> None:
+        from service import consent_ops
+
+        with runtime() as rt:
+            decided = consent_ops.decide(
+                rt, review_id=review_id, approve=approve, justification=justification, actor=actor()
+            )
+        until = f" until {decided.expires_at:%Y-%m-%d}" if decided.expires_at else ""
+        out.print(f"{decided.status} {decided.id} ({decided.reason}) for photo {decided.photo_sha256[:12]}{until}")
+
+    guarded(body)
+
+
+@consent_app.command("approve")
+def approve(
+    review_id: Annotated[str, typer.Argument(help="Review id (rev_...).")],
+    justification: Annotated[str, typer.Option(help="What you compared and why you conclude (audited).")],
+) -> None:
+    """Approve a borderline match for that photo only (same file, subject and blocked identity); audited."""
+    _decide(review_id, True, justification)
+
+
+@consent_app.command("reject")
+def reject(
+    review_id: Annotated[str, typer.Argument(help="Review id (rev_...).")],
+    justification: Annotated[str, typer.Option(help="Why the request stays denied (audited).")],
+) -> None:
+    """Reject a borderline match: the photo stays denied (final, audited)."""
+    _decide(review_id, False, justification)

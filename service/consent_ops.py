@@ -13,8 +13,11 @@ from datetime import UTC, datetime, timedelta
 from sqlmodel import col, select
 
 from generation.media import load_image
+from policies import POLICY_ERROR, REVIEWABLE_CODES, PolicyDecision
+from policies.facts import GenerationFacts
 from safeguards.consent import (
     ANY_CLIENT,
+    BandHit,
     BlockedIdentity,
     BlockedIdentityCreate,
     ConsentCreate,
@@ -22,19 +25,50 @@ from safeguards.consent import (
     ReferencePhoto,
     Subject,
     SubjectCreate,
+    add_block_references,
     block_identity,
+    blocked_references,
     enroll_subject,
     get_subject,
     grant_consent,
     revoke_consent,
     unblock_identity,
 )
+from safeguards.identity import Band, IdentityThresholds
+from safeguards.reviews import IdentityReview, decide_review, queue_review, record_use
 from service import webhooks
 from service.errors import InvalidInput
 from service.runtime import Runtime
+from service.settings import Settings
 from service.validation import MAX_ID_LENGTH, MAX_NAME_LENGTH, MAX_TEXT_LENGTH, check_text
 
-__all__ = ["ANY_CLIENT", "decode_photo", "enroll", "grant", "revoke", "block", "unblock", "evidence_digest"]
+__all__ = [
+    "ANY_CLIENT",
+    "add_block_photos",
+    "block",
+    "decide",
+    "decode_photo",
+    "enroll",
+    "evidence_digest",
+    "grant",
+    "identity_thresholds",
+    "queue_identity_reviews",
+    "record_review_use",
+    "revoke",
+    "unblock",
+]
+
+# A denial with any of these is final: no human review can change it, so none is queued.
+_FINAL_CODES = {"no_face", "multiple_faces", "blocked_identity", "unknown_subject", "subject_mismatch", POLICY_ERROR}
+
+
+def identity_thresholds(settings: Settings) -> IdentityThresholds:
+    """The subject and block-list bands from the settings (a band whose ends are swapped is a startup error)."""
+    return IdentityThresholds(
+        subject=Band(settings.subject_match_threshold, settings.subject_review_threshold),
+        block=Band(settings.block_match_threshold, settings.block_review_threshold),
+        poor_photo_margin=settings.poor_photo_margin,
+    )
 
 
 def decode_photo(rt: Runtime, content: bytes) -> ReferencePhoto:
@@ -91,12 +125,18 @@ def enroll(
     evidence_sha256: str,
     actor: str,
     request_id: str | None = None,
+    review_justification: str | None = None,
 ) -> tuple[Subject, ConsentRecord]:
-    """Enroll a subject from reference photos and record their consent, in one transaction."""
+    """Enroll a subject from reference photos and record their consent, in one transaction.
+
+    A photo in the block list's review band is refused (`possible_protected_identity`) unless the enrolling
+    consent officer gives `review_justification`; the override is audited with the distance and the entry.
+    """
     check_text(name, field="the subject's name", max_length=MAX_NAME_LENGTH, code="invalid_consent")
     if not name.strip():
         raise InvalidInput("the subject's name is empty", code="invalid_consent")
     decoded = [decode_photo(rt, p) for p in photos]
+    hits: list[BandHit] = []
     with rt.session() as session:
         session.expire_on_commit = False
         subject = enroll_subject(
@@ -106,8 +146,12 @@ def enroll(
             analyzer=rt.analyzer,
             created_by=actor,
             block_threshold=rt.settings.block_match_threshold,
-            reference_threshold=rt.settings.subject_match_threshold,
+            # Reference photos must agree like a subject and a request photo may: within the subject's band.
+            reference_threshold=rt.settings.subject_review_threshold,
             photo_dir=rt.settings.data_dir / "reference-photos" if rt.settings.store_reference_photos else None,
+            block_review_threshold=rt.settings.block_review_threshold,
+            review_justification=review_justification,
+            band_hits=hits,
         )
         record = grant_consent(
             session=session,
@@ -123,6 +167,21 @@ def enroll(
         request_id=request_id,
         details={"references": len(decoded), "photo_sha256": [p.sha256 for p in decoded]},
     )
+    for hit in hits:
+        rt.audit.append(
+            action="identity_review.enrollment_override",
+            actor=actor,
+            subject=subject.id,
+            outcome="ok",
+            request_id=request_id,
+            details={
+                "reason": "possible_protected_identity",
+                "photo_sha256": hit.photo_sha256,
+                "blocked_identity_id": hit.blocked_id,
+                "distance": round(hit.distance, 4),
+                "justification": review_justification,
+            },
+        )
     _audit_grant(rt, record, actor, request_id)
     return subject, record
 
@@ -240,18 +299,24 @@ def cancel_jobs_of_revoked_consent(
 
 
 def block(
-    rt: Runtime, *, photo: bytes, label: str, reason: str, actor: str, request_id: str | None = None
+    rt: Runtime,
+    *,
+    photos: Sequence[bytes],
+    label: str,
+    reason: str,
+    actor: str,
+    request_id: str | None = None,
 ) -> BlockedIdentity:
-    """Put the likeness in `photo` on the block list (the photo itself is not kept)."""
+    """Put the likeness in `photos` (one or more photos of ONE person) on the block list; photos are not kept."""
     check_text(label, field="the label", max_length=MAX_NAME_LENGTH, code="invalid_input")
     check_text(reason, field="the reason", max_length=MAX_TEXT_LENGTH, code="invalid_input")
-    decoded = decode_photo(rt, photo)
+    decoded = [decode_photo(rt, p) for p in photos]
     with rt.session() as session:
         session.expire_on_commit = False
         entry = block_identity(
             session=session,
             blocked_in=BlockedIdentityCreate(label=label, reason=reason),
-            photo=decoded,
+            photos=decoded,
             analyzer=rt.analyzer,
             created_by=actor,
         )
@@ -261,9 +326,28 @@ def block(
         actor=actor,
         outcome="ok",
         request_id=request_id,
-        details={"blocked_id": entry.id, "label": label, "photo_sha256": decoded.sha256},
+        details={"blocked_id": entry.id, "label": label, "photo_sha256": [p.sha256 for p in decoded]},
     )
     return entry
+
+
+def add_block_photos(
+    rt: Runtime, *, blocked_id: str, photos: Sequence[bytes], actor: str, request_id: str | None = None
+) -> int:
+    """Add photos of the same person to a block-list entry; returns how many references it has now."""
+    decoded = [decode_photo(rt, p) for p in photos]
+    with rt.session() as session:
+        add_block_references(session=session, blocked_id=blocked_id, photos=decoded, analyzer=rt.analyzer)
+        total = len(blocked_references(session=session, blocked_ids=[blocked_id]))
+        session.commit()
+    rt.audit.append(
+        action="blocklist.photos_added",
+        actor=actor,
+        outcome="ok",
+        request_id=request_id,
+        details={"blocked_id": blocked_id, "photo_sha256": [p.sha256 for p in decoded], "references": total},
+    )
+    return total
 
 
 def unblock(rt: Runtime, *, blocked_id: str, actor: str, request_id: str | None = None) -> BlockedIdentity:
@@ -280,3 +364,148 @@ def unblock(rt: Runtime, *, blocked_id: str, actor: str, request_id: str | None 
         details={"blocked_id": blocked_id, "label": entry.label},
     )
     return entry
+
+
+# --- identity reviews ----------------------------------------------------------------------------------------
+
+
+def queue_identity_reviews(
+    rt: Runtime,
+    *,
+    facts: GenerationFacts,
+    decision: PolicyDecision,
+    actor: str,
+    request_id: str | None,
+    generation_id: str | None = None,
+) -> list[IdentityReview]:
+    """Queue the borderline likeness of a denied request for a consent officer; [] when nothing is reviewable.
+
+    Only a denial whose identity reasons are all review codes is queued (a certain match, a missing subject or a
+    bad face count cannot be approved), and only with the photo's hash to bind an approval to. A pending review of
+    the same photo is reused. Each new review is audited.
+    """
+    codes = [c for c in decision.reasons if c in REVIEWABLE_CODES]
+    if not codes or _FINAL_CODES.intersection(decision.reasons) or not facts.photo_sha256:
+        return []
+    queued: list[tuple[IdentityReview, bool]] = []
+    with rt.session() as session:
+        session.expire_on_commit = False
+        for code in codes:
+            block = code == "possible_protected_identity"
+            distance = facts.blocked_distance if block else facts.subject_distance
+            if distance is None:
+                continue
+            queued.append(
+                queue_review(
+                    session=session,
+                    reason=code,
+                    photo_sha256=facts.photo_sha256,
+                    subject_id=facts.subject_id,
+                    blocked_identity_id=facts.blocked_identity_id if block else None,
+                    distance=distance,
+                    match_threshold=facts.block_match_threshold if block else facts.subject_match_threshold,
+                    review_threshold=float(
+                        (facts.block_review_threshold if block else facts.subject_review_threshold) or distance
+                    ),
+                    quality_issues=facts.face_quality_issues,
+                    client_id=facts.client_id,
+                    requested_by=actor,
+                    request_id=request_id,
+                    generation_id=generation_id,
+                    decision_id=decision.decision_id,
+                )
+            )
+        session.commit()
+    for review, created in queued:
+        if created:
+            rt.audit.append(
+                action="identity_review.queued",
+                actor=actor,
+                subject=review.subject_id,
+                outcome="ok",
+                request_id=request_id,
+                details=_review_details(review),
+            )
+    return [review for review, _ in queued]
+
+
+def decide(
+    rt: Runtime,
+    *,
+    review_id: str,
+    approve: bool,
+    justification: str,
+    actor: str,
+    request_id: str | None = None,
+) -> IdentityReview:
+    """A consent officer approves or rejects a review with a justification (final, audited)."""
+    with rt.session() as session:
+        session.expire_on_commit = False
+        review = decide_review(
+            session=session,
+            review_id=review_id,
+            approve=approve,
+            decided_by=actor,
+            justification=justification,
+            valid_for=timedelta(days=rt.settings.review_approval_days),
+        )
+        session.commit()
+    rt.audit.append(
+        action="identity_review.approved" if approve else "identity_review.rejected",
+        actor=actor,
+        subject=review.subject_id,
+        outcome="ok",
+        request_id=request_id,
+        details={
+            **_review_details(review),
+            "justification": review.justification,
+            "expires_at": review.expires_at.isoformat() if review.expires_at else None,
+        },
+    )
+    return review
+
+
+def record_review_use(
+    rt: Runtime, *, facts: GenerationFacts, actor: str, request_id: str | None, generation_id: str | None
+) -> None:
+    """Count and audit the approvals an allowed request relied on (who approved what, for which photo)."""
+    if not facts.review_ids:
+        return
+    with rt.session() as session:
+        record_use(session=session, review_ids=list(facts.review_ids))
+        session.commit()
+    rt.audit.append(
+        action="identity_review.used",
+        actor=actor,
+        subject=facts.subject_id,
+        outcome="ok",
+        request_id=request_id,
+        details={
+            "generation_id": generation_id,
+            "photo_sha256": facts.photo_sha256,
+            "reviews": human_review_summary(facts),
+        },
+    )
+
+
+def human_review_summary(facts: GenerationFacts) -> list[dict[str, str]]:
+    """Who approved which borderline match for this request (for the audit log and the C2PA manifest)."""
+    return [
+        {"review_id": rid, "reason": code, "approved_by": who}
+        for rid, code, who in zip(facts.review_ids, facts.approved_reviews, facts.reviewed_by, strict=True)
+    ]
+
+
+def _review_details(review: IdentityReview) -> dict[str, object]:
+    return {
+        "review_id": review.id,
+        "reason": review.reason,
+        "status": review.status,
+        "photo_sha256": review.photo_sha256,
+        "blocked_identity_id": review.blocked_identity_id,
+        "distance": round(review.distance, 4),
+        "band": [review.match_threshold, review.review_threshold],
+        "quality_issues": list(review.quality_issues),
+        "client_id": review.client_id,
+        "generation_id": review.generation_id,
+    }

@@ -50,6 +50,8 @@ def run_detection(
             trust_anchors_pem=rt.trust_anchors_pem(),
             classifier=rt.classifier,
             fusion=rt.fusion,
+            max_image_pixels=rt.settings.max_image_pixels,
+            max_seconds=rt.settings.max_detect_seconds,
             resolve_tag=lambda tag: resolve_watermark_tag(rt, tag),
             keep_track=keep_track,
         )

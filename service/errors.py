@@ -144,12 +144,21 @@ HINTS: dict[str, str] = {
     "consent_wrong_purpose": "the subject consented to other purposes; request one of those or ask again",
     "consent_wrong_client": "the subject's consent does not cover this API client",
     "blocked_identity": "the photo matches a protected identity on the block list; this cannot be generated",
+    "possible_protected_identity": "a consent officer reviews borderline matches: provatar consent reviews, then "
+    "provatar consent approve REVIEW --justification TEXT (API: POST /v1/reviews/{id}/approve); resend the same photo. "
+    "Enrolling: an officer may pass --review-justification (API: review_justification)",
+    "subject_uncertain": "a consent officer can confirm the subject: provatar consent approve REVIEW --justification "
+    "TEXT, then resend the same photo; or use a clearer, frontal photo of the subject",
+    "review_not_found": "list the queue with `provatar consent reviews` (API: GET /v1/reviews)",
+    "review_already_decided": "review decisions are final; a new request with the photo queues a new review",
+    "invalid_review_decision": "write what was compared and why (10+ characters); the requester cannot decide",
     "audio_too_long": "shorten the audio (limit: PROVATAR_MAX_AUDIO_SECONDS)",
     "invalid_image": "send a JPEG, PNG or WebP photo",
     "invalid_controls": "see `provatar generate --help` (API: the form fields of POST /v1/generations)",
     "image_too_large": "downscale the photo (limit: PROVATAR_MAX_IMAGE_PIXELS)",
     "invalid_audio": "send a non-empty wav, mp3, ogg, flac or m4a file",
     "invalid_video": "send an MP4/MOV/WebM video or an image",
+    "video_too_long": "cut the video (limit: PROVATAR_MAX_DETECT_SECONDS)",
     "payload_too_large": "the upload exceeds PROVATAR_MAX_UPLOAD_BYTES",
     "output_not_writable": "name a file in an existing, writable directory (an existing file there is replaced "
     "only when the video is complete)",
@@ -245,9 +254,10 @@ _INVALID_INPUT_CODES = {
     "no_reference_photo",
     "unsupported_media",
     "photo_storage_not_configured",
+    "invalid_review_decision",
 }
-_NOT_FOUND_CODES = {"subject_not_found", "consent_not_found", "blocked_identity_not_found"}
-_CONFLICT_CODES = {"ca_exists"}
+_NOT_FOUND_CODES = {"subject_not_found", "consent_not_found", "blocked_identity_not_found", "review_not_found"}
+_CONFLICT_CODES = {"ca_exists", "review_already_decided"}
 # Codes that are this service's fault or its environment's, not the caller's: a 5xx, exit 1. Listed (not left to a
 # fallback) so that a new error class must be placed on purpose: tests/service/test_hardening_input.py walks every
 # error class and fails on a code found in none of these sets.
@@ -284,7 +294,7 @@ _SERVER_ERROR_CODES: dict[str, int] = {
     "policy_invalid": 503,
     "policy_invalid_facts": 500,
 }
-_TOO_LARGE_CODES = {"image_too_large", "payload_too_large"}
+_TOO_LARGE_CODES = {"image_too_large", "payload_too_large", "video_too_long"}
 # The generation policy's reason codes: raised by a package directly (e.g. NoFaceFound), they are denials too.
 _DENIAL_CODES = set(REASON_CODES) | {POLICY_ERROR}
 
@@ -396,6 +406,8 @@ def describe(exc: BaseException) -> Problem:
     if isinstance(code, str):
         if code in _NOT_FOUND_CODES:
             return Problem(code, message, 404, ExitStatus.INVALID_INPUT, HINTS.get(code))
+        if code in _CONFLICT_CODES:
+            return Problem(code, message, 409, ExitStatus.INVALID_INPUT, HINTS.get(code))
         if code in _TOO_LARGE_CODES:
             return Problem(code, message, 413, ExitStatus.INVALID_INPUT, HINTS.get(code))
         if code in _INVALID_INPUT_CODES:

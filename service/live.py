@@ -7,6 +7,7 @@ generation row (with its watermark tag) lets a recording of the stream be traced
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -139,7 +140,7 @@ def open_live_stream(
     # The audio length is not known yet: the policy sees 0 s, and push() enforces the limit as audio arrives.
     decision, facts = check_generation_policy(
         rt,
-        inputs=ValidatedInputs(image, None, 0.0, kind),
+        inputs=ValidatedInputs(image, None, 0.0, photo_type=kind, photo_sha256=hashlib.sha256(photo).hexdigest()),
         subject_id=subject_id,
         client_id=client_id,
         purpose=purpose,

@@ -39,7 +39,7 @@ from policies.facts import GenerationFacts
 from safeguards.gate import assess_generation_request
 from safeguards.provenance import ManifestSpec, Signer, read_provenance, sign_mp4
 from safeguards.watermark import TAG_BITS, WATERMARK_ALGORITHM, Watermarker, WatermarkPayload
-from service import job_state
+from service import consent_ops, job_state
 from service.errors import Denied, OutputNotWritable, describe
 from service.models import Generation, JobStatus
 from service.runtime import Runtime
@@ -107,6 +107,7 @@ class ValidatedInputs:
     audio_duration_s: float
     photo_type: MediaType | None = None
     audio_type: MediaType | None = None
+    photo_sha256: str | None = None  # of the photo file's bytes: a human-review approval is bound to it
 
 
 _PHOTO_FORMATS = "PNG, JPEG or WebP"
@@ -144,12 +145,14 @@ def validate_inputs(rt: Runtime, photo_path: Path, audio_path: Path) -> Validate
     errors. Runs before any rendering, so a mistyped upload costs nothing."""
     kinds = photo_type(photo_path, name=photo_path.name), audio_type(audio_path, name=audio_path.name)
     photo = load_image(photo_path, max_pixels=rt.settings.max_image_pixels, portrait=True)
+    digest = sha256_file(photo_path)
+    typed = {"photo_type": kinds[0], "audio_type": kinds[1], "photo_sha256": digest}
     try:
         audio = load_audio(audio_path, max_seconds=rt.settings.max_audio_seconds)
-        return ValidatedInputs(photo, audio, audio.duration_s, *kinds)
+        return ValidatedInputs(photo, audio, audio.duration_s, **typed)
     except AudioTooLong as exc:
         # Too long is a policy denial (audited with the other reasons), not malformed input.
-        return ValidatedInputs(photo, None, exc.duration_s, *kinds)
+        return ValidatedInputs(photo, None, exc.duration_s, **typed)
 
 
 def check_generation_policy(
@@ -165,7 +168,9 @@ def check_generation_policy(
 ) -> tuple[PolicyDecision, GenerationFacts]:
     """Measure the request (faces, likeness, consent, limits), let the policy decide, audit the decision.
 
-    Raises Denied when the policy refuses; the decision is audited either way.
+    Raises Denied when the policy refuses; the decision is audited either way. A borderline likeness is queued
+    for a consent officer (its review id is in the denial); an allowed request that relied on an officer's
+    approval counts and audits that use.
     """
     with rt.session() as session:
         facts = assess_generation_request(
@@ -177,9 +182,9 @@ def check_generation_policy(
             purpose=purpose,
             audio_duration_s=inputs.audio_duration_s,
             max_audio_s=rt.settings.max_audio_seconds,
-            subject_threshold=rt.settings.subject_match_threshold,
-            block_threshold=rt.settings.block_match_threshold,
+            thresholds=consent_ops.identity_thresholds(rt.settings),
             now=datetime.now(UTC),
+            photo_sha256=inputs.photo_sha256,
         )
     decision = evaluate_generation(facts, policy=rt.policy)
     rt.audit.append(
@@ -191,7 +196,12 @@ def check_generation_policy(
         details={"generation_id": generation_id, "decision": decision.to_dict(), "facts": facts.to_dict()},
     )
     if not decision.allowed:
-        raise Denied(decision.reasons, decision.messages, decision.to_dict())
+        reviews = consent_ops.queue_identity_reviews(
+            rt, facts=facts, decision=decision, actor=actor, request_id=request_id, generation_id=generation_id
+        )
+        shown = decision.to_dict() | ({"review_ids": [r.id for r in reviews]} if reviews else {})
+        raise Denied(decision.reasons, decision.messages, shown)
+    consent_ops.record_review_use(rt, facts=facts, actor=actor, request_id=request_id, generation_id=generation_id)
     return decision, facts
 
 
@@ -364,7 +374,12 @@ def run_generation(
                     software_version=VERSION,
                     photo_path=Path(gen.photo_path),
                     audio_path=Path(gen.audio_path),
-                    extra={"policy_hash": decision.policy_hash, "policy_decision": "allow"},
+                    extra={
+                        "policy_hash": decision.policy_hash,
+                        "policy_decision": "allow",
+                        # Whether a human approved a borderline likeness for this photo, and who.
+                        "human_review": consent_ops.human_review_summary(facts),
+                    },
                 ),
             )
         report = read_provenance(signed, trust_anchors_pem=rt.trust_anchors_pem())
@@ -388,6 +403,7 @@ def run_generation(
                 "consent_record_id": consent_id,
                 "policy_decision_id": decision.decision_id,
                 "policy_version": decision.policy_version,
+                "human_review": consent_ops.human_review_summary(facts),
                 "watermark_tag": f"{gen.watermark_tag:08x}",
                 "frames": total,
                 "duration_s": round(inputs.audio.duration_s, 3),

@@ -108,7 +108,9 @@ class Runtime:
             if not self.settings.facenet_weights_path:
                 raise NotInitialized("face_embedder=facenet needs PROVATAR_FACENET_WEIGHTS_PATH")
             return FaceAnalyzer(FacenetEmbedder(self.settings.facenet_weights_path, device=self.settings.device))
-        return FaceAnalyzer(DlibEmbedder())
+        return FaceAnalyzer(
+            DlibEmbedder(num_jitters=self.settings.face_num_jitters, fuse=self.settings.face_fuse_views)
+        )
 
     @cached_property
     def generator(self) -> TalkingFaceGenerator:

@@ -9,11 +9,17 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Plain constants (importing them does not load the face models).
-from safeguards.identity import DEFAULT_BLOCK_MATCH_THRESHOLD, DEFAULT_SUBJECT_MATCH_THRESHOLD
+from safeguards.identity import (
+    DEFAULT_BLOCK_MATCH_THRESHOLD,
+    DEFAULT_BLOCK_REVIEW_THRESHOLD,
+    DEFAULT_POOR_PHOTO_MARGIN,
+    DEFAULT_SUBJECT_MATCH_THRESHOLD,
+    DEFAULT_SUBJECT_REVIEW_THRESHOLD,
+)
 
 
 class Settings(BaseSettings):
@@ -40,10 +46,16 @@ class Settings(BaseSettings):
     max_audio_seconds: float = 120.0
     max_detect_seconds: float = 600.0
 
-    # --- identity gate: dlib ResNet L2 distances, calibrated by bench/calibrate_identity.py on ../shared/media
-    # (same person <= 0.36 incl. augmented copies, different people >= 0.527; see bench/RESULTS.md) ---
+    # --- identity gate: fused-dlib L2 distances in bands (match <= *_match, human review up to *_review), calibrated
+    # person-disjoint by bench/calibrate_identity.py on ../shared/media (see bench/RESULTS.md) ---
     subject_match_threshold: float = DEFAULT_SUBJECT_MATCH_THRESHOLD
+    subject_review_threshold: float = DEFAULT_SUBJECT_REVIEW_THRESHOLD
     block_match_threshold: float = DEFAULT_BLOCK_MATCH_THRESHOLD
+    block_review_threshold: float = DEFAULT_BLOCK_REVIEW_THRESHOLD
+    poor_photo_margin: float = Field(DEFAULT_POOR_PHOTO_MARGIN, description="band widening for poor photos")
+    face_num_jitters: int = Field(1, ge=1, le=100, description="dlib jitters per view (cost: one pass each)")
+    face_fuse_views: bool = Field(True, description="average 5-point, 68-point and mirrored dlib views")
+    review_approval_days: float = Field(30.0, gt=0, description="how long an identity-review approval stays valid")
     store_reference_photos: bool = False
     facenet_weights_path: Path | None = None
     face_embedder: str = Field("dlib", description="dlib | facenet (needs facenet_weights_path)")
@@ -112,6 +124,17 @@ class Settings(BaseSettings):
     min_free_disk_bytes: int = Field(
         256 * 1024 * 1024, description="/health reports not ready when the data dir has less free space than this"
     )
+
+    @model_validator(mode="after")
+    def _bands_in_order(self) -> Settings:
+        # A band whose loose end lies under its strict end would make every request a policy_error: refuse to start.
+        for name in ("subject", "block"):
+            match, review = getattr(self, f"{name}_match_threshold"), getattr(self, f"{name}_review_threshold")
+            if not 0 <= match <= review:
+                raise ValueError(
+                    f"{name}_match_threshold ({match}) must be >= 0 and <= {name}_review_threshold ({review})"
+                )
+        return self
 
     @field_validator("data_dir", mode="after")
     @classmethod

@@ -20,7 +20,7 @@ import av
 import cv2
 import numpy as np
 
-from generation.errors import InvalidVideo
+from generation.errors import InvalidVideo, VideoTooLong
 from generation.face import native_stderr_silenced
 from generation.media import AudioTrack, load_audio, load_image, probe_video
 
@@ -50,7 +50,9 @@ class TrackConfig:
     triplets_per_segment: int = 4
     # Native-resolution frames kept for the watermark detector (so it needs no second decode of the whole clip).
     sample_frames: int = 48
-    sample_max_pixels: int = 1920 * 1088
+    # Frames larger than this are scaled down as they are decoded: memory stays bounded whatever the file declares
+    # (a 32 kB 8192x8192 MP4 decodes to 200 MB a frame), and a 1080p face is already far above what the cues need.
+    max_frame_pixels: int = 1920 * 1088
     full_frame_max_side: int = 1280
     audio_rate: int = 16000
 
@@ -192,6 +194,16 @@ def _limit(frame: np.ndarray, max_side: int) -> np.ndarray:
     return cv2.resize(frame, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA)
 
 
+def _decode(frame: av.VideoFrame, max_pixels: int) -> np.ndarray:
+    """RGB array of a decoded frame, scaled down by swscale (before any full-size copy) to at most max_pixels."""
+    w, h = frame.width, frame.height
+    if w * h <= max_pixels:
+        return frame.to_ndarray(format="rgb24")
+    s = math.sqrt(max_pixels / (w * h))
+    return frame.reformat(width=max(2, int(w * s) // 2 * 2), height=max(2, int(h * s) // 2 * 2),
+                          format="rgb24").to_ndarray()  # fmt: skip
+
+
 def _segment_starts(duration: float, cfg: TrackConfig) -> list[float]:
     if duration <= cfg.segment_s * cfg.max_segments:
         n = max(1, math.ceil(duration / cfg.segment_s - 1e-6))
@@ -277,14 +289,17 @@ def track_image(image: np.ndarray | Path, *, max_pixels: int = 50_000_000) -> Fa
     return FaceTrack("image", w, h, 0.0, 0.0, [seg.build()], [full], lms, None)
 
 
-def track_video(path: Path, config: TrackConfig | None = None) -> FaceTrack:
+def track_video(path: Path, config: TrackConfig | None = None, *, max_seconds: float | None = None) -> FaceTrack:
     """Decode the analysed segments of a video, track its main face, and load its audio (None without audio).
 
     Raises:
         InvalidVideo: the file cannot be decoded or holds no frame.
+        VideoTooLong: the header declares more than ``max_seconds`` (checked before any decoding).
     """
     cfg = config or TrackConfig()
     info = probe_video(path)
+    if max_seconds is not None and info.duration_s > max_seconds:
+        raise VideoTooLong(info.duration_s, max_seconds)
     fps = info.fps or 25.0
     duration = info.duration_s or (info.frames / fps if info.frames else 0.0)
     step = max(1, round(fps / cfg.analysis_fps))
@@ -301,7 +316,12 @@ def track_video(path: Path, config: TrackConfig | None = None) -> FaceTrack:
     try:
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
+            # Frame threading keeps a decoded frame per thread in flight: for huge frames that is hundreds of MB
+            # each, so those decode on one thread (slower, bounded memory).
+            if info.width * info.height <= cfg.max_frame_pixels:
+                stream.thread_type = "AUTO"
+            else:
+                stream.thread_count = 1
             tb = float(stream.time_base or 1 / 90000)
             offset = float(stream.start_time or 0) * tb
             for start in starts:
@@ -321,16 +341,15 @@ def track_video(path: Path, config: TrackConfig | None = None) -> FaceTrack:
                     if t >= end:
                         break
                     if k in triplet_at or run:
-                        run.append(_limit(frame.to_ndarray(format="rgb24"), 640))
+                        run.append(_limit(_decode(frame, cfg.max_frame_pixels), 640))
                         if len(run) == 3:
                             triplets.append(run)
                             run = []
                     if k % step == 0:
-                        rgb = frame.to_ndarray(format="rgb24")
+                        rgb = _decode(frame, cfg.max_frame_pixels)
                         builder.add(t, rgb)
                         if analysed % sample_every == 0 and len(samples) < cfg.sample_frames:
-                            big = rgb.shape[0] * rgb.shape[1] > cfg.sample_max_pixels
-                            samples.append(_limit(rgb, max(rgb.shape[:2]) // 2) if big else rgb)
+                            samples.append(rgb)
                         analysed += 1
                         due = [ft for ft in full_times if abs(ft - t) <= step / fps / 2 + 1e-6]
                         if due and len(full) < cfg.full_frames:
@@ -352,10 +371,11 @@ def track_video(path: Path, config: TrackConfig | None = None) -> FaceTrack:
     audio = None
     if info.audio_codec is not None:
         try:
-            audio = load_audio(Path(path), sample_rate=cfg.audio_rate)
+            audio = load_audio(Path(path), sample_rate=cfg.audio_rate, max_seconds=max_seconds)
         except Exception:  # noqa: BLE001  (a broken audio track only means the audio cues do not apply)
             audio = None
+    height, width = samples[0].shape[:2] if samples else (info.height, info.width)  # the analysed pixels
     return FaceTrack(
-        "video", info.width, info.height, fps, duration, segments, full_frames, full_lms, audio, triplets, samples
+        "video", width, height, fps, duration, segments, full_frames, full_lms, audio, triplets, samples
     )
 

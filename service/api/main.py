@@ -26,6 +26,7 @@ from service.api.routes import (
     generations,
     health,
     problems,
+    reviews,
     stream,
     subjects,
     token,
@@ -196,6 +197,7 @@ def create_app(
         audit.router,
         clients.router,
         webhooks.router,
+        reviews.router,
     ):
         app.include_router(router, responses=COMMON_ERRORS)
 

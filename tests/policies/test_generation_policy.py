@@ -23,8 +23,8 @@ from policies import (
 from policies.loader import DEFAULT_POLICY, schema_path_for
 
 # Pinned identity of the shipped policy: editing the policy or its schema must come with a new version line.
-PINNED_VERSION = "generation.v1"
-PINNED_HASH = "8036f953008138280130def4e0ef9dad0cef3bb42117c5b7cda12f5f6d3c76f6"
+PINNED_VERSION = "generation.v2"
+PINNED_HASH = "82818e4bccae2063589d180ccd7cb0dd1508ccce158f1be0b9c48181e7eee7e8"
 
 
 def allowed_facts(**changes: Any) -> GenerationFacts:
@@ -60,8 +60,14 @@ SINGLE_REASON_CASES: dict[str, dict[str, Any]] = {
     "no_face": {"face_count": 0, "subject_distance": None},
     "multiple_faces": {"face_count": 2, "subject_distance": None},
     "blocked_identity": {"blocked_identity_id": "blocked_7", "blocked_distance": 0.42},
+    "possible_protected_identity": {
+        "blocked_identity_id": "blocked_7",
+        "blocked_distance": 0.55,
+        "block_review_threshold": 0.62,
+    },
     "unknown_subject": {"subject_exists": False, "subject_distance": None, "consent_state": "active"},
     "subject_mismatch": {"subject_distance": 0.71},
+    "subject_uncertain": {"subject_distance": 0.5, "subject_match_threshold": 0.42, "subject_review_threshold": 0.56},
     "no_consent": {"consent_state": "none", "consent_record_id": None},
     "consent_revoked": {"consent_state": "revoked"},
     "consent_expired": {"consent_state": "expired"},
@@ -226,7 +232,7 @@ def test_a_policy_without_permit_denies_with_policy_error(tmp_path: Path) -> Non
 @pytest.mark.parametrize(
     ("mutation", "match"),
     [
-        (lambda t: t.replace("// policy-version: generation.v1", "// no version"), "policy-version"),
+        (lambda t: t.replace("// policy-version: generation.v2", "// no version"), "policy-version"),
         (lambda t: t.replace("context.face_count == 0", "context.face_count == "), "does not parse"),
         (lambda t: t.replace("context.face_count > 1", "context.faces > 1"), "validation"),
         (lambda t: t.replace('@id("multiple_faces")', '@id("no_face")'), "two forbid rules"),
@@ -268,3 +274,75 @@ def test_decision_to_dict_is_json_and_ids_are_unique() -> None:
     data = json.loads(json.dumps(a.to_dict()))
     assert data["reasons"] == ["consent_expired"] and data["allowed"] is False
     assert data["evaluated_at"].endswith("Z") and data["policy_hash"] == PINNED_HASH
+
+
+# --- bands (issue 15): a pair constructed below, inside and above each band ---------------------------------
+
+BANDED = {"subject_match_threshold": 0.42, "subject_review_threshold": 0.56, "block_review_threshold": 0.62}
+
+
+@pytest.mark.parametrize(
+    ("distance", "reasons"),
+    [
+        (0.42, []),  # at the strict end: the subject
+        (0.4201, ["subject_uncertain"]),
+        (0.551, ["subject_uncertain"]),
+        (0.56, ["subject_uncertain"]),  # the loose end belongs to the band
+        (0.5601, ["subject_mismatch"]),
+    ],
+)
+def test_subject_band(distance: float, reasons: list[str]) -> None:
+    assert evaluate_generation(allowed_facts(subject_distance=distance, **BANDED)).reasons == reasons
+
+
+@pytest.mark.parametrize(
+    ("distance", "reasons"),
+    [
+        (0.5, ["blocked_identity"]),  # at the strict end (block_match_threshold 0.5): blocked outright
+        (0.5001, ["possible_protected_identity"]),
+        (0.551, ["possible_protected_identity"]),  # issue 15's missed actress: now held for review
+        (0.62, ["possible_protected_identity"]),
+        (0.6201, []),  # past the band: somebody else (the gate would not even report it)
+    ],
+)
+def test_block_band(distance: float, reasons: list[str]) -> None:
+    facts = allowed_facts(blocked_identity_id="blk_1", blocked_distance=distance, **BANDED)
+    assert evaluate_generation(facts).reasons == reasons
+
+
+def test_an_approval_lifts_only_its_own_review_code() -> None:
+    both = allowed_facts(subject_distance=0.5, blocked_identity_id="blk_1", blocked_distance=0.55, **BANDED)
+    assert evaluate_generation(both).reasons == ["possible_protected_identity", "subject_uncertain"]
+    one = dataclasses.replace(both, approved_reviews=("subject_uncertain",))
+    assert evaluate_generation(one).reasons == ["possible_protected_identity"]
+    assert evaluate_generation(
+        dataclasses.replace(both, approved_reviews=("subject_uncertain", "possible_protected_identity"))
+    ).allowed
+
+
+def test_an_approval_never_lifts_a_certain_match() -> None:
+    approved = ("subject_uncertain", "possible_protected_identity")
+    blocked = allowed_facts(blocked_identity_id="blk_1", blocked_distance=0.45, approved_reviews=approved, **BANDED)
+    assert evaluate_generation(blocked).reasons == ["blocked_identity"]
+    stranger = allowed_facts(subject_distance=0.7, approved_reviews=approved, **BANDED)
+    assert evaluate_generation(stranger).reasons == ["subject_mismatch"]
+
+
+def test_without_review_thresholds_the_match_threshold_alone_decides() -> None:
+    # Facts from before the bands (no review thresholds) keep their v1 meaning.
+    assert evaluate_generation(allowed_facts(subject_distance=0.61)).reasons == ["subject_mismatch"]
+    assert evaluate_generation(allowed_facts(blocked_identity_id="b", blocked_distance=0.51)).allowed
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"subject_review_threshold": 0.3},  # loose end under the strict end: misconfigured
+        {"block_review_threshold": 0.4},
+        {"approved_reviews": ("blocked_identity",)},  # only the two review codes can be approved
+        {"subject_review_threshold": float("nan")},
+    ],
+)
+def test_bad_band_facts_fail_closed(changes: dict[str, Any]) -> None:
+    decision = evaluate_generation(allowed_facts(**changes))
+    assert decision.reasons == [POLICY_ERROR]

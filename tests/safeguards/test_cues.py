@@ -177,3 +177,39 @@ def test_no_face_means_no_cue_but_spatial_applies() -> None:
     measured = measure_all(track, [PulseCue(), AudioVisualCue(), TemporalCue(), SpatialCue()])
     assert not any(m.applies for m in measured.values())
     assert "no face" in measured["rppg"].reason
+
+
+@pytest.mark.slow
+def test_huge_frames_are_scaled_as_decoded_and_long_videos_refused_before_decoding(tmp_path: Path) -> None:
+    import av
+
+    from generation.errors import VideoTooLong
+    from safeguards.cues.track import TrackConfig, track_video
+
+    path = tmp_path / "huge.mp4"
+    with av.open(str(path), "w") as c:  # 3 s of black 4096x4096: a few kB on disk, 50 MB a frame decoded
+        st = c.add_stream("libx264", rate=10)
+        st.width = st.height = 4096
+        st.pix_fmt, st.options = "yuv420p", {"crf": "40", "preset": "ultrafast"}
+        black = av.VideoFrame.from_ndarray(np.zeros((4096, 4096, 3), np.uint8), format="rgb24")
+        for _ in range(20):
+            for p in st.encode(black):
+                c.mux(p)
+        for p in st.encode():
+            c.mux(p)
+    cfg = TrackConfig()
+    track = track_video(path, cfg)
+    assert track.width * track.height <= cfg.max_frame_pixels
+    assert track.sample_frames and all(f.shape[0] * f.shape[1] <= cfg.max_frame_pixels for f in track.sample_frames)
+    assert track.face_fraction == 0.0
+    with pytest.raises(VideoTooLong):
+        track_video(path, cfg, max_seconds=1.5)
+
+
+def test_too_long_video_maps_to_413_and_exit_2() -> None:
+    from generation.errors import VideoTooLong
+    from service.errors import describe
+
+    problem = describe(VideoTooLong(3600.0, 600.0))
+    assert problem.http_status == 413 and int(problem.exit_status) == 2 and problem.code == "video_too_long"
+    assert "PROVATAR_MAX_DETECT_SECONDS" in (problem.hint or "")

@@ -246,3 +246,68 @@ def test_cuda_detection_and_facenet_match_cpu(
     cpu = FacenetEmbedder(random_facenet_weights, device="cpu").embed(astronaut, astronaut_face.box)
     gpu = FacenetEmbedder(random_facenet_weights, device="cuda").embed(astronaut, astronaut_face.box)
     assert face_distance(cpu, gpu) < 1e-3
+
+
+# --- issue 15: bands, quality, fused dlib views ----------------------------------------------------------------
+
+
+def test_band_classifies_both_ends_and_refuses_a_swapped_band() -> None:
+    from safeguards.identity import Band
+
+    band = Band(0.45, 0.62)
+    assert [band.classify(d) for d in (0.0, 0.45, 0.4501, 0.62, 0.6201)] == [
+        "match",
+        "match",
+        "review",
+        "review",
+        "no_match",
+    ]
+    with pytest.raises(ValueError):
+        Band(0.6, 0.5)
+
+
+def test_a_poor_photo_widens_the_review_bands_but_never_the_outright_block() -> None:
+    from safeguards.identity import IdentityThresholds
+
+    good = IdentityThresholds()
+    poor = good.for_photo(True)
+    m = good.poor_photo_margin
+    assert good.for_photo(False) is good
+    assert poor.subject.match == pytest.approx(good.subject.match - m)
+    assert poor.subject.review == pytest.approx(good.subject.review + m)
+    assert poor.block.match == good.block.match and poor.block.review == pytest.approx(good.block.review + m)
+
+
+def test_quality_of_a_good_photo_and_of_degraded_copies(analyzer: FaceAnalyzer, astronaut: np.ndarray) -> None:
+    import cv2
+
+    from safeguards.identity import QualityLimits, measure_quality
+
+    face = analyzer.faces(astronaut)[0]
+    assert face.quality is not None and face.quality.issues == () and not face.quality.poor
+    assert face.quality.alignment_error is not None and face.quality.alignment_error < 0.09
+    assert abs(face.quality.yaw) < 0.2 and abs(face.quality.roll_deg) < 10
+    blurred = analyzer.faces(cv2.GaussianBlur(astronaut, (0, 0), 4))[0]
+    assert blurred.quality is not None and "blurry" in blurred.quality.issues
+    small = cv2.resize(astronaut, (384, 384), interpolation=cv2.INTER_AREA)  # the 88 px face becomes ~66 px
+    small_face = analyzer.faces(small)[0]
+    assert small_face.quality is not None and "small_face" in small_face.quality.issues
+    # Landmarks with the nose outside the eyes (a profile or a covered face) read as turned and occluded.
+    pts = face.landmarks5.copy()
+    pts[2, 0] = pts[1, 0] + 30.0
+    odd = measure_quality(astronaut, face.box, pts, face.score, limits=QualityLimits())
+    assert {"turned", "occluded"} <= set(odd.issues)
+    low_score = measure_quality(astronaut, face.box, face.landmarks5, 0.9)
+    assert "occluded" in low_score.issues
+
+
+def test_fused_views_stay_in_the_plain_descriptor_space(astronaut: np.ndarray, astronaut_face: DetectedFace) -> None:
+    plain = DlibEmbedder(fuse=False)
+    fused = DlibEmbedder(fuse=True)
+    assert plain.name == fused.name  # stored references stay comparable across the change
+    a = plain.embed(astronaut, astronaut_face.box)
+    b = fused.embed(astronaut, astronaut_face.box)
+    assert 0.0 < face_distance(a, b) < 0.15
+    np.testing.assert_allclose(fused.embed(astronaut, astronaut_face.box), b, atol=1e-5)  # deterministic
+    jittered = DlibEmbedder(fuse=False, num_jitters=3)
+    assert jittered.num_jitters == 3 and face_distance(jittered.embed(astronaut, astronaut_face.box), a) < 0.15

@@ -32,6 +32,7 @@ SCOPE_OF_PREFIX = {
     "/v1/blocklist": "consent:write",
     "/v1/clients": "clients:admin",
     "/v1/webhooks": "webhooks",
+    "/v1/reviews": "consent:write",
 }
 
 

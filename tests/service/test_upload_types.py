@@ -254,5 +254,5 @@ def test_api_refuses_data_of_the_wrong_kind_with_a_clear_400(
         assert r.status_code == 400 and r.json()["code"] == code and said in r.json()["message"], r.text
     params = {"action": "request.rejected", "limit": 100}
     events = api.client.get("/v1/audit/events", params=params, headers=api.headers)
-    codes = [e["details"]["code"] for e in events.json()["events"]]
+    codes = [e["details"]["code"] for e in events.json()["items"]]
     assert codes.count("invalid_image") >= 1 and codes.count("invalid_audio") >= 2

@@ -63,6 +63,10 @@ async def enroll_subject(
     evidence_sha256: Annotated[str | None, Form()] = None,
     allowed_clients: Annotated[list[str] | None, Form(description="Client ids (default: any)")] = None,
     expires_days: Annotated[float, Form(gt=0, le=3650)] = 365.0,
+    review_justification: Annotated[
+        str | None,
+        Form(min_length=10, max_length=2000, description="Officer's reason to enroll a photo close to a blocked one"),
+    ] = None,
 ) -> dict[str, Any]:
     """Enroll a subject from reference photos and record their consent in one step."""
     limit = rt.settings.max_upload_bytes
@@ -80,6 +84,7 @@ async def enroll_subject(
         evidence_sha256=digest,
         actor=principal.actor,
         request_id=rid,
+        review_justification=review_justification,
     )
     with rt.session() as session:
         return _subject_view(session, subject.id)
@@ -165,13 +170,15 @@ async def add_to_blocklist(
     rt: RuntimeDep,
     principal: Writer,
     rid: RequestId,
-    photo: Annotated[UploadFile, File(description="A photo of the protected person (one face)")],
+    photo: Annotated[
+        list[UploadFile], File(description="Photos of ONE protected person, one face each (repeat the field)")
+    ],
     label: Annotated[str, Form(min_length=1, max_length=200)],
     reason: Annotated[str, Form(min_length=1, max_length=1000)] = "public figure",
 ) -> BlockedIdentityPublic:
-    content = await _read_limited(photo, rt.settings.max_upload_bytes, "photo")
+    contents = [await _read_limited(p, rt.settings.max_upload_bytes, "photo") for p in photo]
     entry = await asyncio.to_thread(
-        consent_ops.block, rt, photo=content, label=label, reason=reason, actor=principal.actor, request_id=rid
+        consent_ops.block, rt, photos=contents, label=label, reason=reason, actor=principal.actor, request_id=rid
     )
     return BlockedIdentityPublic.model_validate(entry, from_attributes=True)
 
