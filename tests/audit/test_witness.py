@@ -140,3 +140,19 @@ def test_seq_zero_or_negative_rows_in_an_older_database_are_named(
     log.export_jsonl(out)
     assert [json.loads(line)["seq"] for line in out.read().splitlines() or out.getvalue().splitlines()] == [1, 2, 3]
     assert all(e.seq > 0 for e in log.query(limit=100))
+
+
+def test_an_unwritable_witness_is_reported_not_ignored(
+    sqlite_engine: Engine, key: Ed25519PrivateKey, tmp_path: Path
+) -> None:
+    from audit import WitnessUnavailable
+    from service.errors import describe
+
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the witness directory should be")
+    log = AuditLog(sqlite_engine, key, key_id="test-key", witness=FileWitness(blocker / "w.jsonl"))
+    with pytest.raises(WitnessUnavailable) as info:
+        log.append(action="generation.requested", actor="client:a", outcome="ok")
+    assert describe(info.value).http_status == 503
+    # The entry itself is stored and signed; only its witnessing failed (and was reported).
+    assert AuditLog(sqlite_engine, key, key_id="test-key").verify().entries == 1
