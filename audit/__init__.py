@@ -24,6 +24,10 @@ _EXPORTS = {
     "SigningKeyError": "audit.errors",
     "UnsupportedDatabase": "audit.errors",
     "VerificationError": "audit.errors",
+    "InvalidSequence": "audit.errors",
+    "WitnessMismatch": "audit.errors",
+    "WitnessUnavailable": "audit.errors",
+    "FileWitness": "audit.witness",
     "key_id_for": "audit.keys",
     "load_or_create_signing_key": "audit.keys",
     "KNOWN_ACTIONS": "audit.log",
@@ -47,14 +51,18 @@ if TYPE_CHECKING:
         ChainBroken,
         CheckpointMismatch,
         InvalidAuditEvent,
+        InvalidSequence,
         MissingEntry,
         SigningKeyError,
         UnsupportedDatabase,
         VerificationError,
+        WitnessMismatch,
+        WitnessUnavailable,
     )
     from audit.keys import key_id_for, load_or_create_signing_key
     from audit.log import KNOWN_ACTIONS, OUTCOMES, AuditLog, VerifyReport, utc_timestamp, verify_checkpoint_signature
     from audit.models import AUDIT_KIND, CHECKPOINT_KIND, AuditCheckpoint, AuditEvent
+    from audit.witness import FileWitness
 
 
 def __getattr__(name: str) -> Any:
@@ -86,6 +94,10 @@ __all__ = [
     "UnsupportedDatabase",
     "VerificationError",
     "VerifyReport",
+    "InvalidSequence",
+    "WitnessMismatch",
+    "WitnessUnavailable",
+    "FileWitness",
     "canonical_json",
     "canonical_text",
     "compute_entry_hash",

@@ -92,3 +92,33 @@ class CheckpointMismatch(VerificationError):
         self.reason = reason
         self.expected = expected
         self.found = found
+
+
+class InvalidSequence(VerificationError):
+    """A row has a sequence number outside 1..n (zero or negative): it was inserted beside the chain, not by it."""
+
+    code = "invalid_sequence"
+
+    def __init__(self, seq: int) -> None:
+        super().__init__(
+            f"audit row with seq {seq} exists; sequence numbers start at 1, so it was inserted outside the log "
+            "(it would appear in exports and queries without being covered by any checkpoint)",
+            seq=seq,
+        )
+
+
+class WitnessMismatch(VerificationError):
+    """The database disagrees with the newest checkpoint kept by the witness outside it: the log was emptied,
+    rolled back to an older checkpoint, rewritten, or the witness is missing although one was kept."""
+
+    code = "witness_mismatch"
+
+    def __init__(self, reason: str, *, seq: int | None = None) -> None:
+        super().__init__(f"audit witness mismatch: {reason}", seq=seq)
+        self.reason = reason
+
+
+class WitnessUnavailable(AuditError):
+    """The witness file cannot be written or read (its volume is full, read-only or gone)."""
+
+    code = "witness_unavailable"

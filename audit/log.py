@@ -32,10 +32,19 @@ from sqlalchemy.engine import Connection, RowMapping
 
 from audit.canonical import canonical_json, canonical_text, normalize
 from audit.chain import GENESIS_HASH, ChainVerifier, compute_entry_hash
-from audit.errors import AuditError, ChainBroken, CheckpointMismatch, InvalidAuditEvent, UnsupportedDatabase
+from audit.errors import (
+    AuditError,
+    ChainBroken,
+    CheckpointMismatch,
+    InvalidAuditEvent,
+    InvalidSequence,
+    UnsupportedDatabase,
+    WitnessMismatch,
+)
 from audit.keys import key_id_for
 from audit.merkle import frontier_append, frontier_root
 from audit.models import AUDIT_KIND, CHECKPOINT_KIND, HASHED_FIELDS, AuditCheckpoint, AuditEvent
+from audit.witness import FileWitness, WitnessedCheckpoint
 
 DEFAULT_ORIGIN = "provatar"
 OUTCOMES = frozenset({"ok", "denied", "error", "rejected"})
@@ -71,6 +80,8 @@ class VerifyReport:
     head_hash: str
     checkpoint_size: int
     root_hash: str
+    # The newest checkpoint the witness held (its size), checked against the database; None without a witness.
+    witnessed_size: int | None = None
 
 
 def utc_timestamp(moment: datetime | None = None) -> str:
@@ -111,7 +122,10 @@ class AuditLog:
         key_id: str | None = None,
         origin: str = DEFAULT_ORIGIN,
         batch_size: int = 1000,
+        witness: FileWitness | None = None,
     ) -> None:
+        """`witness`: where each signed checkpoint is also appended, outside the database; verify() then checks
+        the database against the newest one it holds (rollbacks and emptied logs are caught)."""
         dialect = engine.dialect.name
         if dialect not in ("sqlite", "postgresql"):
             raise UnsupportedDatabase(
@@ -127,6 +141,7 @@ class AuditLog:
         self.origin = origin
         self._batch_size = batch_size
         self._lock = threading.Lock()
+        self.witness = witness
         # A stable 64-bit key for pg_advisory_xact_lock, distinct per log origin.
         digest = hashlib.sha256(b"provatar.audit.append:" + origin.encode()).digest()
         self._pg_lock_key = int.from_bytes(digest[:8], "big", signed=True)
@@ -183,6 +198,11 @@ class AuditLog:
                 conn.execute(
                     update(_CHECKPOINTS).where(_CHECKPOINTS.c.origin == self.origin).values(**values)
                 )
+        if self.witness is not None:
+            # After the commit: the witness may lag the database (a crash right here), never lead it. A witness
+            # that cannot be written raises (WitnessUnavailable): the entry is stored, but a rollback past it
+            # would go unnoticed, so the caller must hear about it.
+            self.witness.record(signed)
         return event
 
     @contextmanager
@@ -285,12 +305,21 @@ class AuditLog:
         """
         with self._engine.connect() as conn:
             checkpoint = self._read_checkpoint(conn)
+            first = conn.execute(select(func.min(_EVENTS.c.seq))).scalar()
+        if first is not None and first < 1:
+            raise InvalidSequence(first)
+        witnessed = self._newest_witnessed()
         if checkpoint is None:
-            with self._engine.connect() as conn:
-                first = conn.execute(select(func.min(_EVENTS.c.seq))).scalar()
             if first is not None:
                 raise CheckpointMismatch(
                     f"no signed checkpoint for log '{self.origin}' although entries exist", seq=first
+                )
+            if witnessed is not None:
+                raise WitnessMismatch(
+                    f"the log is empty (no entries, no checkpoint) but the witness recorded a signed checkpoint of "
+                    f"{witnessed.checkpoint.size} entries (line {witnessed.line} of {self._witness_path()}): the "
+                    "log was emptied or its tables dropped",
+                    seq=1,
                 )
             return VerifyReport(
                 entries=0, head_hash=GENESIS_HASH, checkpoint_size=0, root_hash=frontier_root([]).hex()
@@ -299,6 +328,21 @@ class AuditLog:
         if checkpoint.key_id != self.key_id:
             raise CheckpointMismatch(
                 "checkpoint names another key id", expected=self.key_id, found=checkpoint.key_id
+            )
+        if self.witness is not None and witnessed is None:
+            raise WitnessMismatch(
+                f"the log has a signed checkpoint of {checkpoint.size} entries but the witness "
+                f"{self._witness_path()} holds none: it was deleted or replaced (a log that predates witnessing "
+                "gets its first witnessed checkpoint with its next entry)",
+                seq=checkpoint.size,
+            )
+        if witnessed is not None and checkpoint.size < witnessed.checkpoint.size:
+            raise WitnessMismatch(
+                f"the database's signed checkpoint covers {checkpoint.size} entries but the witness recorded "
+                f"{witnessed.checkpoint.size} (line {witnessed.line} of {self._witness_path()}): the log was "
+                f"rolled back to an older checkpoint; entries {checkpoint.size + 1}..{witnessed.checkpoint.size} "
+                "are gone",
+                seq=checkpoint.size + 1,
             )
 
         chain = ChainVerifier()
@@ -309,10 +353,38 @@ class AuditLog:
             except (TypeError, ValueError) as exc:
                 raise ChainBroken(row["seq"], "JSON details", f"unparsable details ({exc})") from exc
             chain.feed(record)
+            if witnessed is not None and chain.size == witnessed.checkpoint.size:
+                _check_witnessed(chain, witnessed, self._witness_path())
         chain.check_checkpoint(checkpoint)
         self._check_nothing_beyond(checkpoint.size)
         count, prev, root = chain.size, chain.head_hash, chain.root_hash
-        return VerifyReport(entries=count, head_hash=prev, checkpoint_size=checkpoint.size, root_hash=root)
+        return VerifyReport(
+            entries=count,
+            head_hash=prev,
+            checkpoint_size=checkpoint.size,
+            root_hash=root,
+            witnessed_size=witnessed.checkpoint.size if witnessed is not None else None,
+        )
+
+    def _witness_path(self) -> str:
+        return str(self.witness.path) if self.witness is not None else "-"
+
+    def _newest_witnessed(self) -> WitnessedCheckpoint | None:
+        """The newest checkpoint the witness holds for this origin, its signature checked."""
+        if self.witness is None:
+            return None
+        witnessed = self.witness.newest(self.origin)
+        if witnessed is None:
+            return None
+        try:
+            verify_checkpoint_signature(witnessed.checkpoint, self._public_key)
+        except CheckpointMismatch as exc:
+            raise WitnessMismatch(
+                f"line {witnessed.line} of the witness {self._witness_path()} is not signed by the audit key: "
+                "it was forged or edited",
+                seq=witnessed.checkpoint.size,
+            ) from exc
+        return witnessed
 
     def _stream_for_verify(self, *, upto: int) -> Iterator[RowMapping]:
         # details is read as text so that a tampered, unparsable value is reported for its row, not for the
@@ -451,8 +523,8 @@ class AuditLog:
             stmt = stmt.where(_EVENTS.c.action == action)
         elif action is not None:
             stmt = stmt.where(_EVENTS.c.action.in_(list(action)))
-        if after_seq is not None:
-            stmt = stmt.where(_EVENTS.c.seq > after_seq)
+        # Rows at seq <= 0 are not part of the log (verify() names them): never shown as if they were.
+        stmt = stmt.where(_EVENTS.c.seq > (after_seq if after_seq is not None and after_seq > 0 else 0))
         return stmt
 
 
@@ -470,6 +542,17 @@ def _validate_event(
     for name, value in (("subject", subject), ("request_id", request_id)):
         if value is not None and (not isinstance(value, str) or len(value) > 255):
             raise InvalidAuditEvent(f"{name} must be a string of at most 255 characters or None")
+
+
+def _check_witnessed(chain: ChainVerifier, witnessed: WitnessedCheckpoint, where: str) -> None:
+    """The first `witnessed.size` entries must be exactly what the witnessed checkpoint signed."""
+    w = witnessed.checkpoint
+    if chain.head_hash != w.head_hash or chain.root_hash != w.root_hash:
+        raise WitnessMismatch(
+            f"entries 1..{w.size} do not hash to the checkpoint the witness recorded (line {witnessed.line} of "
+            f"{where}: root {w.root_hash[:16]}…, found {chain.root_hash[:16]}…): the history was rewritten",
+            seq=w.size,
+        )
 
 
 def _decode_frontier(checkpoint: AuditCheckpoint) -> list[bytes]:

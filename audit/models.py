@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, Index
+from sqlalchemy import JSON, BigInteger, CheckConstraint, Column, Index
 from sqlmodel import Field, SQLModel
 
 AUDIT_KIND = "provatar.audit/v1"
@@ -35,6 +35,9 @@ class AuditEvent(SQLModel, table=True):
 
     __tablename__ = "audit_event"
     __table_args__ = (
+        # Sequence numbers are 1..n: a row at 0 or below would sit outside every checkpoint (new databases refuse
+        # it; verify() names one found in an older database).
+        CheckConstraint("seq > 0", name="ck_audit_event_seq_positive"),
         Index("ix_audit_event_ts", "ts"),
         Index("ix_audit_event_actor_seq", "actor", "seq"),
         Index("ix_audit_event_subject_seq", "subject", "seq"),

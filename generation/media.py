@@ -126,12 +126,22 @@ def _read_bytes(data: bytes | Path, error: type[InvalidImage] | type[InvalidAudi
     return data
 
 
-def load_image(data: bytes | Path, *, max_pixels: int) -> np.ndarray:
+# Smallest side and most elongated shape of a portrait (`load_image(..., portrait=True)`): a 1x1 or 1x50000 "photo"
+# is refused as invalid input before face analysis, which failed on such shapes with an unmapped error.
+MIN_PORTRAIT_SIDE = 32
+MAX_PORTRAIT_ASPECT = 8
+# Shortest audio a video is made for (one video frame at 25 fps lasts 0.04 s; phone recognition needs a few frames).
+MIN_AUDIO_SECONDS = 0.2
+
+
+def load_image(data: bytes | Path, *, max_pixels: int, portrait: bool = False) -> np.ndarray:
     """Decode a photo to RGB, refusing oversized images from the header before any pixel is decoded.
 
     Args:
         data: encoded image bytes (PNG, JPEG, WebP, ...) or a path to them.
         max_pixels: largest accepted width*height.
+        portrait: also refuse shapes no face photo has (a side under MIN_PORTRAIT_SIDE, more elongated than
+            MAX_PORTRAIT_ASPECT:1), from the header.
     Returns:
         (H, W, 3) uint8 RGB, EXIF orientation applied, transparency flattened onto white.
     Raises:
@@ -152,6 +162,15 @@ def load_image(data: bytes | Path, *, max_pixels: int) -> np.ndarray:
             raise ImageTooLarge(width * height, max_pixels)
         if width == 0 or height == 0:
             raise InvalidImage("the image has no pixels")
+        if portrait and min(width, height) < MIN_PORTRAIT_SIDE:
+            raise InvalidImage(
+                f"the image is {width}x{height} pixels; a photo of a face needs at least {MIN_PORTRAIT_SIDE} pixels "
+                "on each side"
+            )
+        if portrait and max(width, height) > MAX_PORTRAIT_ASPECT * min(width, height):
+            raise InvalidImage(
+                f"the image is {width}x{height} pixels; a portrait is at most {MAX_PORTRAIT_ASPECT}:1 (crop it)"
+            )
         try:
             img.load()
             img = ImageOps.exif_transpose(img)
@@ -247,9 +266,14 @@ def load_audio(
         raise InvalidAudio("the audio decodes to no samples")
     if limit is not None and total > limit:
         raise AudioTooLong(total / sample_rate, float(max_seconds or 0.0))
-    samples = np.clip(np.concatenate(chunks).astype(np.float32, copy=False), -1.0, 1.0)
-    if not np.all(np.isfinite(samples)):
+    samples = np.concatenate(chunks).astype(np.float32, copy=False)
+    if not np.all(np.isfinite(samples)):  # before clipping: clip() would turn +-inf into a plausible +-1.0
         raise InvalidAudio("the audio contains invalid (NaN/inf) samples")
+    if len(samples) < MIN_AUDIO_SECONDS * sample_rate:
+        raise InvalidAudio(
+            f"the audio lasts {len(samples) / sample_rate:.3f} s; at least {MIN_AUDIO_SECONDS} s of speech is needed"
+        )
+    samples = np.clip(samples, -1.0, 1.0)
     return AudioTrack(samples=samples, sample_rate=sample_rate)
 
 

@@ -6,6 +6,7 @@ own `authlib.jose` in its favour). Tokens from an external issuer are accepted w
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import secrets
@@ -14,6 +15,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import httpx
 from joserfc import jwt
@@ -25,6 +27,7 @@ from service.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthor
 from service.keys import JWT_KEY
 from service.models import Client
 from service.settings import Settings
+from service.validation import MAX_NAME_LENGTH, check_text
 
 SCOPES: dict[str, str] = {
     "generate": "create talking-face videos and read their status",
@@ -66,6 +69,9 @@ def parse_scopes(scope: str | list[str] | None) -> list[str]:
 
 def create_client(*, session: Session, name: str, scopes: list[str]) -> tuple[Client, str]:
     """Create an API client; returns it and its secret, which is shown once and stored only as a scrypt hash."""
+    check_text(name, field="the client name", max_length=MAX_NAME_LENGTH)
+    if not name.strip():
+        raise InvalidInput("the client name is empty", code="invalid_request")
     if session.exec(select(Client).where(Client.name == name)).first():
         raise Conflict(f"a client named {name!r} already exists", code="client_exists")
     client_id = "cl_" + secrets.token_hex(8)
@@ -105,10 +111,23 @@ def set_disabled(*, session: Session, client_id: str, disabled: bool) -> Client:
     return client
 
 
+@functools.cache
+def _dummy_hash() -> str:
+    """A stored-hash stand-in for unknown client ids, made once: verifying against it costs exactly what verifying
+    a real client's secret costs (one scrypt), so response time does not reveal which client ids exist. (Hashing a
+    fresh dummy per request, as before, cost a second scrypt: unknown ids answered measurably slower.)"""
+    return hash_secret(secrets.token_urlsafe(16))
+
+
+def authenticate_unknown_client(client_secret: str) -> NoReturn:
+    """Refuse a client id that cannot exist (too long, control characters), at the cost of a real check."""
+    check_secret(client_secret, _dummy_hash())
+    raise Unauthorized("invalid client credentials", code="invalid_client")
+
+
 def authenticate_client(*, session: Session, client_id: str, client_secret: str) -> Client:
     client = session.get(Client, client_id)
-    # Hash even for unknown clients so response time does not reveal which client ids exist.
-    ok = check_secret(client_secret, client.secret_hash if client else hash_secret("x"))
+    ok = check_secret(client_secret, client.secret_hash if client else _dummy_hash())
     if client is None or not ok or client.disabled:
         raise Unauthorized("invalid client credentials", code="invalid_client")
     return client
@@ -137,6 +156,7 @@ class TokenService:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        _dummy_hash()  # made now, so the first unknown client id is not the one slow answer
         self._key = ECKey.import_key(Path(settings.keys_dir / JWT_KEY).read_bytes())
         self._kid = self._key.thumbprint()
         self._external: KeySet | None = None

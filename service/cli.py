@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import logging
 import os
 import sys
 import uuid
@@ -38,10 +39,21 @@ app.add_typer(consent_app, name="consent")
 app.add_typer(audit_app, name="audit")
 app.add_typer(client_app, name="client")
 
-out = Console(soft_wrap=True, highlight=False)
-err = Console(stderr=True, soft_wrap=True, highlight=False)
+# Markup is ours only: every value that comes from a user or the database goes through shown() (emoji codes off:
+# a subject named ":warning:" is shown as typed).
+out = Console(soft_wrap=True, highlight=False, emoji=False)
+err = Console(stderr=True, soft_wrap=True, highlight=False, emoji=False)
 STATE: dict[str, Any] = {"debug": False}
 T = TypeVar("T")
+
+
+def shown(value: object) -> str:
+    """A user-supplied value (a name, label, reason, URL, message) made inert for a Rich console: control characters
+    (ANSI/OSC escapes, BEL, CR) shown as \\xNN, then Rich markup escaped, so `[/]` or `[link=...]` is printed as
+    typed instead of breaking or rewriting the output."""
+    from service.validation import terminal_safe
+
+    return escape(terminal_safe(value))
 
 
 def actor() -> str:
@@ -56,11 +68,11 @@ def fail(exc: BaseException, *, settings: Settings | None = None, action: str = 
     problem = describe(exc)
     if STATE["debug"]:
         err.print_exception()
-    err.print(f"[bold red]error\\[{escape(problem.code)}][/]: {escape(problem.message)}")
+    err.print(f"[bold red]error\\[{shown(problem.code)}][/]: {shown(problem.message)}")
     for reason in problem.details.get("reasons", [])[1:]:
-        err.print(f"  also: {escape(reason)}")
+        err.print(f"  also: {shown(reason)}")
     if problem.hint:
-        err.print(f"[dim]hint: {escape(problem.hint)}[/]")
+        err.print(f"[dim]hint: {shown(problem.hint)}[/]")
     if settings is not None and not isinstance(exc, NotInitialized) and "decision" not in problem.details:
         _audit_quietly(settings, action, problem.code, problem.message)
     return typer.Exit(int(problem.exit_status))
@@ -137,6 +149,10 @@ def main_options(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
 ) -> None:
     STATE["debug"] = debug
+    if not debug:
+        # The service logs for operators of a server; a CLI user gets `error[code]` lines instead (a handler here
+        # stops Python's last-resort handler from printing warnings with tracebacks on the terminal).
+        logging.getLogger("provatar").addHandler(logging.NullHandler())
 
 
 # --------------------------------------------------------------------------------------------------- init / serve
@@ -148,7 +164,7 @@ def init() -> None:
     def body() -> None:
         settings = get_settings()
         result = initialize(settings)
-        out.print(f"data dir: {result.data_dir}")
+        out.print(f"data dir: {shown(result.data_dir)}")
         if result.created_ca:
             out.print(f"dev signing CA: {settings.pki_dir / 'root.pem'} (trust anchor for C2PA validation)")
         if result.admin_client_id:
@@ -232,7 +248,8 @@ def generate(
 ) -> None:
     """Generate a watermarked, C2PA-signed talking-face MP4 (only with the subject's consent)."""
     from generation.controls import Controls
-    from service.pipeline import generate_file
+    from service.pipeline import check_output_path, generate_file
+    from service.validation import check_text
 
     def body() -> None:
         for p in (photo, audio):
@@ -240,6 +257,9 @@ def generate(
                 raise_invalid(f"no such file: {p}")
         if output.suffix.lower() != ".mp4":
             raise_invalid(f"the output must be an .mp4 file, got {output}")
+        check_output_path(output.resolve())  # a directory, a missing or read-only parent: refused before any work
+        check_text(subject, field="--subject")
+        check_text(purpose, field="--purpose")
         raw = {
             "seed": seed,
             "gaze_x": gaze_x,
@@ -265,6 +285,10 @@ def generate(
                 controls=controls,
                 progress=bar,
             )
+            if gen.status != "succeeded":
+                from service.errors import Cancelled
+
+                raise Cancelled(f"generation {gen.id} was {gen.status}: {gen.error_message or 'no output'}")
             data = {
                 "generation_id": gen.id,
                 "output": gen.output_path,
@@ -280,7 +304,7 @@ def generate(
                 f"generation {data['generation_id']} (audit entry #{data['audit_seq']}, "
                 f"consent {data['consent_record_id']})"
             )
-            out.print(f"output: {data['output']}")
+            out.print(f"output: {shown(data['output'])}")
 
     guarded(body)
 
@@ -321,7 +345,7 @@ def detect(
                 tmp.replace(html_out)
             finally:
                 tmp.unlink(missing_ok=True)
-            err.print(f"HTML report written to {html_out}")
+            err.print(f"HTML report written to {shown(html_out)}")
         if as_json:
             emit(report.to_dict(), True)
         else:
@@ -336,11 +360,11 @@ def print_detection(r: dict[str, Any]) -> None:
     c, w, k = r["c2pa"], r["watermark"], r["classifier"]
     out.print(
         f"  c2pa:       {'present, ' + str(c['state']) if c['present'] else 'absent'}"
-        + (f", signer {c['signer']}" if c.get("signer") else "")
+        + (f", signer {shown(c['signer'])}" if c.get("signer") else "")
     )
     wm = "not found"
     if w["found"]:
-        wm = f"found, payload {w['payload']}, {w['frames_agreeing']:.0%} of frames agree"
+        wm = f"found, payload {shown(w['payload'])}, {w['frames_agreeing']:.0%} of frames agree"
         if w.get("generation_id"):
             wm += f" -> generation {w['generation_id']} (audit #{w['audit_seq']}, consent {w['consent_record_id']})"
     out.print(f"  watermark:  {wm}")
@@ -355,11 +379,11 @@ def print_detection(r: dict[str, Any]) -> None:
             + ")"
         )
         for c in r.get("cues", []):
-            state = f"{c['score']:.2f}, contributes {c['contribution']:+.2f}" if c["applies"] else c["reason"]
-            out.print(f"    {c['name']:13s} {state}")
+            state = f"{c['score']:.2f}, contributes {c['contribution']:+.2f}" if c["applies"] else shown(c["reason"])
+            out.print(f"    {shown(c['name']):13s} {state}")
     out.print(f"  renderer CNN: {k['score']:.2f} (threshold {k['threshold']:.2f})")
     for reason in r["reasons"]:
-        out.print(f"  - {reason}")
+        out.print(f"  - {shown(reason)}")
 
 
 # --------------------------------------------------------------------------------------------------------- audit
@@ -375,13 +399,14 @@ def audit_verify(as_json: Annotated[bool, typer.Option("--json")] = False) -> No
             except AuditError as exc:
                 emit({"intact": False, "code": exc.code, "seq": exc.seq, "message": str(exc)}, as_json)
                 if not as_json:
-                    err.print(f"[bold red]audit log NOT intact[/]: first bad entry #{exc.seq}: {exc}")
+                    err.print(f"[bold red]audit log NOT intact[/]: first bad entry #{exc.seq}: {shown(exc)}")
                 raise typer.Exit(int(ExitStatus.ERROR)) from None
         emit({"intact": True, **asdict(report)}, as_json)
         if not as_json:
             out.print(
                 f"audit log intact: {report.entries} entries, head {report.head_hash[:16]}…, "
                 f"signed checkpoint at size {report.checkpoint_size}"
+                + (f", witnessed up to {report.witnessed_size}" if report.witnessed_size is not None else "")
             )
 
     guarded(body)
@@ -411,7 +436,7 @@ def audit_export(
                 tmp.replace(output)
             finally:
                 tmp.unlink(missing_ok=True)
-            err.print(f"exported {n} events to {output}")
+            err.print(f"exported {n} events to {shown(output)}")
 
     guarded(body)
 

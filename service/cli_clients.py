@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from service.cli import actor, client_app, emit, guarded, out, runtime
+from service.cli import actor, client_app, emit, guarded, out, runtime, shown
 
 
 @client_app.command("list")
@@ -39,7 +39,7 @@ def client_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> Non
             return
         for c in data:
             state = "disabled" if c["disabled"] else "active"
-            out.print(f"{c['client_id']}  {c['name']}  {state}  {' '.join(c['scopes'])}")
+            out.print(f"{shown(c['client_id'])}  {shown(c['name'])}  {state}  {shown(' '.join(c['scopes']))}")
 
     guarded(body)
 
@@ -53,7 +53,7 @@ def client_disable(client_id: Annotated[str, typer.Argument(help="cl_...")]) -> 
 
         with runtime() as rt:
             client_ops.disable(rt, client_id=client_id, actor=actor())
-        out.print(f"disabled {client_id}")
+        out.print(f"disabled {shown(client_id)}")
 
     guarded(body)
 
@@ -67,7 +67,7 @@ def client_enable(client_id: Annotated[str, typer.Argument(help="cl_...")]) -> N
 
         with runtime() as rt:
             client_ops.enable(rt, client_id=client_id, actor=actor())
-        out.print(f"enabled {client_id}")
+        out.print(f"enabled {shown(client_id)}")
 
     guarded(body)
 

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 # The registry modules (SQLModel, the face models) are imported inside the commands: `provatar --help` stays fast.
-from service.cli import actor, consent_app, emit, guarded, out, raise_invalid, runtime
+from service.cli import actor, consent_app, emit, guarded, out, raise_invalid, runtime, shown
 
 
 def _read(path: Path, what: str) -> bytes:
@@ -68,7 +68,7 @@ def enroll(
             emit(data, True)
         else:
             out.print(
-                f"subject:  {subject.id} ({name})\nconsent:  {record.id} for {', '.join(record.purposes)}"
+                f"subject:  {subject.id} ({shown(name)})\nconsent:  {record.id} for {shown(', '.join(record.purposes))}"
                 f" until {record.expires_at:%Y-%m-%d}"
             )
 
@@ -102,7 +102,7 @@ def grant(
                 evidence_sha256=digest,
                 actor=actor(),
             )
-        out.print(f"consent {record.id} for {', '.join(record.purposes)} until {record.expires_at:%Y-%m-%d}")
+        out.print(f"consent {record.id} for {shown(', '.join(record.purposes))} until {record.expires_at:%Y-%m-%d}")
 
     guarded(body)
 
@@ -120,7 +120,7 @@ def revoke(
 
         with runtime() as rt:
             record = consent_ops.revoke(rt, subject_id=subject, reason=reason, actor=actor(), consent_id=consent)
-        out.print(f"revoked consent {record.id} of {subject}")
+        out.print(f"revoked consent {record.id} of {shown(subject)}")
 
     guarded(body)
 
@@ -156,10 +156,11 @@ def list_(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
             emit(rows, True)
             return
         for r in rows:
-            out.print(f"{r['subject_id']}  {r['name']}")
+            out.print(f"{shown(r['subject_id'])}  {shown(r['name'])}")
             for c in r["consents"]:
                 state = f"revoked {c['revoked_at'][:10]}" if c["revoked_at"] else f"until {c['expires_at'][:10]}"
-                out.print(f"    {c['id']}  {', '.join(c['purposes'])}  clients={','.join(c['clients'])}  {state}")
+                purposes, clients = shown(", ".join(c["purposes"])), shown(",".join(c["clients"]))
+                out.print(f"    {shown(c['id'])}  {purposes}  clients={clients}  {state}")
         if not rows:
             out.print("no subjects enrolled")
 
@@ -205,17 +206,17 @@ def block(
                 total = consent_ops.add_block_photos(
                     rt, blocked_id=add_to, photos=[c for _, c in contents], actor=actor()
                 )
-                out.print(f"added {len(contents)} photo(s) to {add_to}; it has {total} now")
+                out.print(f"added {len(contents)} photo(s) to {shown(add_to)}; it has {total} now")
             elif label:
                 entry = consent_ops.block(
                     rt, photos=[c for _, c in contents], label=label, reason=reason, actor=actor()
                 )
-                out.print(f"blocked {entry.id} ({label}) from {len(contents)} photo(s)")
+                out.print(f"blocked {entry.id} ({shown(label)}) from {len(contents)} photo(s)")
             else:
                 for f, content in contents:
                     name = f.stem.replace("_", " ")
                     entry = consent_ops.block(rt, photos=[content], label=name, reason=reason, actor=actor())
-                    out.print(f"blocked {entry.id} ({name}) from {f.name}")
+                    out.print(f"blocked {entry.id} ({shown(name)}) from {shown(f.name)}")
 
     guarded(body)
 
@@ -229,7 +230,7 @@ def unblock(blocked_id: Annotated[str, typer.Argument(help="Block-list entry id 
 
         with runtime() as rt:
             consent_ops.unblock(rt, blocked_id=blocked_id, actor=actor())
-        out.print(f"unblocked {blocked_id}")
+        out.print(f"unblocked {shown(blocked_id)}")
 
     guarded(body)
 
@@ -250,7 +251,7 @@ def blocklist(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
             emit(rows, True)
             return
         for r in rows:
-            out.print(f"{r['id']}  {r['label']}  ({r['reason']})")
+            out.print(f"{shown(r['id'])}  {shown(r['label'])}  ({shown(r['reason'])})")
         if not rows:
             out.print("the block list is empty")
 

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from service.cli import actor, app, emit, guarded, out, runtime
+from service.cli import actor, app, emit, guarded, out, runtime, shown
 
 webhook_app = typer.Typer(no_args_is_help=True, help="Webhook endpoints of API clients and their delivery log.")
 app.add_typer(webhook_app, name="webhook")
@@ -33,7 +33,7 @@ def webhook_add(
         if as_json:
             emit(data, True)
         else:
-            out.print(f"id: {endpoint.id}\nsecret: {secret}\nevents: {' '.join(endpoint.events)}")
+            out.print(f"id: {endpoint.id}\nsecret: {secret}\nevents: {shown(' '.join(endpoint.events))}")
 
     guarded(body)
 
@@ -62,7 +62,7 @@ def webhook_list(
             emit(rows, True)
             return
         for r in rows:
-            out.print(f"{r['id']}  {r['client_id']}  {r['url']}  {' '.join(r['events'])}")
+            out.print(f"{shown(r['id'])}  {shown(r['client_id'])}  {shown(r['url'])}  {shown(' '.join(r['events']))}")
         if not rows:
             out.print("no webhook endpoints")
 
@@ -86,7 +86,7 @@ def webhook_remove(webhook_id: Annotated[str, typer.Argument(help="wh_...")]) ->
             webhooks.delete_endpoint(
                 rt, client_id=endpoint.client_id, endpoint_id=webhook_id, actor=actor(), request_id=None
             )
-        out.print(f"removed {webhook_id}")
+        out.print(f"removed {shown(webhook_id)}")
 
     guarded(body)
 
@@ -129,6 +129,6 @@ def webhook_deliveries(
             return
         for r in rows:
             tries = ", ".join(f"{a['status_code'] or '-'} {a['outcome']}" for a in r["attempts"])
-            out.print(f"{r['id']}  {r['event_type']}  {r['status']}  [{tries}]")
+            out.print(f"{shown(r['id'])}  {shown(r['event_type'])}  {shown(r['status'])}  {shown('[' + tries + ']')}")
 
     guarded(body)

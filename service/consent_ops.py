@@ -10,6 +10,8 @@ import hashlib
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
+from sqlmodel import col, select
+
 from generation.media import load_image
 from policies import POLICY_ERROR, REVIEWABLE_CODES, PolicyDecision
 from policies.facts import GenerationFacts
@@ -38,6 +40,7 @@ from service import webhooks
 from service.errors import InvalidInput
 from service.runtime import Runtime
 from service.settings import Settings
+from service.validation import MAX_ID_LENGTH, MAX_NAME_LENGTH, MAX_TEXT_LENGTH, check_text
 
 __all__ = [
     "ANY_CLIENT",
@@ -70,7 +73,9 @@ def identity_thresholds(settings: Settings) -> IdentityThresholds:
 
 def decode_photo(rt: Runtime, content: bytes) -> ReferencePhoto:
     """Decode reference-photo bytes under the configured pixel limit (raises InvalidImage/ImageTooLarge)."""
-    return ReferencePhoto(image_rgb=load_image(content, max_pixels=rt.settings.max_image_pixels), content=content)
+    return ReferencePhoto(
+        image_rgb=load_image(content, max_pixels=rt.settings.max_image_pixels, portrait=True), content=content
+    )
 
 
 def evidence_digest(content: bytes | None, sha256_hex: str | None) -> str:
@@ -89,6 +94,12 @@ def evidence_digest(content: bytes | None, sha256_hex: str | None) -> str:
 def _consent_in(
     subject_id: str, purposes: Sequence[str], clients: Sequence[str], expires_days: float, evidence_sha256: str
 ) -> ConsentCreate:
+    for value, field in [
+        (subject_id, "subject id"),
+        *((p, "purpose") for p in purposes),
+        *((c, "client id") for c in clients),
+    ]:
+        check_text(value, field=field, max_length=MAX_ID_LENGTH, code="invalid_consent")
     if expires_days <= 0:
         raise InvalidInput("consent must expire in the future (expires_days > 0)", code="invalid_consent")
     try:
@@ -121,6 +132,9 @@ def enroll(
     A photo in the block list's review band is refused (`possible_protected_identity`) unless the enrolling
     consent officer gives `review_justification`; the override is audited with the distance and the entry.
     """
+    check_text(name, field="the subject's name", max_length=MAX_NAME_LENGTH, code="invalid_consent")
+    if not name.strip():
+        raise InvalidInput("the subject's name is empty", code="invalid_consent")
     decoded = [decode_photo(rt, p) for p in photos]
     hits: list[BandHit] = []
     with rt.session() as session:
@@ -183,6 +197,7 @@ def grant(
     actor: str,
     request_id: str | None = None,
 ) -> ConsentRecord:
+    check_text(subject_id, field="subject id", code="invalid_consent")
     with rt.session() as session:
         session.expire_on_commit = False
         get_subject(session=session, subject_id=subject_id)
@@ -223,6 +238,10 @@ def revoke(
     request_id: str | None = None,
 ) -> ConsentRecord:
     """Revoke consent; it takes effect for the very next request (and for jobs still queued)."""
+    check_text(subject_id, field="subject id", code="invalid_consent")
+    check_text(reason, field="the reason", max_length=MAX_TEXT_LENGTH, code="invalid_consent")
+    if consent_id is not None:
+        check_text(consent_id, field="consent id", code="invalid_consent")
     with rt.session() as session:
         session.expire_on_commit = False
         record = revoke_consent(
@@ -238,7 +257,45 @@ def revoke(
         details={"consent_record_id": record.id, "reason": reason},
     )
     webhooks.consent_revoked(rt, subject_id=subject_id, consent_id=record.id, allowed_clients=record.allowed_clients)
+    cancel_jobs_of_revoked_consent(rt, subject_id=subject_id, consent_id=consent_id, actor=actor, request_id=request_id)
     return record
+
+
+def cancel_jobs_of_revoked_consent(
+    rt: Runtime, *, subject_id: str, consent_id: str | None, actor: str, request_id: str | None = None
+) -> list[str]:
+    """Stop the subject's unfinished jobs once their consent is gone: queued ones are cancelled at once, running
+    ones stop at their next frame (the same cancel hook as DELETE-style cancel requests). With `consent_id` only
+    the jobs that were admitted under that record (other records of the subject may still be in force; queued jobs
+    are checked against the policy again when they start). Returns the ids of the jobs touched."""
+    from service import job_state
+    from service.jobs import discard_uploads
+    from service.models import Generation, JobStatus
+
+    with rt.session() as session:
+        stmt = select(Generation).where(
+            Generation.subject_id == subject_id, col(Generation.status).in_([JobStatus.queued, JobStatus.running])
+        )
+        if consent_id is not None:
+            stmt = stmt.where(Generation.consent_record_id == consent_id)
+        jobs = list(session.exec(stmt).all())
+    touched: list[str] = []
+    for job in jobs:
+        gen = job_state.request_cancel(rt, job.id)
+        if gen.status not in (JobStatus.cancelled, JobStatus.running):
+            continue  # it finished in the meantime
+        touched.append(gen.id)
+        if gen.status == JobStatus.cancelled:
+            discard_uploads(rt, gen.id)
+        rt.audit.append(
+            action="generation.cancelled" if gen.status == JobStatus.cancelled else "generation.cancel_requested",
+            actor=actor,
+            subject=subject_id,
+            outcome="ok",
+            request_id=request_id,
+            details={"generation_id": gen.id, "was": job.status.value, "reason": "consent_revoked"},
+        )
+    return touched
 
 
 def block(
@@ -251,6 +308,8 @@ def block(
     request_id: str | None = None,
 ) -> BlockedIdentity:
     """Put the likeness in `photos` (one or more photos of ONE person) on the block list; photos are not kept."""
+    check_text(label, field="the label", max_length=MAX_NAME_LENGTH, code="invalid_input")
+    check_text(reason, field="the reason", max_length=MAX_TEXT_LENGTH, code="invalid_input")
     decoded = [decode_photo(rt, p) for p in photos]
     with rt.session() as session:
         session.expire_on_commit = False
@@ -292,6 +351,7 @@ def add_block_photos(
 
 
 def unblock(rt: Runtime, *, blocked_id: str, actor: str, request_id: str | None = None) -> BlockedIdentity:
+    check_text(blocked_id, field="block-list id", code="invalid_input")
     with rt.session() as session:
         session.expire_on_commit = False
         entry = unblock_identity(session=session, blocked_id=blocked_id, removed_by=actor)

@@ -6,6 +6,8 @@ place that knows how a code is shown to an API client or a terminal user.
 
 from __future__ import annotations
 
+import errno
+import sys
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
@@ -78,6 +80,15 @@ class SchemaMismatch(ServiceError):
     http_status = 503
 
 
+class OutputNotWritable(ServiceError):
+    """The output path cannot be written (a directory, a missing or read-only parent, a full disk). For the CLI the
+    path is the user's `-o` (exit 2); for the API it is the server's outputs dir, so the job fails with this code."""
+
+    code = "output_not_writable"
+    http_status = 503
+    exit_status = ExitStatus.INVALID_INPUT
+
+
 class Unauthorized(ServiceError):
     code = "unauthorized"
     http_status = 401
@@ -93,6 +104,14 @@ class Gone(ServiceError):
     code = "gone"
     http_status = 410
     exit_status = ExitStatus.INVALID_INPUT
+
+
+class Cancelled(ServiceError):
+    """A job was cancelled while it ran (a cancel request, or its subject's consent was revoked); nothing written."""
+
+    code = "cancelled"
+    http_status = 409
+    exit_status = ExitStatus.DENIED
 
 
 class TooManyRequests(ServiceError):
@@ -148,6 +167,8 @@ HINTS: dict[str, str] = {
     "invalid_video": "send an MP4/MOV/WebM video or an image",
     "video_too_long": "cut the video (limit: PROVATAR_MAX_DETECT_SECONDS)",
     "payload_too_large": "the upload exceeds PROVATAR_MAX_UPLOAD_BYTES",
+    "output_not_writable": "name a file in an existing, writable directory (an existing file there is replaced "
+    "only when the video is complete)",
     "not_initialized": "run `provatar init` first (or `provatar demo`)",
     "database_schema_unknown": "point PROVATAR_DATABASE_URL at a provatar database (or an empty one); "
     "`provatar db status` shows what differs",
@@ -167,7 +188,13 @@ HINTS: dict[str, str] = {
     "rate_limited": "slow down: retry after the number of seconds in the Retry-After header",
     "idempotency_key_reused": "an Idempotency-Key names one request: send a new key for a different request",
     "idempotency_request_in_progress": "the first request with this Idempotency-Key is still running; retry shortly",
+    "cancelled": "the job was cancelled (a cancel request, or the subject's consent was revoked); nothing was written",
     "not_cancellable": "only queued or running generations can be cancelled",
+    "database_unavailable": "a temporary condition: retry after Retry-After seconds; operators: check the database "
+    "server and the disk it writes to",
+    "storage_full": "a temporary condition: retry after Retry-After seconds; operators: free space on the data dir",
+    "storage_unavailable": "operators: the data dir is read-only; remount it read-write",
+    "service_unavailable": "GET /health lists the failed checks; retry after Retry-After seconds",
     "not_ready": "poll GET /v1/generations/{id} until its status is succeeded (see Retry-After)",
     "output_deleted": "the video was deleted on request; generate it again if you need it",
     "client_not_found": "`provatar client list` shows the existing clients",
@@ -226,6 +253,7 @@ def bearer_challenge(code: str, message: str, scope: str | None = None) -> str |
 # Codes raised by the packages, by the kind of failure they are.
 _INVALID_INPUT_CODES = {
     "invalid_image",
+    "invalid_face_image",
     "invalid_audio",
     "invalid_video",
     "invalid_input",
@@ -239,7 +267,43 @@ _INVALID_INPUT_CODES = {
     "invalid_review_decision",
 }
 _NOT_FOUND_CODES = {"subject_not_found", "consent_not_found", "blocked_identity_not_found", "review_not_found"}
-_CONFLICT_CODES = {"review_already_decided"}
+_CONFLICT_CODES = {"ca_exists", "review_already_decided"}
+# Codes that are this service's fault or its environment's, not the caller's: a 5xx, exit 1. Listed (not left to a
+# fallback) so that a new error class must be placed on purpose: tests/service/test_hardening_input.py walks every
+# error class and fails on a code found in none of these sets.
+_SERVER_ERROR_CODES: dict[str, int] = {
+    # bases, raised only through a subclass
+    "generation_failed": 500,
+    "safeguard_error": 500,
+    "watermark_error": 500,
+    "provenance_error": 500,
+    "identity_error": 500,
+    "consent_error": 500,
+    "audit_error": 500,
+    # our own output or state is wrong
+    "encode_failed": 500,
+    "invalid_frame": 500,
+    "invalid_watermark_payload": 500,
+    "signing_failed": 500,
+    "embedding_mismatch": 500,
+    "not_canonical_json": 500,
+    "invalid_audit_event": 500,
+    "audit_verification_failed": 500,
+    "chain_broken": 500,
+    "missing_entry": 500,
+    "checkpoint_mismatch": 500,
+    "witness_mismatch": 500,
+    "invalid_sequence": 500,
+    # configuration or a missing component: the operator can fix it, a retry later may work
+    "phonemes_unavailable": 503,
+    "embedder_unavailable": 503,
+    "signer_config_invalid": 503,
+    "signing_key_error": 503,
+    "witness_unavailable": 503,
+    "unsupported_database": 503,
+    "policy_invalid": 503,
+    "policy_invalid_facts": 500,
+}
 _TOO_LARGE_CODES = {"image_too_large", "payload_too_large", "video_too_long"}
 # The generation policy's reason codes: raised by a package directly (e.g. NoFaceFound), they are denials too.
 _DENIAL_CODES = set(REASON_CODES) | {POLICY_ERROR}
@@ -282,8 +346,45 @@ class Problem:
         return body
 
 
+_STORAGE_ERRNOS = {errno.ENOSPC: "storage_full", errno.EDQUOT: "storage_full", errno.EROFS: "storage_unavailable"}
+_UNAVAILABLE_MESSAGES = {
+    "database_unavailable": "the database cannot be used right now (unreachable, locked or full); retry later",
+    "storage_full": "the service's disk is full; retry later",
+    "storage_unavailable": "the service's storage is read-only; retry later",
+}
+RETRY_UNAVAILABLE_S = 30
+
+
+def unavailable_code(exc: BaseException) -> str | None:
+    """`database_unavailable` / `storage_full` / `storage_unavailable` when `exc` (or what caused it) is the
+    environment failing rather than a bug or bad input: a 503 with Retry-After, and readiness reports it."""
+    # Not imported here: the CLI's start must not load SQLAlchemy. An exception of its classes means it is loaded.
+    sa_exc = sys.modules.get("sqlalchemy.exc")
+    db_errors: tuple[type[BaseException], ...] = (sa_exc.OperationalError, sa_exc.InterfaceError) if sa_exc else ()
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if db_errors and isinstance(current, db_errors):
+            return "database_unavailable"
+        if isinstance(current, OSError) and current.errno in _STORAGE_ERRNOS:
+            return _STORAGE_ERRNOS[current.errno]
+        current = current.__cause__ or current.__context__
+    return None
+
+
 def describe(exc: BaseException) -> Problem:
     """Map any exception to a Problem. Unknown exceptions become a generic 500 without internals."""
+    if not isinstance(exc, ServiceError) and (code := unavailable_code(exc)) is not None:
+        return Problem(
+            code,
+            _UNAVAILABLE_MESSAGES[code],
+            503,
+            ExitStatus.ERROR,
+            HINTS.get(code),
+            {},
+            {"Retry-After": str(RETRY_UNAVAILABLE_S)},
+        )
     if isinstance(exc, Denied):
         return Problem(
             code=exc.code,
@@ -323,4 +424,23 @@ def describe(exc: BaseException) -> Problem:
             return Problem(code, message, 400, ExitStatus.INVALID_INPUT, HINTS.get(code))
         if code in _DENIAL_CODES:
             return Problem(code, message, 403, ExitStatus.DENIED, HINTS.get(code), {"reasons": [code]})
+        if code in _CONFLICT_CODES:
+            return Problem(code, message, 409, ExitStatus.INVALID_INPUT, HINTS.get(code))
+        if code in _SERVER_ERROR_CODES:
+            return Problem(code, message, _SERVER_ERROR_CODES[code], ExitStatus.ERROR, HINTS.get(code))
     return Problem(str(code), message, 500, ExitStatus.ERROR, HINTS.get(str(code)))
+
+
+def is_mapped(code: str) -> bool:
+    """Whether a package error code has an explicit place in this module (the hierarchy test asks)."""
+    return any(
+        code in codes
+        for codes in (
+            _INVALID_INPUT_CODES,
+            _NOT_FOUND_CODES,
+            _TOO_LARGE_CODES,
+            _DENIAL_CODES,
+            _CONFLICT_CODES,
+            _SERVER_ERROR_CODES,
+        )
+    )

@@ -16,6 +16,7 @@ from service import job_state
 from service.models import Generation, JobStatus
 from service.pipeline import run_generation
 from service.runtime import Runtime
+from service.sweep import sweep_stale_files
 
 log = logging.getLogger("provatar.jobs")
 MAX_ATTEMPTS = 2
@@ -96,12 +97,14 @@ class Worker:
         self.poll_seconds = poll_seconds
         self._wake = threading.Event()
         self._stop = threading.Event()
+        self._next_sweep = 0.0
         self._threads = [
             threading.Thread(target=self._loop, name=f"provatar-worker-{i}", daemon=True) for i in range(threads)
         ]
 
     def start(self) -> None:
         recover_interrupted(self.rt)
+        self._sweep()
         for t in self._threads:
             t.start()
 
@@ -122,8 +125,18 @@ class Worker:
             n += 1
         return n
 
+    def _sweep(self) -> None:
+        """Remove leftovers of killed runs (service/sweep.py); never lets a sweep failure stop the worker."""
+        self._next_sweep = time.monotonic() + self.rt.settings.sweep_interval_seconds
+        try:
+            sweep_stale_files(self.rt)
+        except Exception:
+            log.warning("sweeping stale files failed", exc_info=True)
+
     def _loop(self) -> None:
         while not self._stop.is_set():
+            if time.monotonic() >= self._next_sweep:
+                self._sweep()
             gen_id = claim_next(self.rt)
             if gen_id is None:
                 self._wake.wait(self.poll_seconds)
@@ -142,7 +155,7 @@ class Worker:
 
         try:
             run_generation(self.rt, gen_id, progress=progress, should_stop=CancelCheck(self.rt, gen_id))
-        except Exception:  # the pipeline recorded the failure on the job and in the audit log
+        except Exception:  # the pipeline recorded (and logged) the failure on the job and in the audit log
             log.info("generation %s did not succeed", gen_id, exc_info=True)
         finally:
             discard_uploads(self.rt, gen_id)

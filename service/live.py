@@ -135,7 +135,7 @@ def open_live_stream(
     staging.mkdir(parents=True, exist_ok=True)
     photo_path = staging / f"photo{kind.extension}"
     photo_path.write_bytes(photo)
-    image = load_image(photo, max_pixels=rt.settings.max_image_pixels)
+    image = load_image(photo, max_pixels=rt.settings.max_image_pixels, portrait=True)
     Controls.from_mapping(controls or {})  # refuse bad controls before the policy check
     # The audio length is not known yet: the policy sees 0 s, and push() enforces the limit as audio arrives.
     decision, facts = check_generation_policy(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,6 +20,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session
 
 from service.errors import InvalidInput
+from service.validation import has_control_chars
 
 T = TypeVar("T")
 MAX_LIMIT = 1000
@@ -43,6 +45,15 @@ def decode_cursor(cursor: str, keys: Sequence[str]) -> dict[str, Any]:
         raise InvalidInput("the `after` cursor is not one this API made", code="invalid_cursor") from exc
     if not isinstance(values, dict) or set(values) != set(keys):
         raise InvalidInput("the `after` cursor does not belong to this list", code="invalid_cursor")
+    for value in values.values():
+        # Cursor values go into SQL comparisons: an integer outside BIGINT or a NUL in a string is a database
+        # error (500), not an empty page. Our cursors never hold such values, so this one was made by hand.
+        if isinstance(value, bool) or (isinstance(value, int) and not -(2**63) <= value < 2**63):
+            raise InvalidInput("the `after` cursor is damaged", code="invalid_cursor")
+        if isinstance(value, str) and (len(value) > 255 or has_control_chars(value)):
+            raise InvalidInput("the `after` cursor is damaged", code="invalid_cursor")
+        if not isinstance(value, int | str | float | None) or (isinstance(value, float) and not math.isfinite(value)):
+            raise InvalidInput("the `after` cursor is damaged", code="invalid_cursor")
     return values
 
 

@@ -14,7 +14,10 @@
 from __future__ import annotations
 
 import hashlib
+import logging
+import os
 import secrets
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Generator, Iterator
@@ -37,12 +40,49 @@ from safeguards.gate import assess_generation_request
 from safeguards.provenance import ManifestSpec, Signer, read_provenance, sign_mp4
 from safeguards.watermark import TAG_BITS, WATERMARK_ALGORITHM, Watermarker, WatermarkPayload
 from service import consent_ops, job_state
-from service.errors import Denied, describe
+from service.errors import Denied, OutputNotWritable, describe
 from service.models import Generation, JobStatus
 from service.runtime import Runtime
 
 ProgressFn = Callable[[float], None]
 VERSION = "0.1.0"
+log = logging.getLogger("provatar.pipeline")
+# Names of the files a run stages beside its output (hidden, so a half-written video never looks like a result):
+# `.{name}.{token}.unsigned.part.mp4`, `.{name}.{token}.signed.part.mp4`, and the encoder's own `.{...}.part`.
+# `service.sweep` removes stale ones a killed process left behind.
+PART_GLOBS = (".*.part", ".*.part.mp4")
+
+
+def check_output_path(out: Path, *, create_parent: bool = False) -> None:
+    """Refuse an output path this run could not write, before any work: a directory, a missing or read-only parent.
+
+    Probes by creating (and removing) a hidden temp file beside the target, which is what the run will do: this
+    catches read-only mounts, permissions, a full inode table and a parent that is a file. Raises OutputNotWritable.
+    """
+    if out.is_dir():
+        raise OutputNotWritable(f"the output {out} is a directory; name a file such as {out / 'video.mp4'}")
+    parent = out.parent
+    if create_parent:
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputNotWritable(f"cannot create the output directory {parent}: {exc.strerror or exc}") from exc
+    if not parent.is_dir():
+        raise OutputNotWritable(f"the output directory {parent} does not exist")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part", dir=parent)
+    except OSError as exc:
+        raise OutputNotWritable(f"cannot write to the output directory {parent}: {exc.strerror or exc}") from exc
+    os.close(fd)
+    os.unlink(probe)
+
+
+def _unlink_quietly(path: Path) -> None:
+    """Remove a temp file this run created; a failure to clean up must never hide the run's own error."""
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        log.warning("could not remove the temp file %s", path, exc_info=True)
 
 
 def new_generation_id() -> str:
@@ -104,7 +144,7 @@ def validate_inputs(rt: Runtime, photo_path: Path, audio_path: Path) -> Validate
     """Type both inputs by their bytes, then decode them under the configured limits; raises typed invalid-input
     errors. Runs before any rendering, so a mistyped upload costs nothing."""
     kinds = photo_type(photo_path, name=photo_path.name), audio_type(audio_path, name=audio_path.name)
-    photo = load_image(photo_path, max_pixels=rt.settings.max_image_pixels)
+    photo = load_image(photo_path, max_pixels=rt.settings.max_image_pixels, portrait=True)
     digest = sha256_file(photo_path)
     typed = {"photo_type": kinds[0], "audio_type": kinds[1], "photo_sha256": digest}
     try:
@@ -222,7 +262,12 @@ def generate_file(
     controls: dict[str, Any] | None = None,
     progress: ProgressFn | None = None,
 ) -> Generation:
-    """Generate synchronously (CLI, demo, benchmarks): persist the job, then run the whole chain in this thread."""
+    """Generate synchronously (CLI, demo, benchmarks): persist the job, then run the whole chain in this thread.
+
+    The job stops (cancelled) when a cancel is requested for it from elsewhere, e.g. the subject's consent is
+    revoked while it renders."""
+    from service.jobs import CancelCheck  # the worker's throttled cancel check (service.jobs imports this module)
+
     gen = create_generation(
         rt,
         subject_id=subject_id,
@@ -234,7 +279,7 @@ def generate_file(
         request_id=uuid.uuid4().hex,
         params={"controls": controls or {}},
     )
-    return run_generation(rt, gen.id, actor=actor, progress=progress)
+    return run_generation(rt, gen.id, actor=actor, progress=progress, should_stop=CancelCheck(rt, gen.id))
 
 
 def run_generation(
@@ -264,10 +309,15 @@ def run_generation(
 
     actor = actor or f"client:{gen.client_id}"
     out = Path(gen.output_path) if gen.output_path else rt.settings.outputs_dir / f"{gen.id}.mp4"
-    unsigned = out.with_name(f".{out.stem}.{secrets.token_hex(4)}.unsigned.mp4")
+    # Everything is written under temp names beside `out`; `out` itself is only ever replaced by a finished, signed,
+    # verified video, and never deleted: a file already there survives any failure (the run did not create it).
+    token = secrets.token_hex(4)
+    unsigned = out.with_name(f".{out.name}.{token}.unsigned.part.mp4")
+    signed = out.with_name(f".{out.name}.{token}.signed.part.mp4")
     stages: list[Generator[np.ndarray, None, None]] = []
     t0 = time.perf_counter()
     try:
+        check_output_path(out, create_parent=out.parent == rt.settings.outputs_dir)
         # 1. policy: consent, identity, limits (checked again here: consent may be revoked while a job is queued)
         inputs = validate_inputs(rt, Path(gen.photo_path), Path(gen.audio_path))
         decision, facts = check_generation_policy(
@@ -296,7 +346,6 @@ def run_generation(
         rendered = threaded(generator.frames(prepared, inputs.audio), name="provatar-render")
         frames: Iterator[np.ndarray] = threaded((marker.embed(f) for f in rendered), name="provatar-watermark")
         stages += [frames, rendered]
-        out.parent.mkdir(parents=True, exist_ok=True)
         encode_mp4(
             frames,
             inputs.audio,
@@ -312,7 +361,7 @@ def run_generation(
         ) as signer:
             sign_mp4(
                 unsigned,
-                out,
+                signed,
                 signer=signer,
                 manifest=ManifestSpec(
                     title=out.name,
@@ -333,7 +382,12 @@ def run_generation(
                     },
                 ),
             )
-        report = read_provenance(out, trust_anchors_pem=rt.trust_anchors_pem())
+        report = read_provenance(signed, trust_anchors_pem=rt.trust_anchors_pem())
+        output_sha256 = sha256_file(signed)
+        try:
+            os.replace(signed, out)
+        except OSError as exc:
+            raise OutputNotWritable(f"cannot write the output {out}: {exc.strerror or exc}") from exc
 
         # 6. audit
         event = rt.audit.append(
@@ -358,7 +412,7 @@ def run_generation(
                 # The types the bytes have (and the C2PA ingredients carry), whatever the file names said.
                 "photo_type": inputs.photo_type.mime if inputs.photo_type else None,
                 "audio_type": inputs.audio_type.mime if inputs.audio_type else None,
-                "output_sha256": sha256_file(out),
+                "output_sha256": output_sha256,
                 "c2pa_state": report.state,
                 "seconds": round(time.perf_counter() - t0, 3),
             },
@@ -376,7 +430,6 @@ def run_generation(
         assert done is not None  # only this runner moves a running job on
         return done
     except job_state.JobCancelled:
-        out.unlink(missing_ok=True)
         rt.audit.append(
             action="generation.cancelled",
             actor=actor,
@@ -389,10 +442,32 @@ def run_generation(
         assert cancelled is not None
         return cancelled
     except BaseException as exc:
-        out.unlink(missing_ok=True)
-        problem = describe(exc)
-        denied = isinstance(exc, Denied)
-        if not denied:  # denials were audited as policy decisions already
+        _record_failure(rt, gen, exc, actor=actor)
+        raise
+    finally:
+        for stage in stages:  # stop the render/watermark threads at once if encoding failed
+            stage.close()
+        _unlink_quietly(unsigned)
+        _unlink_quietly(signed)
+
+
+def _record_failure(rt: Runtime, gen: Generation, exc: BaseException, *, actor: str) -> None:
+    """End a running job visibly (status, audit entry, log) whatever else is broken: if the audit log cannot be
+    written (database down, disk full) the job is still moved to its final status, and the reverse."""
+    problem = describe(exc)
+    denied = isinstance(exc, Denied)
+    if not denied:  # denials were audited as policy decisions already
+        # Bad input is the client's mistake (the job says why); anything else is ours to investigate.
+        bug = problem.http_status >= 500
+        log.log(
+            logging.WARNING if bug else logging.INFO,
+            "generation %s failed: %s: %s",
+            gen.id,
+            problem.code,
+            problem.message,
+            exc_info=exc if bug else None,
+        )
+        try:
             rt.audit.append(
                 action="generation.failed",
                 actor=actor,
@@ -401,6 +476,9 @@ def run_generation(
                 request_id=gen.request_id,
                 details={"generation_id": gen.id, "code": problem.code, "message": problem.message},
             )
+        except Exception:
+            log.error("could not audit the failure of generation %s", gen.id, exc_info=True)
+    try:
         job_state.move(
             rt,
             gen.id,
@@ -408,11 +486,8 @@ def run_generation(
             error_code=problem.code,
             error_message=problem.message,
         )
-        raise
-    finally:
-        for stage in stages:  # stop the render/watermark threads at once if encoding failed
-            stage.close()
-        unsigned.unlink(missing_ok=True)
+    except Exception:
+        log.error("could not mark generation %s as failed", gen.id, exc_info=True)
 
 
 def update_generation(rt: Runtime, generation_id: str, *, attempts_inc: bool = False, **fields: Any) -> Generation:

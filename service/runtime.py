@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from audit import AuditLog, load_or_create_signing_key
+from audit import AuditLog, FileWitness, load_or_create_signing_key
 from service.auth import SCOPES, TokenService, create_client
 from service.db import create_tables, make_engine
 from service.errors import NotInitialized
@@ -83,8 +83,8 @@ class Runtime:
         self.settings = settings
         self.engine = engine or make_engine(settings.db_url)
         create_tables(self.engine)
-        key = load_or_create_signing_key(settings.keys_dir / AUDIT_KEY)
-        self.audit = AuditLog(self.engine, key, key_id="provatar-audit-1")
+        key = load_or_create_signing_key(settings.audit_signing_key or settings.keys_dir / AUDIT_KEY)
+        self.audit = AuditLog(self.engine, key, key_id="provatar-audit-1", witness=FileWitness(settings.witness_path))
         self.watermark_key = derive_key(settings.keys_dir, "watermark/v1")
 
     def session(self) -> Session:

@@ -28,6 +28,17 @@ class Settings(BaseSettings):
     environment: str = Field("development", description="development | production")
     data_dir: Path = Field(default_factory=lambda: Path.home() / ".provatar")
     database_url: str | None = Field(None, description="Any SQLAlchemy URL; default SQLite in data_dir")
+    audit_signing_key: Path | None = Field(
+        None,
+        description="Ed25519 PEM that signs audit checkpoints (default data_dir/keys/audit_ed25519.pem); keep it "
+        "where the database's writers cannot read it, so they cannot re-sign a rewritten log",
+    )
+    audit_witness_path: Path | None = Field(
+        None,
+        description="append-only file that receives every signed audit checkpoint (default data_dir/witness/"
+        "audit-checkpoints.jsonl); in production put it on another volume than the database, which its writers "
+        "cannot reach, so a rolled-back or emptied audit log is detected by `provatar audit verify`",
+    )
 
     # --- limits (input validation happens before any expensive work) ---
     max_upload_bytes: int = 50 * 1024 * 1024
@@ -106,6 +117,13 @@ class Settings(BaseSettings):
     # --- jobs ---
     worker_threads: int = 1
     idempotency_ttl_hours: float = Field(24.0, description="how long an Idempotency-Key names its first request")
+    stale_file_seconds: float = Field(
+        3600.0, description="age after which a leftover *.part file or an unneeded upload dir is swept (sweep.py)"
+    )
+    sweep_interval_seconds: float = Field(600.0, description="how often the worker sweeps stale files")
+    min_free_disk_bytes: int = Field(
+        256 * 1024 * 1024, description="/health reports not ready when the data dir has less free space than this"
+    )
 
     @model_validator(mode="after")
     def _bands_in_order(self) -> Settings:
@@ -138,6 +156,10 @@ class Settings(BaseSettings):
     @property
     def keys_dir(self) -> Path:
         return self.data_dir / "keys"
+
+    @property
+    def witness_path(self) -> Path:
+        return self.audit_witness_path or self.data_dir / "witness" / "audit-checkpoints.jsonl"
 
     @property
     def outputs_dir(self) -> Path:

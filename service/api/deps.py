@@ -9,10 +9,12 @@ from fastapi import Depends, Request, Security
 from fastapi.openapi.models import OAuthFlowClientCredentials, OAuthFlows
 from fastapi.security import OAuth2, SecurityScopes
 from sqlmodel import Session
+from starlette.requests import HTTPConnection
 
 from service.auth import SCOPES, Principal
 from service.errors import Forbidden, Unauthorized
 from service.runtime import Runtime
+from service.validation import check_url_parts
 
 # Described in the OpenAPI as the OAuth2 client-credentials flow, so generated clients know where to get a token.
 oauth2 = OAuth2(
@@ -73,3 +75,9 @@ def request_id(request: Request) -> str:
 
 
 RequestId = Annotated[str, Depends(request_id)]
+
+
+def refuse_control_characters(conn: HTTPConnection) -> None:
+    """App-wide: a NUL or other control character anywhere in the decoded path or query is a 400 problem before
+    any route runs (PostgreSQL cannot even compare such a string: it used to be a 500 on every lookup)."""
+    check_url_parts(conn.url.path, conn.query_params.multi_items())

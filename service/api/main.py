@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -18,6 +18,7 @@ from audit.errors import AuditError
 from generation.errors import GenerationError
 from policies.errors import PolicyError
 from safeguards.errors import SafeguardError
+from service.api.deps import refuse_control_characters
 from service.api.problems import COMMON_ERRORS, ProblemResponse, add_problem_schema, problem_response
 from service.api.routes import (
     audit,
@@ -92,6 +93,7 @@ def create_app(
         version="0.1.0",
         summary="Consent-gated talking-face video generation with watermarking, C2PA provenance and audit.",
         lifespan=lifespan,
+        dependencies=[Depends(refuse_control_characters)],
     )
 
     if settings.cors_origins:
@@ -166,9 +168,14 @@ def create_app(
         problem = describe(exc)
         if problem.http_status >= 500:
             log.exception("unhandled error on %s %s", request.method, request.url.path)
+        if problem.http_status == 503:
+            health.record_unavailable(request.app, problem.code)  # /health reports not ready for a while
         # Policy denials were audited as policy decisions; everything else that is refused is audited here.
         if "decision" not in problem.details:
-            _audit_rejection(request, problem.code, problem.message, problem.http_status)
+            try:
+                _audit_rejection(request, problem.code, problem.message, problem.http_status)
+            except Exception:  # a full disk or a lost database must not turn the answer into a plain-text 500
+                log.warning("could not audit a rejected %s %s", request.method, request.url.path, exc_info=True)
         return problem_response(request, problem)
 
     # Our error families are answered by ExceptionMiddleware; anything else reaches Starlette's

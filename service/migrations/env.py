@@ -26,17 +26,23 @@ def render_item(type_: str, obj: Any, autogen_context: AutogenContext) -> str | 
     return False
 
 
-connection = context.config.attributes.get("connection")
-if connection is None:
-    raise RuntimeError("run migrations with `provatar db upgrade` (service.migrations), not the alembic command")
-context.configure(
-    connection=connection,
-    target_metadata=target_metadata(),
-    include_name=include_name,
-    compare_type=True,
-    # SQLite cannot ALTER most things in place: batch mode copies the table with the change applied.
-    render_as_batch=True,
-    render_item=render_item,
-)
-with context.begin_transaction():
-    context.run_migrations()
+def run_migrations() -> None:
+    connection = context.config.attributes.get("connection")
+    if connection is None:
+        raise RuntimeError("run migrations with `provatar db upgrade` (service.migrations), not the alembic command")
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata(),
+        include_name=include_name,
+        compare_type=True,
+        # SQLite cannot ALTER most things in place: batch mode copies the table with the change applied.
+        render_as_batch=True,
+        render_item=render_item,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+# Alembic executes this file inside its environment context; a plain import (tools that walk the package) does not.
+if hasattr(context, "config"):
+    run_migrations()

@@ -150,9 +150,10 @@ def test_renumbering_a_row_is_named(log: AuditLog, engine: Engine, seq: int) -> 
 
 @pytest.mark.parametrize(("a", "b"), [(1, 2), (2, 4), (4, 5), (1, 5)])
 def test_swapping_two_rows_is_named(log: AuditLog, engine: Engine, a: int, b: int) -> None:
-    _sql(engine, "UPDATE audit_event SET seq = -1 WHERE seq = :a", a=a)
+    # (a temporary seq far above the log: seq <= 0 is refused by the table's CHECK constraint)
+    _sql(engine, "UPDATE audit_event SET seq = 1000000 WHERE seq = :a", a=a)
     _sql(engine, "UPDATE audit_event SET seq = :a WHERE seq = :b", a=a, b=b)
-    _sql(engine, "UPDATE audit_event SET seq = :b WHERE seq = -1", b=b)
+    _sql(engine, "UPDATE audit_event SET seq = :b WHERE seq = 1000000", b=b)
     with pytest.raises(ChainBroken) as info:
         log.verify()
     assert info.value.seq == a

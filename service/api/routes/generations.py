@@ -25,6 +25,7 @@ from service.jobs import discard_uploads
 from service.models import FINAL_STATUSES, Generation, GenerationPublic, JobStatus
 from service.pagination import keyset_page
 from service.pipeline import check_generation_policy, create_generation, sha256_file, validate_inputs
+from service.validation import SAFE_TEXT_PATTERN
 
 router = APIRouter(prefix="/v1/generations", tags=["generations"])
 GeneratePrincipal = Annotated[Principal, RequireScope("generate")]
@@ -50,8 +51,8 @@ async def submit_generation(
     rid: RequestId,
     photo: Annotated[UploadFile, File(description="Portrait photo (JPEG/PNG/WebP) of the consenting subject")],
     audio: Annotated[UploadFile, File(description="Speech audio (wav/mp3/ogg/flac/m4a)")],
-    subject_id: Annotated[str, Form(min_length=1, max_length=64)],
-    purpose: Annotated[str, Form(min_length=1, max_length=64)],
+    subject_id: Annotated[str, Form(min_length=1, max_length=64, pattern=SAFE_TEXT_PATTERN)],
+    purpose: Annotated[str, Form(min_length=1, max_length=64, pattern=SAFE_TEXT_PATTERN)],
     seed: Annotated[int, Form(ge=0, le=2**31 - 1, description="same seed, same video")] = 0,
     gaze_x: Annotated[float | None, Form(description="-1..1, + = image right")] = None,
     gaze_y: Annotated[float | None, Form(description="-1..1, + = down")] = None,

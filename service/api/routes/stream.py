@@ -25,6 +25,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from service.errors import Forbidden, InvalidInput, Unauthorized, describe
 from service.live import LiveStream, open_live_stream
 from service.runtime import Runtime
+from service.validation import check_text
 
 router = APIRouter(tags=["streaming"])
 MAX_CHUNK_BYTES = 1 << 20
@@ -85,6 +86,8 @@ async def stream(ws: WebSocket) -> None:
             raise InvalidInput(f"the first message must be the JSON stream config: {exc}") from exc
         if not 8000 <= sample_rate <= 96000 or encoding not in ("pcm_s16le", "pcm_f32le"):
             raise InvalidInput("sample_rate must be 8000..96000 and encoding pcm_s16le or pcm_f32le")
+        check_text(subject_id, field="subject_id", max_length=64)  # NUL would be a database error on PostgreSQL
+        check_text(purpose, field="purpose", max_length=64)
         photo = await ws.receive_bytes()
         if len(photo) > rt.settings.max_upload_bytes:
             raise InvalidInput("the photo exceeds the upload limit", code="payload_too_large")

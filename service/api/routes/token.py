@@ -17,9 +17,10 @@ from starlette.datastructures import FormData
 
 from service.api.deps import RequestId, RuntimeDep, SessionDep
 from service.api.problems import PROBLEM_MEDIA_TYPE
-from service.auth import SCOPES, authenticate_client, parse_scopes
-from service.errors import HINTS, ServiceError, TooManyRequests
+from service.auth import SCOPES, authenticate_client, authenticate_unknown_client, parse_scopes
+from service.errors import HINTS, ExitStatus, ServiceError, TooManyRequests
 from service.ratelimit import RateLimiter
+from service.validation import MAX_ID_LENGTH, has_control_chars, terminal_safe
 
 router = APIRouter(tags=["auth"])
 _FORM = "application/x-www-form-urlencoded"
@@ -28,6 +29,9 @@ _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 class TokenError(ServiceError):
     """An RFC 6749 §5.2 error: `code` is the `error` value; `basic` says the client tried HTTP Basic."""
+
+    http_status = 400  # RFC 6749 §5.2; invalid_client over Basic passes status=401
+    exit_status = ExitStatus.INVALID_INPUT
 
     def __init__(self, code: str, message: str, *, status: int = 400, basic: bool = False) -> None:
         super().__init__(message, code=code)
@@ -143,7 +147,8 @@ async def issue_token(request: Request, rt: RuntimeDep, session: SessionDep, rid
             # RFC 6749 §2.3: a client MUST NOT use more than one authentication method in a request.
             raise TokenError("invalid_request", "send client credentials either by HTTP Basic or in the form, not both")
         client_id, secret = _basic_credentials(header) if basic else (form_id or "", form_secret or "")
-        claimed = client_id or "?"
+        # The attempted id, whole but made safe for the audit log (an actor is at most 255 characters).
+        claimed = terminal_safe(client_id, max_length=200) if client_id else "?"
         grant_type = _single(form, "grant_type")
         if grant_type is None:
             raise TokenError("invalid_request", "missing parameter 'grant_type'")
@@ -163,6 +168,10 @@ async def issue_token(request: Request, rt: RuntimeDep, session: SessionDep, rid
         # anyone could then lock a client out by sending wrong secrets in its name.)
         limiter.check("auth_failure.ip", host)
         try:
+            if len(client_id) > MAX_ID_LENGTH or has_control_chars(client_id) or len(secret) > 1024:
+                # No client has such an id (PostgreSQL cannot even look up one with a NUL): the same answer, and
+                # the same cost, as any unknown id.
+                authenticate_unknown_client(secret)
             client = authenticate_client(session=session, client_id=client_id, client_secret=secret)
         except ServiceError as exc:
             limiter.spend("auth_failure.ip", host)
