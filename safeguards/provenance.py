@@ -8,9 +8,10 @@ is decided by c2pa-rs against the trust anchors the caller passes (the service's
 list).
 
 The manifest carries: `c2pa.actions` with `c2pa.created` (digitalSourceType trainedAlgorithmicMedia,
-softwareAgent provatar/<version>) and `c2pa.watermarked`; the `c2pa.soft-binding` assertion that c2pa-rs
-requires with a watermark action (algorithm id + payload, which also lets a verifier holding only a re-encoded
-copy look the manifest up by its watermark); the photo and the audio as `inputTo` ingredients without
+softwareAgent provatar/<version>) and `c2pa.watermarked.bound` (C2PA 2.1+: an invisible watermark bound to this
+manifest as its soft binding); the `c2pa.soft-binding` assertion that c2pa-rs requires with a watermark action
+(`alg` names the watermark scheme and version, e.g. org.provatar.watermark.dwtdctsvd-bch.v3, `blocks` carry the
+payload, which also lets a verifier holding only a re-encoded copy look the manifest up by its watermark); the photo and the audio as `inputTo` ingredients without
 thumbnails; `cawg.training-mining` with every use notAllowed; and `org.provatar.generation` with the
 generation, policy decision and consent record ids and the policy version.
 """
@@ -269,7 +270,7 @@ class ManifestSpec:
                                 "description": f"talking-face video made by provatar/{self.software_version}",
                             },
                             {
-                                "action": "c2pa.watermarked",
+                                "action": "c2pa.watermarked.bound",
                                 "softwareAgent": agent,
                                 "parameters": {
                                     "algorithm": self.watermark_algorithm,
@@ -283,6 +284,7 @@ class ManifestSpec:
                     "label": "c2pa.soft-binding",
                     "data": {
                         "alg": self.watermark_algorithm,
+                        "name": "provatar invisible watermark (generation tag + keyed check)",
                         "blocks": [{"scope": {}, "value": payload_b64}],
                     },
                 },

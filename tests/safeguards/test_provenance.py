@@ -147,10 +147,11 @@ def test_manifest_content(signed: Path, ca: DevCA) -> None:
     created = next(a for a in actions if a["action"] == "c2pa.created")
     assert created["digitalSourceType"] == TRAINED_ALGORITHMIC_MEDIA
     assert created["softwareAgent"] == {"name": "provatar", "version": "0.1.0"}
-    marked = next(a for a in actions if a["action"] == "c2pa.watermarked")
+    marked = next(a for a in actions if a["action"] == "c2pa.watermarked.bound")  # C2PA 2.1+
     assert marked["parameters"]["algorithm"] == WATERMARK_ALGORITHM
     assert marked["parameters"]["payload"] == WatermarkPayload.for_generation(bytes(32), 0x01020304).to_hex()
     assert report.assertions["c2pa.soft-binding"]["alg"] == WATERMARK_ALGORITHM
+    assert WATERMARK_ALGORITHM.endswith(".v3")  # bumped with the scale-robust scheme
     entries = report.assertions["cawg.training-mining"]["entries"]
     assert entries and all(e["use"] == "notAllowed" for e in entries.values())
     store = json.loads(report.manifest_json or "{}")
