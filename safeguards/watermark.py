@@ -15,13 +15,14 @@ Detection: each block gives a soft vote in [-1, 1]; votes are summed per tile ce
 frame the encoder smeared still adds its evidence. Platforms serve other sizes, crop and change brightness, so the
 detector tries each scale of `DEFAULT_SCALES` (served / marked size: 1, 0.5, 0.75, 1.5; at those a marked block
 covers a whole number of pixels, 16 * scale, and is read as served, with the QIM step scaled; other scales are
-resampled to the nearest whole block). At each scale it searches the block grid's pixel offset and a chroma gain
+resampled to the nearest whole block); a frame whose side is a rendition of the size we write (512: 360p is 0.703)
+also gets that scale tried. At each scale it searches the block grid's pixel offset and a chroma gain
 (brightness x0.75..x1.25) on a few frames, scoring each by how coherent the cell sums are (a tile phase only
 permutes cells, so the score ignores it); for the best offsets it tries all 120 tile phases through the BCH decoder
 and the keyed check. A payload is only reported when a BCH codeword within 8 bit errors carries a tag whose HMAC
 matches: for unmarked content each attempt succeeds with probability <= RANDOM_DECODE_BOUND * 2^-32 (about
-2^-47.6), and a detection makes at most `MAX_ATTEMPTS` attempts (4 scales x 2 offsets x 120 phases), so
-`FALSE_POSITIVE_BOUND` (about 2^-37.7 = 4.4e-12) bounds the chance per clip.
+2^-47.6), and a detection makes at most `MAX_ATTEMPTS` attempts ((4 + 2) scales x 2 offsets x 120 phases), so
+`FALSE_POSITIVE_BOUND` (about 2^-37.1 = 6.7e-12) bounds the chance per clip.
 
 Older outputs: a v2 mark (8x8-pixel blocks, same step on the block mean) is exactly a v3 mark at half size, so the
 0.5 try reads it, at no extra cost; such a detection reports scale 0.5.
@@ -100,6 +101,11 @@ MIN_DETECT_PIXELS = 128 * 128
 
 # Served size / marked size tried by the detector, most likely first: as marked, then the usual renditions.
 DEFAULT_SCALES = (1.0, 0.5, 0.75, 1.5)
+# Sides our generator writes (service setting output_size): a frame whose side is a rendition of one of these
+# (a 512-pixel output served at 360p: 0.703) gets that scale tried too, at most `MAX_SIZE_SCALES` of them.
+DEFAULT_NATIVE_SIZES = (512,)
+MAX_SIZE_SCALES = 2
+_SIZE_SCALE_RANGE = (0.3, 2.0)
 
 # Detector search space. Offsets: every pixel phase of the block grid. Gains: a coarse grid for the search,
 # refined around the winner; brightness changes of +-25 % are covered.
@@ -109,7 +115,7 @@ _FINE_STEPS = np.array([-0.02, -0.01, 0.0, 0.01, 0.02])
 SEARCH_FRAMES = 8  # frames (evenly spread) used to find offset and gain
 CANDIDATES = 2  # best grid offsets tried through the decoder, per (scheme, scale)
 # BCH + HMAC attempts: all tile phases at the best offsets, for each scale tried.
-MAX_ATTEMPTS = len(DEFAULT_SCALES) * CANDIDATES * _tile.CELLS
+MAX_ATTEMPTS = (len(DEFAULT_SCALES) + MAX_SIZE_SCALES) * CANDIDATES * _tile.CELLS
 FALSE_POSITIVE_BOUND = MAX_ATTEMPTS * _ecc.RANDOM_DECODE_BOUND * 2.0**-32
 
 
@@ -491,14 +497,35 @@ class WatermarkDetector:
     """
 
     def __init__(
-        self, key: bytes, *, scheme: WatermarkScheme = SCHEME_V3, scales: tuple[float, ...] = DEFAULT_SCALES
+        self,
+        key: bytes,
+        *,
+        scheme: WatermarkScheme = SCHEME_V3,
+        scales: tuple[float, ...] = DEFAULT_SCALES,
+        native_sizes: tuple[int, ...] = DEFAULT_NATIVE_SIZES,
     ) -> None:
         _check_key(key)
         if not scales or len(scales) > len(DEFAULT_SCALES) or any(not 0.25 <= s <= 4.0 for s in scales):
             raise ValueError(f"a detector needs 1 to {len(DEFAULT_SCALES)} scales in [0.25, 4], got {scales}")
+        if any(n < 64 for n in native_sizes):
+            raise ValueError(f"native sizes must be >= 64 pixels, got {native_sizes}")
         self._key = bytes(key)
         self.scheme = scheme
-        self.tries = _plan(scheme, tuple(scales))
+        self.scales = tuple(scales)
+        self.native_sizes = tuple(native_sizes)
+        self.tries = _plan(scheme, self.scales)
+
+    def size_scales(self, height: int, width: int) -> list[float]:
+        """Scales a frame's own size suggests: each side over each native size, when that is a plausible
+        rendition not already tried (more than 1 % from every scale of `scales`); at most MAX_SIZE_SCALES."""
+        out: list[float] = []
+        for native in self.native_sizes:
+            for side in sorted({height, width}):
+                scale = side / native
+                lo, hi = _SIZE_SCALE_RANGE
+                if lo <= scale <= hi and all(abs(scale / t - 1.0) > 0.01 for t in (*self.scales, *out)):
+                    out.append(scale)
+        return out[:MAX_SIZE_SCALES]
 
     def detect(self, frames: Iterable[np.ndarray], *, max_frames: int = 60) -> WatermarkDetection:
         """Read the first `max_frames` frames of `frames` (sample the video upstream, e.g. `every=`).
@@ -522,7 +549,8 @@ class WatermarkDetector:
         bch = _ecc.Bch()
         first_margin: float | None = None
         attempts = codewords = 0
-        for attempt in self.tries:
+        tries = self.tries + _plan(self.scheme, tuple(self.size_scales(*served[0].shape)))
+        for attempt in tries:
             planes = [_resample(u, attempt.factor) for u in served]
             # At least half a tile of blocks each way (fewer leave most tile cells without a vote).
             side = 2 * attempt.block

@@ -363,9 +363,23 @@ def test_reports_the_scale_it_read(
     result = WatermarkDetector(KEY).detect(TRANSFORMS[name](marked_clip[0][:10]))
     assert result.found and result.tag == 0xDEADBEEF and result.scale == scale
     assert result.algorithm == SCHEME_V3.algorithm
-    # Restricted to scale 1, the same detector does not see the mark in a half-size rendition.
+    # Restricted to scale 1 (and not told our native size), a detector does not see the mark in a half-size rendition.
     if scale == 0.5:
-        assert not WatermarkDetector(KEY, scales=(1.0,)).detect(TRANSFORMS[name](marked_clip[0][:10])).found
+        only_1 = WatermarkDetector(KEY, scales=(1.0,), native_sizes=())
+        assert not only_1.detect(TRANSFORMS[name](marked_clip[0][:10])).found
+
+
+def test_a_rendition_of_the_native_size_gets_its_own_scale(
+    marked_clip: tuple[list[np.ndarray], list[np.ndarray]],
+) -> None:
+    """A 512-pixel output served at 360p (0.703, not one of the default scales) is read from the frame's size."""
+    marked, source = marked_clip
+    rendition = _h264_roundtrip(_rescale(marked[:25], 360 / 512), crf=23)
+    assert rendition[0].shape[:2] == (360, 360)
+    result = WatermarkDetector(KEY).detect(rendition)
+    assert result.found and result.tag == 0xDEADBEEF and result.scale == pytest.approx(360 / 512)
+    assert not WatermarkDetector(KEY, native_sizes=()).detect(rendition).found  # only the size found it
+    assert not WatermarkDetector(KEY).detect(_h264_roundtrip(_rescale(source[:25], 360 / 512), crf=23)).found
 
 
 def test_reads_v2_marks_made_before_the_scale_robust_scheme(photo: np.ndarray) -> None:
