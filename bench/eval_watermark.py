@@ -147,6 +147,7 @@ SINGLES: list[tuple[str, Callable[[int], Transform]]] = [
     ("0.5x + CRF 28", lambda i: lambda fs: h264(rescale(fs, 0.5), 28)),
     ("0.75x + CRF 28", lambda i: lambda fs: h264(rescale(fs, 0.75), 28)),
     ("0.5x + CRF 28 + crop 10 % (side rotates)", lambda i: lambda fs: crop(h264(rescale(fs, 0.5), 28), SIDES[i % 4])),
+    ("served at 360p (0.70x: scale from the frame size) + CRF 28", lambda i: lambda fs: h264(rescale(fs, 0.703), 28)),
 ]
 EXCERPT = "2 s excerpt from the middle of a 4 s output (CRF 18, cut, CRF 28)"
 # Pairs of kinds; edits first, the platform's re-encode last. CRF 28 with CRF 23+28 is the same kind twice.
