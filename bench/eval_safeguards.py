@@ -193,10 +193,11 @@ def main() -> None:
     stripped_ok, stripped_note = check_stripped_detection()
 
     wm = table_rows(watermark)
-    recovery = {k: v[0] for k, v in wm.items() if re.match(r"^\d+/\d+", v[0] if v else "")}
+    # The robustness rows: "recovered | right id | ...": a row counts when the right generation id came back.
+    recovery = {k: v[1] for k, v in wm.items() if len(v) > 1 and re.match(r"^\d+/\d+", v[0])}
     all_recovered = all(v.split()[0].split("/")[0] == v.split()[0].split("/")[1] for v in recovery.values())
     false_rows = {k: v[0] for k, v in wm.items() if k.startswith("false payloads")}
-    embed = next((v[0] for k, v in wm.items() if k.startswith("embed 512x512")), "?")
+    embed = next((v[0] for k, v in wm.items() if k.startswith("embed 512x512 v3")), "?")
     det = table_rows(detector)
     own = det.get("own", ["?", "?", "?"])
     other = det.get("warp-only", ["?", "?", "?"])
@@ -208,7 +209,7 @@ def main() -> None:
 
     summary = [
         (
-            "payload recovered under every listed transformation and pair",
+            "payload recovered with the right id under every listed transformation and pair (incl. 0.5x/0.75x/1.5x)",
             all_recovered,
             f"{len(recovery)} rows, all recovered" if all_recovered else json.dumps(recovery),
         ),

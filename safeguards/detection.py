@@ -21,6 +21,7 @@ from generation.media import is_still_image, load_frames_for_detection, load_ima
 from safeguards.classifier import SyntheticClipClassifier
 from safeguards.cues import FaceTrack, FusionModel, default_cues, measure_all, track_image, track_video
 from safeguards.cues.fusion import FusedScore
+from safeguards.known_watermarks import check_known_watermarks
 from safeguards.learned_model import load_learned_model
 from safeguards.provenance import read_provenance
 from safeguards.watermark import WatermarkDetector
@@ -29,6 +30,7 @@ Verdict = str  # "provatar-generated" | "likely-synthetic" | "no-evidence"
 TagResolver = Callable[[int], dict[str, Any] | None]
 
 WATERMARK_FRAMES = 48
+KNOWN_WATERMARK_FRAMES = 12  # open marks are per-image (no temporal vote): a few frames say as much as many
 
 
 @dataclass
@@ -42,6 +44,7 @@ class DetectionReport:
     cues: list[dict[str, Any]] = field(default_factory=list)
     probability: dict[str, Any] = field(default_factory=dict)
     timeline: list[dict[str, Any]] = field(default_factory=list)
+    known_watermarks: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -99,6 +102,11 @@ def detect_media(
         "signer": prov.signer,
         "generation_id": prov.generation_id,
         "errors": prov.errors,
+        "signer_issuer": prov.signer_issuer,
+        "claim_generator": prov.claim_generator,
+        "ai_assertions": prov.ai_assertions,
+        "trusted": prov.trusted,
+        "trust_list": prov.trust_list,
     }
 
     wm = WatermarkDetector(watermark_key).detect(sampled)
@@ -109,6 +117,8 @@ def detect_media(
         "confidence": round(wm.confidence, 4),
         "frames_agreeing": round(wm.frames_agreeing, 4),
         "frames_decoded": wm.frames_decoded,
+        "algorithm": wm.algorithm,
+        "scale": wm.scale,
         "generation_id": (resolved or {}).get("generation_id"),
         "consent_record_id": (resolved or {}).get("consent_record_id"),
         "audit_seq": (resolved or {}).get("audit_seq"),
@@ -116,6 +126,9 @@ def detect_media(
         "created_at": (resolved or {}).get("created_at"),
         "stored_manifest": (resolved or {}).get("manifest"),
     }
+
+    # Other parties' open marks (Stable Diffusion's invisible-watermark bytes, ...), each by name.
+    known = [asdict(k) for k in check_known_watermarks(sampled[:KNOWN_WATERMARK_FRAMES])]
 
     cues = default_cues(classifier, any_generator)
     fused = fusion.fuse(measure_all(track, cues))
@@ -138,9 +151,9 @@ def detect_media(
         "held_out_mean_auc": fused.held_out_auc,
     }
     timeline = segment_timeline(track, cues, fusion) if track.kind == "video" and len(track.segments) > 1 else []
-    verdict, reasons = decide(c2pa, watermark, classifier_out, fused)
+    verdict, reasons = decide(c2pa, watermark, classifier_out, fused, known)
     return DetectionReport(
-        media, c2pa, watermark, classifier_out, verdict, reasons, cue_dicts(fused), probability, timeline
+        media, c2pa, watermark, classifier_out, verdict, reasons, cue_dicts(fused), probability, timeline, known
     )
 
 
@@ -176,7 +189,11 @@ def segment_timeline(track: FaceTrack, cues: list[Any], fusion: FusionModel) -> 
 
 
 def decide(
-    c2pa: dict[str, Any], watermark: dict[str, Any], classifier: dict[str, Any], fused: FusedScore | None = None
+    c2pa: dict[str, Any],
+    watermark: dict[str, Any],
+    classifier: dict[str, Any],
+    fused: FusedScore | None = None,
+    known_watermarks: list[dict[str, Any]] | None = None,
 ) -> tuple[Verdict, list[str]]:
     """Combine the evidence. Our own cryptographic marks decide first; the cues alone only say "likely"."""
     reasons: list[str] = []
@@ -199,9 +216,12 @@ def decide(
         elif state == "Invalid":
             reasons.append("a C2PA manifest is present but does not validate (the file was altered after signing)")
         else:
-            reasons.append(f"C2PA manifest present (state {state}, signer {c2pa.get('signer')})")
+            by = f", claim generator {c2pa['claim_generator']}" if c2pa.get("claim_generator") else ""
+            trust = "on our trust list" if c2pa.get("trusted") else "not on our trust list"
+            reasons.append(f"C2PA manifest present (state {state}, signer {c2pa.get('signer')}, {trust}{by})")
         if c2pa.get("ai_generated"):
-            reasons.append("the C2PA manifest declares AI-generated content (trainedAlgorithmicMedia)")
+            declared = "; ".join(c2pa.get("ai_assertions") or []) or "trainedAlgorithmicMedia"
+            reasons.append(f"the C2PA manifest declares AI-generated content ({declared})")
     else:
         reasons.append("no C2PA manifest (never signed, or stripped by re-encoding)")
     if fused is None:
@@ -227,8 +247,16 @@ def decide(
                 f"caution: on generators held out in validation these cues separated fakes from real footage "
                 f"with mean AUC {fused.held_out_auc:.2f} only; below the threshold is not evidence of authenticity"
             )
+    others_marks = [k for k in known_watermarks or [] if k.get("found")]
+    for k in others_marks:
+        reasons.append(
+            f"{k['name']} watermark found ({k['bit_agreement']:.0%} of its bits agree; chance on unmarked content "
+            f"{k['false_alarm_p']:.1e}): that generator marks its output"
+        )
     if ours:
         return "provatar-generated", reasons
+    if others_marks:
+        return "likely-synthetic", reasons
     if synthetic or c2pa.get("ai_generated"):
         return "likely-synthetic", reasons
     return "no-evidence", reasons

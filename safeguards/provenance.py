@@ -8,11 +8,15 @@ is decided by c2pa-rs against the trust anchors the caller passes (the service's
 list).
 
 The manifest carries: `c2pa.actions` with `c2pa.created` (digitalSourceType trainedAlgorithmicMedia,
-softwareAgent provatar/<version>) and `c2pa.watermarked`; the `c2pa.soft-binding` assertion that c2pa-rs
-requires with a watermark action (algorithm id + payload, which also lets a verifier holding only a re-encoded
-copy look the manifest up by its watermark); the photo and the audio as `inputTo` ingredients without
-thumbnails; `cawg.training-mining` with every use notAllowed; and `org.provatar.generation` with the
-generation, policy decision and consent record ids and the policy version.
+softwareAgent provatar/<version>) and `c2pa.watermarked.bound` (C2PA 2.1+: an invisible watermark bound to this
+manifest as its soft binding); the `c2pa.soft-binding` assertion that c2pa-rs requires with a watermark action
+(`alg` names the watermark scheme and version, e.g. org.provatar.watermark.dwtdctsvd-bch.v3, `blocks` carry the
+payload, which also lets a verifier holding only a re-encoded copy look the manifest up by its watermark); the
+photo and the audio as `inputTo` ingredients without thumbnails; `cawg.training-mining` with every use notAllowed;
+and `org.provatar.generation` with the generation, policy decision and consent record ids and the policy version.
+
+Reading works for a manifest from any signer: it reports the signer, the claim generator, the AI declarations
+(digitalSourceType) and the validation state against a trust list (our anchor plus configured extras).
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ __all__ = [
     "create_dev_ca",
     "read_provenance",
     "sign_mp4",
+    "trust_bundle",
 ]
 
 TRAINED_ALGORITHMIC_MEDIA = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
@@ -270,7 +275,7 @@ class ManifestSpec:
                                 "description": f"talking-face video made by provatar/{self.software_version}",
                             },
                             {
-                                "action": "c2pa.watermarked",
+                                "action": "c2pa.watermarked.bound",
                                 "softwareAgent": agent,
                                 "parameters": {
                                     "algorithm": self.watermark_algorithm,
@@ -284,6 +289,7 @@ class ManifestSpec:
                     "label": "c2pa.soft-binding",
                     "data": {
                         "alg": self.watermark_algorithm,
+                        "name": "provatar invisible watermark (generation tag + keyed check)",
                         "blocks": [{"scope": {}, "value": payload_b64}],
                     },
                 },
@@ -369,11 +375,17 @@ def sign_mp4(src: Path, dst: Path, *, signer: Signer, manifest: ManifestSpec) ->
 
 @dataclass(frozen=True)
 class ProvenanceReport:
-    """What the C2PA manifest of a file says and whether it holds up.
+    """What the C2PA manifest of a file says and whether it holds up, whoever signed it.
 
-    state: "Trusted" (valid and chained to a configured anchor), "Valid" (intact, signer not trusted here),
-        "Invalid" (hashes or signature do not match), None when there is no manifest.
+    state: "Trusted" (valid and chained to an anchor of the trust list), "Valid" (intact, signer not on the trust
+        list), "Invalid" (hashes or signature do not match), None when there is no manifest.
     errors: the validation failure codes with their explanations (empty when Trusted/Valid).
+    signer: the signing certificate's common name (or issuer); signer_issuer: its issuer organisation.
+    claim_generator: the tool that wrote the manifest ("name/version", several joined by ", "), from
+        claim_generator_info (C2PA 2.x) or the 1.x claim_generator string.
+    ai_assertions: what the manifest declares about AI, one line each: "c2pa.created: trainedAlgorithmicMedia"
+        (an action's IPTC digitalSourceType that says AI made or composited the asset).
+    trusted: state == "Trusted". trust_list: subjects of the anchors validation used (ours first, then extras).
     """
 
     present: bool
@@ -384,10 +396,49 @@ class ProvenanceReport:
     assertions: dict[str, Any]
     manifest_json: str | None
     errors: list[str]
+    claim_generator: str | None = None
+    ai_assertions: list[str] = field(default_factory=list)
+    trusted: bool = False
+    trust_list: list[str] = field(default_factory=list)
+    signer_issuer: str | None = None
 
     @classmethod
-    def absent(cls) -> ProvenanceReport:
-        return cls(False, None, False, None, None, {}, None, [])
+    def absent(cls, trust_list: list[str] | None = None) -> ProvenanceReport:
+        return cls(False, None, False, None, None, {}, None, [], trust_list=list(trust_list or []))
+
+
+def trust_bundle(own_pem: str | None, extra_pem: str | None) -> str | None:
+    """Our anchor(s) followed by extra anchors, as one PEM bundle; a certificate given twice is kept once.
+
+    Raises SignerConfigError when the extra bundle holds no PEM certificate (a misconfigured trust list must not
+    silently trust nothing extra).
+    """
+    own = _certificates(own_pem, "our trust anchor") if own_pem else []
+    extra = _certificates(extra_pem, "the extra trust anchors") if extra_pem else []
+    seen: set[bytes] = set()
+    out = []
+    for cert in own + extra:
+        der = cert.public_bytes(serialization.Encoding.DER)
+        if der not in seen:
+            seen.add(der)
+            out.append(cert.public_bytes(serialization.Encoding.PEM).decode())
+    return "".join(out) or None
+
+
+def _certificates(pem: str, what: str) -> list[x509.Certificate]:
+    try:
+        certs = x509.load_pem_x509_certificates(pem.encode())
+    except ValueError as exc:
+        raise SignerConfigError(f"{what} is not a PEM certificate bundle: {exc}") from exc
+    if not certs:
+        raise SignerConfigError(f"{what} holds no PEM certificate")
+    return certs
+
+
+def _trust_list(trust_anchors_pem: str | None) -> list[str]:
+    if not trust_anchors_pem:
+        return []
+    return [c.subject.rfc4514_string() for c in _certificates(trust_anchors_pem, "the trust anchors")]
 
 
 def _reader_context(trust_anchors_pem: str | None) -> c2pa.Context:
@@ -408,27 +459,45 @@ def _failures(store: dict[str, Any]) -> list[str]:
     return [f"{f.get('code')}: {f.get('explanation', '')}".rstrip(": ") for f in found]
 
 
-def _is_ai_generated(assertions: dict[str, Any]) -> bool:
+def _ai_assertions(assertions: dict[str, Any]) -> list[str]:
+    """Each action whose digitalSourceType declares AI-made or AI-composited content, as "action: type"."""
+    out = []
     for label, data in assertions.items():
         if label.startswith("c2pa.actions") and isinstance(data, dict):
             for action in data.get("actions") or []:
-                if action.get("digitalSourceType") in AI_SOURCE_TYPES:
-                    return True
-    return False
+                source = action.get("digitalSourceType") if isinstance(action, dict) else None
+                if source in AI_SOURCE_TYPES:
+                    out.append(f"{action.get('action')}: {source.rsplit('/', 1)[-1]}")
+    return out
+
+
+def _claim_generator(manifest: dict[str, Any]) -> str | None:
+    infos = manifest.get("claim_generator_info") or []
+    names = [
+        "/".join(str(i[k]) for k in ("name", "version") if i.get(k)) for i in infos if isinstance(i, dict)
+    ]
+    names = [n for n in names if n]
+    if names:
+        return ", ".join(names)
+    legacy = manifest.get("claim_generator")
+    return str(legacy) if legacy else None
 
 
 def read_provenance(path: Path, *, trust_anchors_pem: str | None) -> ProvenanceReport:
-    """Read and validate the C2PA manifest of `path` against `trust_anchors_pem` (PEM bundle, or None).
+    """Read and validate the C2PA manifest of `path`, from any signer, against `trust_anchors_pem` (a PEM bundle:
+    the trust list, e.g. `trust_bundle(ours, extras)`; None validates integrity only).
 
-    A file without a manifest gives `present=False`; a file c2pa cannot parse raises UnsupportedMedia.
+    A file without a manifest gives `present=False`; a file c2pa cannot parse raises UnsupportedMedia; a trust
+    list that is not PEM certificates raises SignerConfigError.
     """
     path = Path(path)
+    trust_list = _trust_list(trust_anchors_pem)
     context = _reader_context(trust_anchors_pem)
     try:
         with path.open("rb") as fh:
             reader = c2pa.Reader.try_create(_mime(path) or None, fh, context=context)
             if reader is None:
-                return ProvenanceReport.absent()
+                return ProvenanceReport.absent(trust_list)
             with reader:
                 manifest_json = reader.json()
                 state = reader.get_validation_state()
@@ -447,13 +516,19 @@ def read_provenance(path: Path, *, trust_anchors_pem: str | None) -> ProvenanceR
     errors = _failures(store)
     if state not in ("Trusted", "Valid", "Invalid"):
         state = "Invalid" if errors else "Valid"
+    ai_assertions = _ai_assertions(assertions)
     return ProvenanceReport(
         present=True,
         state=state,
-        ai_generated=_is_ai_generated(assertions),
+        ai_generated=bool(ai_assertions),
         signer=signature.get("common_name") or signature.get("issuer"),
         generation_id=generation.get("generation_id") if isinstance(generation, dict) else None,
         assertions=assertions,
         manifest_json=manifest_json,
         errors=errors if state == "Invalid" else [],
+        claim_generator=_claim_generator(active),
+        ai_assertions=ai_assertions,
+        trusted=state == "Trusted",
+        trust_list=trust_list,
+        signer_issuer=signature.get("issuer"),
     )

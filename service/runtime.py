@@ -139,8 +139,11 @@ class Runtime:
         return FusionModel.load_default()
 
     def trust_anchors_pem(self) -> str | None:
-        path = self.settings.trust_anchors_path
-        return path.read_text() if path.exists() else None
+        """The C2PA trust list: our anchor, then PROVATAR_EXTRA_TRUST_ANCHORS (other signers' roots)."""
+        from safeguards.provenance import trust_bundle
+
+        path, extra = self.settings.trust_anchors_path, self.settings.extra_trust_anchors
+        return trust_bundle(path.read_text() if path.exists() else None, extra.read_text() if extra else None)
 
     def close(self) -> None:
         self.engine.dispose()

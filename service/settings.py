@@ -82,6 +82,8 @@ class Settings(BaseSettings):
     signing_cert_chain: Path | None = None
     signing_key: Path | None = None
     trust_anchors: Path | None = None
+    # Extra C2PA trust anchors (a PEM bundle: other signers' roots) added to ours when reading manifests.
+    extra_trust_anchors: Path | None = None
     timestamp_authority_url: str | None = None
 
     # --- rate limits (`limits` notation: "N/second|minute|hour|day"); counters in Redis when redis_url is set ---
@@ -140,6 +142,13 @@ class Settings(BaseSettings):
     @classmethod
     def _expand(cls, v: Path) -> Path:
         return v.expanduser().resolve()
+
+    @field_validator("extra_trust_anchors", mode="after")
+    @classmethod
+    def _anchors_exist(cls, v: Path | None) -> Path | None:
+        if v is not None and not v.expanduser().is_file():
+            raise ValueError(f"PROVATAR_EXTRA_TRUST_ANCHORS: {v} is not a file (a PEM bundle of root certificates)")
+        return v.expanduser() if v is not None else None
 
     @property
     def is_production(self) -> bool:

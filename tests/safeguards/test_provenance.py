@@ -30,6 +30,7 @@ from safeguards.provenance import (
     Signer,
     read_provenance,
     sign_mp4,
+    trust_bundle,
 )
 from safeguards.watermark import WATERMARK_ALGORITHM, WatermarkPayload
 
@@ -147,10 +148,11 @@ def test_manifest_content(signed: Path, ca: DevCA) -> None:
     created = next(a for a in actions if a["action"] == "c2pa.created")
     assert created["digitalSourceType"] == TRAINED_ALGORITHMIC_MEDIA
     assert created["softwareAgent"] == {"name": "provatar", "version": "0.1.0"}
-    marked = next(a for a in actions if a["action"] == "c2pa.watermarked")
+    marked = next(a for a in actions if a["action"] == "c2pa.watermarked.bound")  # C2PA 2.1+
     assert marked["parameters"]["algorithm"] == WATERMARK_ALGORITHM
     assert marked["parameters"]["payload"] == WatermarkPayload.for_generation(bytes(32), 0x01020304).to_hex()
     assert report.assertions["c2pa.soft-binding"]["alg"] == WATERMARK_ALGORITHM
+    assert WATERMARK_ALGORITHM.endswith(".v3")  # bumped with the scale-robust scheme
     entries = report.assertions["cawg.training-mining"]["entries"]
     assert entries and all(e["use"] == "notAllowed" for e in entries.values())
     store = json.loads(report.manifest_json or "{}")
@@ -284,3 +286,117 @@ def test_sign_failure_leaves_no_partial_file(
         sign_mp4(not_video, out, signer=signer, manifest=_spec(example_photo, example_audio))
     assert info.value.code == "signing_failed"
     assert list(tmp_path.iterdir()) == [not_video]
+
+
+# --- manifests from other signers, trust list -----------------------------------------------------------------
+
+
+def _foreign_ca(directory: Path) -> tuple[Path, Path, Path]:
+    """Another organisation's CA, built here (root -> leaf, P-384): (root.pem, chain.pem, leaf.key)."""
+    import datetime as dt
+
+    from cryptography.x509.oid import NameOID
+
+    from safeguards.pki import DOCUMENT_SIGNING_OID
+
+    def name(cn: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Elsewhere Media Lab"),
+                          x509.NameAttribute(NameOID.COMMON_NAME, cn)])  # fmt: skip
+
+    now = dt.datetime.now(dt.UTC)
+    root_key, leaf_key = ec.generate_private_key(ec.SECP384R1()), ec.generate_private_key(ec.SECP384R1())
+    root = (
+        x509.CertificateBuilder().subject_name(name("Elsewhere root")).issuer_name(name("Elsewhere root"))
+        .public_key(root_key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(root_key.public_key()), critical=False)
+        .sign(root_key, hashes.SHA384())
+    )  # fmt: skip
+    leaf = (
+        x509.CertificateBuilder().subject_name(name("Elsewhere C2PA signer")).issuer_name(root.subject)
+        .public_key(leaf_key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION, DOCUMENT_SIGNING_OID]), False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(leaf_key.public_key()), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(root_key.public_key()), critical=False)
+        .sign(root_key, hashes.SHA384())
+    )  # fmt: skip
+    directory.mkdir(parents=True, exist_ok=True)
+    pem = serialization.Encoding.PEM
+    (directory / "root.pem").write_bytes(root.public_bytes(pem))
+    (directory / "chain.pem").write_bytes(leaf.public_bytes(pem) + root.public_bytes(pem))
+    (directory / "leaf.key").write_bytes(
+        leaf_key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return directory / "root.pem", directory / "chain.pem", directory / "leaf.key"
+
+
+def _foreign_signed_jpeg(tmp_path: Path, example_photo: Path, source_type: str) -> tuple[Path, Path]:
+    """A JPEG whose manifest another tool wrote and signed with its own CA: (file, that CA's root.pem)."""
+    import c2pa
+    from PIL import Image
+
+    root, chain, key = _foreign_ca(tmp_path / "elsewhere")
+    src = tmp_path / "input.jpg"
+    Image.open(example_photo).convert("RGB").resize((128, 128)).save(src, quality=90)
+    definition = {
+        "claim_generator_info": [{"name": "ElsewhereStudio", "version": "7.2"}],
+        "title": "portrait.jpg",
+        "format": "image/jpeg",
+        "assertions": [{"label": "c2pa.actions", "data": {"actions": [
+            {"action": "c2pa.created", "digitalSourceType": source_type},
+        ]}}],
+    }  # fmt: skip
+    out = tmp_path / "foreign.jpg"
+    with Signer.from_files(chain, key) as signer, c2pa.Builder(definition) as builder:
+        assert signer.alg == "es384"
+        with src.open("rb") as source, out.open("w+b") as dest:
+            builder.sign(signer.native, "image/jpeg", source, dest)
+    return out, root
+
+
+def test_foreign_manifest_is_reported_and_trusted_only_once_its_root_is_listed(
+    ca: DevCA, signed: Path, example_photo: Path, tmp_path: Path
+) -> None:
+    composite = "http://cv.iptc.org/newscodes/digitalsourcetype/compositeWithTrainedAlgorithmicMedia"
+    foreign, foreign_root = _foreign_signed_jpeg(tmp_path, example_photo, composite)
+    ours = trust_bundle(ca.root.read_text(), None)
+    report = read_provenance(foreign, trust_anchors_pem=ours)
+    assert report.present and report.state == "Valid" and not report.trusted
+    assert report.signer == "Elsewhere C2PA signer" and report.signer_issuer == "Elsewhere Media Lab"
+    assert report.claim_generator == "ElsewhereStudio/7.2"
+    assert report.ai_generated and report.ai_assertions == ["c2pa.created: compositeWithTrainedAlgorithmicMedia"]
+    assert report.generation_id is None and report.errors == []
+    assert len(report.trust_list) == 1 and "provatar dev root CA" in report.trust_list[0]
+
+    extended = trust_bundle(ca.root.read_text(), foreign_root.read_text())
+    trusted = read_provenance(foreign, trust_anchors_pem=extended)
+    assert trusted.state == "Trusted" and trusted.trusted
+    assert len(trusted.trust_list) == 2 and "Elsewhere root" in trusted.trust_list[1]
+    # Ours stays trusted with the extended list, and the foreign root does not vouch for our files on its own.
+    mine = read_provenance(signed, trust_anchors_pem=extended)
+    assert mine.trusted and mine.claim_generator == "provatar/0.1.0"
+    assert mine.ai_assertions == ["c2pa.created: trainedAlgorithmicMedia"]
+    assert not read_provenance(signed, trust_anchors_pem=foreign_root.read_text()).trusted
+
+
+def test_foreign_manifest_without_ai_declaration(ca: DevCA, example_photo: Path, tmp_path: Path) -> None:
+    capture = "http://cv.iptc.org/newscodes/digitalsourcetype/digitalCapture"
+    foreign, _ = _foreign_signed_jpeg(tmp_path, example_photo, capture)
+    report = read_provenance(foreign, trust_anchors_pem=ca.root.read_text())
+    assert report.present and not report.ai_generated and report.ai_assertions == []
+
+
+def test_trust_bundle_dedupes_and_rejects_non_pem(ca: DevCA) -> None:
+    root = ca.root.read_text()
+    assert trust_bundle(root, root) == trust_bundle(root, None)
+    assert trust_bundle(None, None) is None
+    with pytest.raises(SignerConfigError):
+        trust_bundle(root, "not a certificate")
+    with pytest.raises(SignerConfigError):
+        bad = "-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n"
+        read_provenance(Path("unused.mp4"), trust_anchors_pem=bad)

@@ -75,3 +75,16 @@ def test_html_to_a_directory_is_refused_before_detection(cli: Cli, made_clip: Pa
     assert cli("init").exit_code in (0, 2)
     r = cli("detect", str(made_clip), "--html", str(tmp_path))
     assert r.exit_code == 2 and "HTML report" in r.output
+
+
+def test_another_generators_open_watermark_makes_the_verdict_likely_synthetic() -> None:
+    from safeguards.detection import decide
+
+    c2pa = {"present": False, "state": None, "ai_generated": False}
+    watermark = {"found": False}
+    classifier = {"score": 0.1, "threshold": 0.9}
+    sd = {"name": "Stable Diffusion v1", "found": True, "bit_agreement": 1.0, "false_alarm_p": 1e-30}
+    verdict, reasons = decide(c2pa, watermark, classifier, None, [sd])
+    assert verdict == "likely-synthetic" and any("Stable Diffusion v1 watermark found" in r for r in reasons)
+    verdict, _ = decide(c2pa, watermark, classifier, None, [dict(sd, found=False)])
+    assert verdict == "no-evidence"
