@@ -100,6 +100,11 @@ class Settings(BaseSettings):
     # Auth failures and 429s from one source: the first is audited in full, the rest of the window as one count.
     rejection_summary_seconds: float = 60.0
 
+    # --- operations ---
+    metrics_bearer_token: str | None = Field(
+        None, description="when set, GET /metrics requires `Authorization: Bearer <token>` (Prometheus bearer_token)"
+    )
+
     # --- browsers ---
     cors_origins: list[str] = Field(
         default_factory=list,

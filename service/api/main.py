@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import logging
 import time
 import uuid
@@ -130,7 +131,13 @@ def create_app(
 
     @app.get("/metrics", include_in_schema=False)
     def prometheus_metrics(request: Request) -> Response:
-        """Prometheus text format (service/metrics.py); for the monitoring network, not the public."""
+        """Prometheus text format (service/metrics.py). Job counts and denial reasons are not for the public: with
+        PROVATAR_METRICS_BEARER_TOKEN set, a scrape must send it (Prometheus `authorization` / bearer_token)."""
+        token = settings.metrics_bearer_token
+        if token is not None:
+            sent = request.headers.get("authorization", "")
+            if not hmac.compare_digest(sent.encode(), f"Bearer {token}".encode()):
+                return Response(status_code=401, headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
         return Response(metrics.render(request.app.state.runtime), media_type=CONTENT_TYPE_LATEST)
 
     @app.middleware("http")

@@ -110,3 +110,17 @@ def test_metrics_count_requests_jobs_audit_denials_and_detections(
         again = _samples(client.get("/metrics").text)
         assert _value(again, "provatar_audit_appends_total", action="generation.completed") == 1
         assert _value(again, requests, method="GET", route="/metrics", status="200") == 1
+
+
+def test_metrics_can_require_a_bearer_token(tmp_path: Path) -> None:
+    from service.runtime import Runtime
+
+    settings = Settings(data_dir=tmp_path, rate_limits_enabled=False, metrics_bearer_token="scrape-secret")
+    initialize(settings)
+    rt = Runtime(settings)
+    with TestClient(create_app(settings, runtime=rt, start_worker=False)) as client:
+        assert client.get("/metrics").status_code == 401
+        assert client.get("/metrics", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        ok = client.get("/metrics", headers={"Authorization": "Bearer scrape-secret"})
+        assert ok.status_code == 200 and "provatar_" in ok.text
+    rt.close()
