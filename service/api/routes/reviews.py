@@ -75,15 +75,7 @@ def approve_review(
     decision: Annotated[ReviewDecision, Body()],
 ) -> IdentityReviewPublic:
     """Approve the borderline match for that photo only; the same photo may then be generated (audited)."""
-    review = consent_ops.decide(
-        rt,
-        review_id=review_id,
-        approve=True,
-        justification=decision.justification,
-        actor=principal.actor,
-        request_id=rid,
-    )
-    return _public(review)
+    return _decide(rt, principal, rid, review_id, decision, approve=True)
 
 
 @router.post("/reviews/{review_id}/reject")
@@ -95,12 +87,14 @@ def reject_review(
     decision: Annotated[ReviewDecision, Body()],
 ) -> IdentityReviewPublic:
     """Reject the borderline match: the photo stays denied (final, audited)."""
+    return _decide(rt, principal, rid, review_id, decision, approve=False)
+
+
+def _decide(
+    rt: RuntimeDep, principal: Principal, rid: str, review_id: str, decision: ReviewDecision, *, approve: bool
+) -> IdentityReviewPublic:
     review = consent_ops.decide(
-        rt,
-        review_id=review_id,
-        approve=False,
-        justification=decision.justification,
-        actor=principal.actor,
+        rt, review_id=review_id, approve=approve, justification=decision.justification, actor=principal.actor,
         request_id=rid,
-    )
+    )  # fmt: skip
     return _public(review)
