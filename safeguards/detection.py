@@ -242,7 +242,7 @@ def decide(
             + f" the threshold {fused.threshold:.2f} ({len(applied)} of {len(fused.cues)} cues scored; "
             + f"largest contributions to the log-odds: {why})"
         )
-        if fused.held_out_auc is not None and fused.held_out_auc < 0.8:
+        if not ours and fused.held_out_auc is not None and fused.held_out_auc < 0.8:
             reasons.append(
                 f"caution: on generators held out in validation these cues separated fakes from real footage "
                 f"with mean AUC {fused.held_out_auc:.2f} only; below the threshold is not evidence of authenticity"

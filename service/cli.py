@@ -379,8 +379,11 @@ def print_detection(r: dict[str, Any]) -> None:
             + ")"
         )
         for c in r.get("cues", []):
-            state = f"{c['score']:.2f}, contributes {c['contribution']:+.2f}" if c["applies"] else shown(c["reason"])
-            out.print(f"    {shown(c['name']):13s} {state}")
+            if c["applies"] and c["score"] is not None:
+                state = f"{c['score']:.2f}, contributes {c['contribution']:+.2f}"
+            else:
+                state = shown(c["reason"])
+            out.print(f"    {shown(c['name']):17s} {state}")
     out.print(f"  renderer CNN: {k['score']:.2f} (threshold {k['threshold']:.2f})")
     for reason in r["reasons"]:
         out.print(f"  - {shown(reason)}")

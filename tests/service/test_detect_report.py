@@ -56,6 +56,15 @@ def test_detect_json_has_cues_and_probability_and_html_report_is_self_contained(
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no partial file left
 
 
+def test_detect_prints_a_readable_report_with_every_cue(cli: Cli, made_clip: Path) -> None:
+    assert cli("init").exit_code in (0, 2)
+    r = cli("detect", str(made_clip))
+    assert r.exit_code == 0, r.output
+    for name in ("rppg", "audio_visual", "temporal", "spatial", "any_generator_cnn", "learned"):
+        assert name in r.stdout
+    assert "probability" in r.stdout and "verdict:" in r.stdout
+
+
 def test_html_escapes_what_comes_from_the_file() -> None:
     report = {
         "verdict": "no-evidence",
