@@ -51,6 +51,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from safeguards.classifier import CROP, DEFAULT_WINDOWS, MIN_FRAMES, ClipNet, save_model, triplet_input  # noqa: E402
+from safeguards.cues.track import limit_side  # noqa: E402
 
 CACHE = ROOT / "bench" / "out" / "learned_cue"  # crops_<variant>.npz
 OOF = ROOT / "bench" / "out" / "learned_oof.jsonl"
@@ -74,14 +75,6 @@ class ClipInfo:
 # ---------------------------------------------------------------- extraction (needs the corpus and mediapipe)
 
 
-def _limit(frame: np.ndarray, max_side: int) -> np.ndarray:
-    h, w = frame.shape[:2]
-    if max(h, w) <= max_side:
-        return frame
-    s = max_side / max(h, w)
-    return cv2.resize(frame, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA)
-
-
 def _windows(path: Path, count: int) -> list[list[np.ndarray]]:
     """``count`` runs of three consecutive frames spread evenly over the clip (as the cue's track takes them);
     only those frames are converted and kept."""
@@ -99,7 +92,7 @@ def _windows(path: Path, count: int) -> list[list[np.ndarray]]:
     with av.open(str(path)) as container:
         for index, frame in enumerate(container.decode(video=0)):
             if index in wanted:
-                rgb = _limit(frame.to_ndarray(format="rgb24"), MAX_SIDE)
+                rgb = limit_side(frame.to_ndarray(format="rgb24"), MAX_SIDE)
                 for i in wanted[index]:
                     runs[i].append(rgb)
             if index >= max(wanted, default=-1):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 __all__ = [
@@ -14,6 +16,7 @@ __all__ = [
     "mouth_opening",
     "rotation_angles",
     "similarity_align",
+    "similarity_fit",
 ]
 
 # Skin patches for the pulse signal (no hair, no lids, no lips): forehead above the brows, both cheeks.
@@ -58,8 +61,9 @@ def eye_aspect(lm: np.ndarray) -> np.ndarray:
     return (one((159, 158), (145, 153), (33, 133)) + one((386, 385), (374, 380), (263, 362))) / 2
 
 
-def similarity_align(points: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """Map ``points`` (N, 2) onto ``reference`` (N, 2) by the least-squares similarity transform (Umeyama)."""
+def similarity_fit(points: np.ndarray, reference: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """The least-squares similarity transform (Umeyama) taking ``points`` (N, 2) onto ``reference`` (N, 2), as a
+    function of any (M, 2) points (so other points can be carried along with the ones it was fitted on)."""
     mp, mr = points.mean(0), reference.mean(0)
     p, r = points - mp, reference - mr
     cov = r.T @ p / len(p)
@@ -67,7 +71,12 @@ def similarity_align(points: np.ndarray, reference: np.ndarray) -> np.ndarray:
     d = np.sign(np.linalg.det(u @ vt))
     rot = u @ np.diag([1.0, d]) @ vt
     scale = (s * np.array([1.0, d])).sum() / max((p**2).sum() / len(p), 1e-12)
-    return (scale * (rot @ p.T)).T + mr
+    return lambda q: (scale * (rot @ (q - mp).T)).T + mr
+
+
+def similarity_align(points: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Map ``points`` (N, 2) onto ``reference`` (N, 2) by the least-squares similarity transform (Umeyama)."""
+    return similarity_fit(points, reference)(points)
 
 
 def head_rotation(points: np.ndarray, reference: np.ndarray) -> np.ndarray:

@@ -28,6 +28,7 @@ from safeguards.cues.geometry import (
     inter_ocular,
     rotation_angles,
     similarity_align,
+    similarity_fit,
 )
 from safeguards.cues.track import FaceTrack, Segment
 
@@ -63,17 +64,8 @@ def inner_slip(lm: np.ndarray) -> float:
     ref_out = np.median(lm[:, OUTLINE, :2], axis=0)
     cents = []
     for f in lm:
-        both = np.concatenate([f[OUTLINE, :2], f[INNER, :2]])
-        # Transform fitted on the outline only, applied to outline + inner points.
-        src = f[OUTLINE, :2]
-        mp, mr = src.mean(0), ref_out.mean(0)
-        p, r = src - mp, ref_out - mr
-        u, sv, vt = np.linalg.svd(r.T @ p / len(p))
-        d = np.sign(np.linalg.det(u @ vt))
-        rot = u @ np.diag([1.0, d]) @ vt
-        scale = (sv * np.array([1.0, d])).sum() / max((p**2).sum() / len(p), 1e-12)
-        moved = (scale * (rot @ (both - mp).T)).T + mr
-        cents.append(moved[len(OUTLINE) :].mean(0))
+        # The transform is fitted on the outline only; the inner points are carried along with it.
+        cents.append(similarity_fit(f[OUTLINE, :2], ref_out)(f[INNER, :2]).mean(0))
     c = np.array(cents)
     return float(np.sqrt(((c - c.mean(0)) ** 2).sum(1).mean()) / max(float(np.median(inter_ocular(lm))), 1e-6))
 

@@ -28,6 +28,7 @@ __all__ = ["FaceTrack", "Segment", "TrackConfig", "track_image", "track_video"]
 
 CROP = 256  # side of the face crop the mesh and the pixel cues see
 CROP_SCALE = 2.0  # crop side / detector box side: the whole head, some hair, neck and background
+THUMB_SIDE = 256  # longer side of the small whole-frame copies kept per analysed frame
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ class Segment:
     crops: np.ndarray  # (T, CROP, CROP, 3) uint8 RGB face crops
     landmarks: np.ndarray  # (T, 478, 3) float32 in crop pixels; NaN where no face was found
     boxes: np.ndarray  # (T, 3) crop box (x0, y0, side) in frame pixels
-    thumbs: list[np.ndarray]  # small whole frames (max side 256), RGB
+    thumbs: list[np.ndarray]  # small whole frames (longer side at most THUMB_SIDE), RGB
 
     @property
     def found(self) -> np.ndarray:
@@ -180,18 +181,13 @@ def crop_square(frame: np.ndarray, box: tuple[float, float, float], size: int = 
     return cv2.warpAffine(frame, m, (size, size), flags=interp, borderMode=cv2.BORDER_REPLICATE)
 
 
-def _thumb(frame: np.ndarray, max_side: int = 256) -> np.ndarray:
-    h, w = frame.shape[:2]
-    s = min(1.0, max_side / max(h, w))
-    return cv2.resize(frame, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
-
-
-def _limit(frame: np.ndarray, max_side: int) -> np.ndarray:
+def limit_side(frame: np.ndarray, max_side: int) -> np.ndarray:
+    """The frame itself when its longer side is at most ``max_side``, else an area-averaged downscale to it."""
     h, w = frame.shape[:2]
     if max(h, w) <= max_side:
         return frame
     s = max_side / max(h, w)
-    return cv2.resize(frame, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA)
+    return cv2.resize(frame, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
 
 
 def _decode(frame: av.VideoFrame, max_pixels: int) -> np.ndarray:
@@ -250,7 +246,7 @@ class _SegmentBuilder:
         self.crops.append(crop)
         self.landmarks.append(lm)
         self.boxes.append(box)
-        self.thumbs.append(_thumb(frame))
+        self.thumbs.append(limit_side(frame, THUMB_SIDE))
 
     def build(self) -> Segment:
         return Segment(
@@ -281,7 +277,7 @@ def track_image(image: np.ndarray | Path, *, max_pixels: int = 50_000_000) -> Fa
     try:
         seg = _SegmentBuilder(0.0, finder)
         seg.add(0.0, frame)
-        full = _limit(frame, TrackConfig.full_frame_max_side)
+        full = limit_side(frame, TrackConfig.full_frame_max_side)
         lms = [_full_landmarks(finder, full)]
     finally:
         finder.close()
@@ -341,7 +337,7 @@ def track_video(path: Path, config: TrackConfig | None = None, *, max_seconds: f
                     if t >= end:
                         break
                     if k in triplet_at or run:
-                        run.append(_limit(_decode(frame, cfg.max_frame_pixels), 640))
+                        run.append(limit_side(_decode(frame, cfg.max_frame_pixels), 640))
                         if len(run) == 3:
                             triplets.append(run)
                             run = []
@@ -353,7 +349,7 @@ def track_video(path: Path, config: TrackConfig | None = None, *, max_seconds: f
                         analysed += 1
                         due = [ft for ft in full_times if abs(ft - t) <= step / fps / 2 + 1e-6]
                         if due and len(full) < cfg.full_frames:
-                            full.append((t, _limit(rgb, cfg.full_frame_max_side)))
+                            full.append((t, limit_side(rgb, cfg.full_frame_max_side)))
                             full_times.discard(due[0])
                     k += 1
                 if builder.times:
