@@ -22,8 +22,7 @@ class AnyGeneratorCue:
     def measure(self, track: FaceTrack) -> CueMeasurement:
         if not track.triplets:
             return CueMeasurement(False, reason="needs consecutive video frames")
-        crops = np.stack([self.model.cropper.crops(t) for t in track.triplets])  # (N, 3, CROP, CROP)
-        logits = self.model.logits(crops)
+        logits = self.model.logits(track.window_crops())  # crops cut once per track, shared by the CNN cues
         z = float(np.clip(logits.mean(), -20, 20))
         evidence = {"model": self.model.name, "windows": len(logits), "mean_logit": round(z, 3),
                     "probability": round(self.model.probability(z), 4)}  # fmt: skip

@@ -27,8 +27,7 @@ class LearnedCue:
     def measure(self, track: FaceTrack) -> CueMeasurement:
         if not track.triplets:
             return CueMeasurement(False, reason="needs consecutive video frames")
-        crops = np.stack([self.classifier.cropper.crops(t) for t in track.triplets])  # (N, 3, CROP, CROP)
-        logits = self.classifier.logits(crops)
+        logits = self.classifier.logits(track.window_crops())  # crops cut once per track, shared by the CNN cues
         z = float(logits.mean())
         p = self.classifier.probability(z)
         # One-sided: this CNN knows one renderer (ours). Above its threshold it is strong evidence; below it, it

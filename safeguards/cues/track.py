@@ -12,9 +12,11 @@ about as much as an 18 s one.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import av
 import cv2
@@ -22,6 +24,9 @@ import numpy as np
 
 from generation.errors import InvalidVideo, VideoTooLong
 from generation.face import native_stderr_silenced
+
+if TYPE_CHECKING:
+    from safeguards.classifier import FaceCropper
 from generation.media import AudioTrack, load_audio, load_image, probe_video
 
 __all__ = ["FaceTrack", "Segment", "TrackConfig", "track_image", "track_video"]
@@ -95,6 +100,18 @@ class FaceTrack:
     triplets: list[list[np.ndarray]] = field(default_factory=list)
     # Up to TrackConfig.sample_frames analysed frames at the file's own resolution, spread over the segments.
     sample_frames: list[np.ndarray] = field(default_factory=list)
+    # The triplets' face crops, cut once (`window_crops`) and shared by every CNN cue and every segment's score.
+    _window_crops: np.ndarray | None = field(default=None, repr=False)
+
+    def window_crops(self) -> np.ndarray:
+        """(N, 3, CROP, CROP) grey face crops of the triplets, as the CNN cues take them (computed once)."""
+        if self._window_crops is None:
+            from safeguards.classifier import CROP as CNN_CROP
+
+            cropper = _cnn_cropper()
+            crops = [cropper.crops(t) for t in self.triplets]
+            self._window_crops = np.stack(crops) if crops else np.zeros((0, 3, CNN_CROP, CNN_CROP), np.uint8)
+        return self._window_crops
 
     @property
     def frames_analyzed(self) -> int:
@@ -116,9 +133,20 @@ class FaceTrack:
             full = self.full_frames[i * k : (i + 1) * k] or self.full_frames[-1:]
             lms = self.full_landmarks[i * k : (i + 1) * k] or self.full_landmarks[-1:]
             trip = self.triplets[i * per : (i + 1) * per]
-            out.append(FaceTrack(self.kind, self.width, self.height, self.fps, self.duration_s, [seg], full, lms,
-                                 self.audio, trip))  # fmt: skip
+            sub = FaceTrack(self.kind, self.width, self.height, self.fps, self.duration_s, [seg], full, lms,
+                            self.audio, trip)  # fmt: skip
+            if self._window_crops is not None:
+                sub._window_crops = self._window_crops[i * per : (i + 1) * per]
+            out.append(sub)
         return out
+
+
+@functools.cache
+def _cnn_cropper() -> FaceCropper:
+    """One face cropper per process: its detector graph is slow to build and guarded by a lock."""
+    from safeguards.classifier import FaceCropper
+
+    return FaceCropper()
 
 
 class _FaceFinder:
