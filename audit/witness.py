@@ -62,14 +62,23 @@ class FileWitness:
     def newest(self, origin: str) -> WitnessedCheckpoint | None:
         """The largest checkpoint witnessed for `origin` (None when the file has none). A torn last line (a crash
         mid-write) is skipped; any other unreadable line is an error, named by its line number."""
+        best: WitnessedCheckpoint | None = None
+        for witnessed in self.checkpoints(origin):
+            if best is None or witnessed.checkpoint.size > best.checkpoint.size:
+                best = witnessed
+        return best
+
+    def checkpoints(self, origin: str) -> list[WitnessedCheckpoint]:
+        """Every checkpoint witnessed for `origin`, in file order (an evidence bundle carries them all). Same
+        reading rules as `newest`; signatures are not checked here (the caller holds the key)."""
         try:
             raw = self.path.read_bytes()
         except FileNotFoundError:
-            return None
+            return []
         except OSError as exc:
             raise WitnessUnavailable(f"cannot read the audit witness {self.path}: {exc.strerror or exc}") from exc
         lines = raw.split(b"\n")
-        best: WitnessedCheckpoint | None = None
+        found: list[WitnessedCheckpoint] = []
         for number, text in enumerate(lines, start=1):
             if not text.strip():
                 continue
@@ -80,6 +89,6 @@ class FileWitness:
                 if number == len(lines):
                     continue  # the torn tail of an interrupted append (no newline after it)
                 raise WitnessMismatch(f"line {number} of the audit witness {self.path} is unreadable: {exc}") from exc
-            if checkpoint.origin == origin and (best is None or checkpoint.size > best.checkpoint.size):
-                best = WitnessedCheckpoint(number, checkpoint)
-        return best
+            if checkpoint.origin == origin:
+                found.append(WitnessedCheckpoint(number, checkpoint))
+        return found
