@@ -69,6 +69,17 @@ class Check:
     reason: str | None = None
     seq: int | None = None
 
+    @property
+    def where(self) -> str:
+        """` (entry 7)` or ` (checkpoint at size 7)`: what `seq` counts depends on the check."""
+        if self.seq is None:
+            return ""
+        return (
+            f" (checkpoint at size {self.seq})"
+            if "checkpoint" in self.name or "proof" in self.name
+            else f" (entry {self.seq})"
+        )
+
 
 @dataclass
 class BundleReport:
