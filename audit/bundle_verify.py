@@ -416,7 +416,7 @@ class _Verifier:
                     elif root_failure is None:
                         root_failure = _root_mismatch(checkpoint, chain, matched)
         except _ArchiveCorrupt as exc:
-            chain_failure = Check("entry chain", FAILED, str(exc), "archive_corrupt", chain.next_seq)
+            chain_failure = Check("entry chain", FAILED, str(exc), "archive_corrupt")  # found at EOF: no seq
         self.report.entries = chain.size
 
         if chain_failure is not None:
