@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from service.cli import STATE, audit_app, emit, err, fail, out, raise_invalid, runtime, shown
+from service.cli import STATE, actor, audit_app, emit, err, fail, out, raise_invalid, runtime, shown
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -33,6 +33,19 @@ def write_bundle_file(path: Path) -> BundleSummary:
         raise OutputNotWritable(f"cannot write the bundle to {path}: not a file in an existing directory")
     with runtime() as rt:
         summary = export_bundle(rt.audit, target, exporter_version=_version())
+        # Who took the evidence out, and exactly what (the entry lands after the bundle's end, in the next one).
+        rt.audit.append(
+            action="audit.exported",
+            actor=actor(),
+            outcome="ok",
+            details={
+                "format": "bundle",
+                "entries": summary.entries,
+                "checkpoint_size": summary.size,
+                "root_hash": summary.root_hash,
+                "sha256": summary.sha256,
+            },
+        )
     err.print(
         f"bundle {shown(summary.path)}: {summary.entries} entries, {summary.checkpoints} signed checkpoints "
         f"(newest at size {summary.size}, root {summary.root_hash[:16]}…), {summary.proofs} consistency proofs; "

@@ -5,8 +5,10 @@ received the file has. It must not need, read or create a data directory."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -57,6 +59,10 @@ def installation(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     r = _provatar("audit", "export", "--bundle", str(bundle), env=env, cwd=root)
     assert r.returncode == 0, r.stderr
     assert "4 entries, 4 signed checkpoints" in r.stderr, r.stderr
+    sha256 = hashlib.sha256(bundle.read_bytes()).hexdigest()
+    with sqlite3.connect(data / "provatar.db") as db:
+        action, details = db.execute("SELECT action, details FROM audit_event ORDER BY seq DESC LIMIT 1").fetchone()
+    assert action == "audit.exported" and json.loads(details)["sha256"] == sha256  # who took what out
     private = serialization.load_pem_private_key((data / "keys" / "audit_ed25519.pem").read_bytes(), None)
     public = root / "service-audit-key.pem"
     public.write_bytes(
