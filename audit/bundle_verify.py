@@ -19,10 +19,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import json
-import zipfile
-import zlib
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,7 +32,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from audit.bundle import (
     BUNDLE_FORMAT,
-    CHECKPOINT_FIELDS,
     CHECKPOINTS,
     ENTRIES,
     MANIFEST,
@@ -42,21 +39,25 @@ from audit.bundle import (
     MANIFEST_SIGNATURE_KIND,
     PROOFS,
 )
+from audit.bundle_archive import (
+    MAX_MANIFEST_BYTES,
+    MAX_SMALL_MEMBER_BYTES,
+    ArchiveCorrupt,
+    BundleArchive,
+    as_hash,
+    as_int,
+    manifest_problem,
+    parse_checkpoint,
+)
 from audit.chain import ChainVerifier
-from audit.errors import AuditError, BundleInvalid, ChainBroken, CheckpointMismatch, MissingEntry
+from audit.errors import AuditError, BundleInvalid, ChainBroken, MissingEntry
 from audit.keys import key_id_for
 from audit.log import verify_checkpoint_signature
 from audit.models import CHECKPOINT_KIND, AuditCheckpoint
 from audit.proofs import ProofError, verify_consistency
 
 OK, FAILED, WARNING, NOT_CHECKED = "ok", "failed", "warning", "not checked"
-# Bounds on what is read into memory at once (a hostile archive can declare anything).
-_MAX_MANIFEST_BYTES = 64 << 20
-_MAX_SMALL_MEMBER_BYTES = 64 << 10
-_MAX_LINE_BYTES = 16 << 20
 _REQUIRED = (MANIFEST, MANIFEST_SIGNATURE, ENTRIES, CHECKPOINTS, PROOFS)
-# What a corrupt archive raises while a member is read (CRC mismatch, truncated deflate stream...).
-_ARCHIVE_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError)
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,9 @@ class Check:
 
 @dataclass
 class BundleReport:
+    """Every check's line, and what the bundle holds as far as it was read (entries that chain, checkpoints whose
+    signature holds, the newest one's size and root, the keys' fingerprints and whether one was trusted)."""
+
     path: str
     checks: list[Check] = field(default_factory=list)
     entries: int = 0
@@ -119,10 +123,6 @@ class _Stop(Exception):
     """The bundle cannot be read further (no archive, no manifest): the checks after this one cannot run."""
 
 
-class _ArchiveCorrupt(Exception):
-    pass
-
-
 def verify_bundle(
     path: Path,
     *,
@@ -151,7 +151,7 @@ class _Verifier:
         self.fp = fp
         self.report = report
         self.trusted = {key_id_for(k) for k in trusted_keys} | set(trusted_fingerprints)
-        self.zf: zipfile.ZipFile
+        self.archive: BundleArchive
         self.manifest: dict[str, Any] = {}
         self.manifest_bytes = b""
         self.keys_by_label: dict[str, list[Ed25519PublicKey]] = {}
@@ -176,12 +176,12 @@ class _Verifier:
     # ----------------------------------------------------------------------------------------------- structure
     def check_archive(self) -> None:
         try:
-            self.zf = zipfile.ZipFile(self.fp)
-            names = [info.filename for info in self.zf.infolist()]
-        except (*_ARCHIVE_ERRORS, ValueError, OSError) as exc:
-            self.add("archive", FAILED, f"not a readable zip archive ({exc})", "archive_corrupt")
+            self.archive = BundleArchive(self.fp)
+        except ArchiveCorrupt as exc:
+            self.add("archive", FAILED, str(exc), "archive_corrupt")
             raise _Stop from exc
-        duplicated = sorted({n for n in names if names.count(n) > 1})
+        names = self.archive.names
+        duplicated = sorted(n for n, count in Counter(names).items() if count > 1)
         if duplicated:
             self.add("archive", FAILED, f"member {duplicated[0]} appears more than once", "member_duplicated")
             raise _Stop
@@ -193,10 +193,10 @@ class _Verifier:
 
     def check_manifest(self) -> None:
         try:
-            self.manifest_bytes = self.read(MANIFEST, _MAX_MANIFEST_BYTES)
+            self.manifest_bytes = self.archive.read(MANIFEST, MAX_MANIFEST_BYTES)
             manifest = json.loads(self.manifest_bytes)
-            problem = _manifest_problem(manifest)
-        except _ArchiveCorrupt as exc:
+            problem = manifest_problem(manifest)
+        except ArchiveCorrupt as exc:
             self.add("manifest", FAILED, str(exc), "archive_corrupt")
             raise _Stop from exc
         except ValueError as exc:
@@ -218,9 +218,9 @@ class _Verifier:
         failure: tuple[str, str] | None = None
         for entry in self.manifest["keys"]:
             try:
-                pem = self.read(entry["file"], _MAX_SMALL_MEMBER_BYTES)
+                pem = self.archive.read(entry["file"], MAX_SMALL_MEMBER_BYTES)
                 key = serialization.load_pem_public_key(pem)
-            except _ArchiveCorrupt as exc:
+            except ArchiveCorrupt as exc:
                 failure = failure or (str(exc), "archive_corrupt")
                 continue
             except KeyError:
@@ -274,9 +274,9 @@ class _Verifier:
         failure: Check | None = None
         previous = 0
         try:
-            for number, line in self.lines(CHECKPOINTS):
+            for number, line in self.archive.lines(CHECKPOINTS):
                 try:
-                    checkpoint = _parse_checkpoint(line)
+                    checkpoint = parse_checkpoint(line)
                 except ValueError as exc:
                     failure = failure or Check(
                         "checkpoint signatures",
@@ -324,7 +324,7 @@ class _Verifier:
                     continue
                 previous = checkpoint.size
                 self.checkpoints.append(checkpoint)
-        except _ArchiveCorrupt as exc:
+        except ArchiveCorrupt as exc:
             failure = failure or Check("checkpoint signatures", FAILED, str(exc), "archive_corrupt")
         self.report.checkpoints = len(self.checkpoints)
         if failure is not None:
@@ -385,7 +385,7 @@ class _Verifier:
         chain_failure: Check | None = None
         root_failure: Check | None = None
         try:
-            lines = self.lines(ENTRIES)
+            lines = self.archive.lines(ENTRIES)
             for number, line in lines:
                 try:
                     record = json.loads(line)
@@ -415,7 +415,7 @@ class _Verifier:
                         matched = checkpoint.size
                     elif root_failure is None:
                         root_failure = _root_mismatch(checkpoint, chain, matched)
-        except _ArchiveCorrupt as exc:
+        except ArchiveCorrupt as exc:
             chain_failure = Check("entry chain", FAILED, str(exc), "archive_corrupt")  # found at EOF: no seq
         self.report.entries = chain.size
 
@@ -509,16 +509,16 @@ class _Verifier:
         proofs: dict[tuple[int, int], list[bytes]] = {}
         count = 0
         try:
-            for number, line in self.lines(PROOFS):
+            for number, line in self.archive.lines(PROOFS):
                 count += 1
                 try:
                     item = json.loads(line)
-                    key = (_int(item["size1"]), _int(item["size2"]))
-                    proofs[key] = [_hash(h) for h in item["proof"]]
+                    key = (as_int(item["size1"]), as_int(item["size2"]))
+                    proofs[key] = [as_hash(h) for h in item["proof"]]
                 except (ValueError, KeyError, TypeError) as exc:
                     self.add("consistency proofs", FAILED, f"line {number} is not a proof ({exc})", "proof_malformed")
                     return
-        except _ArchiveCorrupt as exc:
+        except ArchiveCorrupt as exc:
             self.add("consistency proofs", FAILED, str(exc), "archive_corrupt")
             return
         ordered = sorted(self.checkpoints, key=lambda c: c.size)
@@ -555,7 +555,7 @@ class _Verifier:
     # ------------------------------------------------------------------------------------------------ members
     def check_members(self) -> None:
         listed: dict[str, dict[str, Any]] = self.manifest["members"]
-        names = {info.filename for info in self.zf.infolist()}
+        names = set(self.archive.names)
         unlisted = sorted(names - set(listed) - {MANIFEST, MANIFEST_SIGNATURE})
         if unlisted:
             self.add(
@@ -569,8 +569,8 @@ class _Verifier:
                 )
                 return
             try:
-                digest, length = self.digest(name)
-            except _ArchiveCorrupt as exc:
+                digest, length = self.archive.digest(name)
+            except ArchiveCorrupt as exc:
                 self.add("member digests", FAILED, str(exc), "archive_corrupt")
                 return
             if digest != listed[name]["sha256"] or length != listed[name]["bytes"]:
@@ -586,12 +586,12 @@ class _Verifier:
 
     def check_manifest_signature(self) -> None:
         try:
-            envelope = json.loads(self.read(MANIFEST_SIGNATURE, _MAX_SMALL_MEMBER_BYTES))
+            envelope = json.loads(self.archive.read(MANIFEST_SIGNATURE, MAX_SMALL_MEMBER_BYTES))
             if envelope.get("kind") != MANIFEST_SIGNATURE_KIND:
                 raise ValueError(f"kind is not {MANIFEST_SIGNATURE_KIND}")
             fingerprint = str(envelope["fingerprint"])
             signature = base64.b64decode(envelope["signature"], validate=True)
-        except _ArchiveCorrupt as exc:
+        except ArchiveCorrupt as exc:
             self.add("manifest signature", FAILED, str(exc), "archive_corrupt")
             return
         except (ValueError, KeyError, TypeError, AttributeError, binascii.Error) as exc:
@@ -620,50 +620,6 @@ class _Verifier:
             return
         self.add("manifest signature", OK, f"{MANIFEST} signed by {fingerprint}")
 
-    # ------------------------------------------------------------------------------------------------ reading
-    def read(self, name: str, limit: int) -> bytes:
-        """A whole member, at most `limit` bytes. KeyError when absent; _ArchiveCorrupt when unreadable."""
-        info = self.zf.getinfo(name)
-        if info.file_size > limit:
-            raise _ArchiveCorrupt(f"{name} declares {info.file_size} bytes, more than the {limit} allowed")
-        try:
-            with self.zf.open(info) as fp:
-                data = fp.read(limit + 1)
-        except _ARCHIVE_ERRORS as exc:
-            raise _ArchiveCorrupt(f"{name} cannot be read from the archive ({exc})") from exc
-        if len(data) > limit:
-            raise _ArchiveCorrupt(f"{name} is larger than the {limit} bytes allowed")
-        return data
-
-    def lines(self, name: str) -> Iterator[tuple[int, bytes]]:
-        """(line number, line) for each non-blank line of a member, streamed."""
-        try:
-            with self.zf.open(name) as fp:
-                number = 0
-                while True:
-                    line = fp.readline(_MAX_LINE_BYTES + 1)
-                    if not line:
-                        return
-                    number += 1
-                    if len(line) > _MAX_LINE_BYTES:
-                        raise _ArchiveCorrupt(f"line {number} of {name} is longer than {_MAX_LINE_BYTES} bytes")
-                    if line.strip():
-                        yield number, line
-        except _ARCHIVE_ERRORS as exc:
-            raise _ArchiveCorrupt(f"{name} cannot be read from the archive ({exc})") from exc
-
-    def digest(self, name: str) -> tuple[str, int]:
-        sha = hashlib.sha256()
-        length = 0
-        try:
-            with self.zf.open(name) as fp:
-                for block in iter(lambda: fp.read(1 << 20), b""):
-                    sha.update(block)
-                    length += len(block)
-        except _ARCHIVE_ERRORS as exc:
-            raise _ArchiveCorrupt(f"{name} cannot be read from the archive ({exc})") from exc
-        return sha.hexdigest(), length
-
 
 def _root_mismatch(checkpoint: AuditCheckpoint, chain: ChainVerifier, matched: int) -> Check:
     """Entries 1..size do not give the signed root: name the checkpoint, and the altered entry when the previous
@@ -683,86 +639,6 @@ def _root_mismatch(checkpoint: AuditCheckpoint, chain: ChainVerifier, matched: i
 def _signed_by(checkpoint: AuditCheckpoint, key: Ed25519PublicKey) -> bool:
     try:
         verify_checkpoint_signature(checkpoint, key)
-    except (CheckpointMismatch, AuditError):
+    except AuditError:  # CheckpointMismatch, or a field that is not canonical JSON
         return False
     return True
-
-
-def _parse_checkpoint(line: bytes) -> AuditCheckpoint:
-    """A checkpoint line, its types checked (the table model does not validate)."""
-    fields = json.loads(line)
-    if not isinstance(fields, dict):
-        raise ValueError("not a JSON object")
-    values: dict[str, Any] = {}
-    for name in CHECKPOINT_FIELDS:
-        if name not in fields:
-            raise ValueError(f"no {name}")
-        value = fields[name]
-        if name == "size":
-            value = _int(value)
-            if value < 1:
-                raise ValueError(f"size {value} is not positive")
-        elif not isinstance(value, str):
-            raise ValueError(f"{name} is not a string")
-        values[name] = value
-    for name in ("head_hash", "root_hash"):
-        _hash(values[name])
-    return AuditCheckpoint(**values, frontier=[])
-
-
-def _int(value: Any) -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise ValueError(f"{value!r} is not an integer")
-    return value
-
-
-def _hash(value: Any) -> bytes:
-    if not isinstance(value, str) or len(value) != 64:
-        raise ValueError(f"{value!r} is not a 64-digit hex SHA-256 hash")
-    return bytes.fromhex(value)
-
-
-def _manifest_problem(manifest: Any) -> str | None:
-    """What is wrong with the manifest's shape (None when it has every member this verifier relies on)."""
-    if not isinstance(manifest, dict):
-        return "not a JSON object"
-    if manifest.get("format") != BUNDLE_FORMAT:
-        return f"format {manifest.get('format')!r} is not {BUNDLE_FORMAT} (a bundle of another version or not one)"
-    for name, kind in (
-        ("origin", str),
-        ("created_at", str),
-        ("exporter", dict),
-        ("entries", int),
-        ("checkpoints", dict),
-        ("proofs", int),
-        ("keys", list),
-        ("members", dict),
-    ):
-        if not isinstance(manifest.get(name), kind) or isinstance(manifest.get(name), bool):
-            return f"{name} is missing or not a {kind.__name__}"
-    checkpoints = manifest["checkpoints"]
-    if not isinstance(checkpoints.get("count"), int) or not isinstance(checkpoints.get("sizes"), list):
-        return "checkpoints needs a count and sizes"
-    for run in checkpoints["sizes"]:
-        if not (
-            isinstance(run, list) and len(run) == 2 and all(isinstance(v, int) for v in run) and 1 <= run[0] <= run[1]
-        ):
-            return f"checkpoint size run {run!r} is not [first, last]"
-    newest = checkpoints.get("newest")
-    if newest is not None and not (isinstance(newest, dict) and isinstance(newest.get("size"), int)):
-        return "checkpoints.newest needs a size"
-    for key in manifest["keys"]:
-        if not (
-            isinstance(key, dict)
-            and isinstance(key.get("file"), str)
-            and isinstance(key.get("fingerprint"), str)
-            and isinstance(key.get("key_ids"), list)
-            and all(isinstance(k, str) for k in key["key_ids"])
-        ):
-            return f"key entry {key!r} needs file, fingerprint and key_ids"
-    for name, member in manifest["members"].items():
-        if not (
-            isinstance(member, dict) and isinstance(member.get("sha256"), str) and isinstance(member.get("bytes"), int)
-        ):
-            return f"member {name!r} needs sha256 and bytes"
-    return None
