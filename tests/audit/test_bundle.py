@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from sqlalchemy import Engine, text
 
-from audit import AuditLog, ChainBroken, FileWitness, WitnessMismatch
+from audit import AuditLog, ChainBroken, CheckpointMismatch, FileWitness, WitnessMismatch
 from audit.bundle import CHECKPOINTS, ENTRIES, MANIFEST, PROOFS, export_bundle, size_ranges
 from audit.bundle_verify import FAILED, NOT_CHECKED, OK, WARNING, BundleReport, verify_bundle
 from audit.errors import BundleInvalid
@@ -303,3 +303,28 @@ def _other_sqlite(tmp_path: Path) -> Engine:
 
 
 assert FAILED == "failed"  # the status names the CLI prints
+
+
+def test_entry_evidence_is_the_earliest_covering_checkpoint_and_a_proof_that_checks(
+    sqlite_engine: Engine, key: Ed25519PrivateKey, tmp_path: Path
+) -> None:
+    from audit import MissingEntry
+    from audit.evidence import entry_evidence
+    from audit.merkle import root_from_inclusion_proof
+
+    log = _log(sqlite_engine, key, tmp_path / "witness.jsonl", 11)
+    for seq in (1, 6, 11):
+        evidence = entry_evidence(log, seq)
+        assert evidence.checkpoint.size == seq  # the service signs a checkpoint per append: the first to cover it
+        proof = [bytes.fromhex(h) for h in evidence.inclusion_proof]
+        leaf = bytes.fromhex(evidence.entry_hash)
+        assert root_from_inclusion_proof(leaf, seq - 1, seq, proof).hex() == evidence.checkpoint.root_hash
+    without_witness = AuditLog(sqlite_engine, key, key_id="provatar-audit-1")
+    assert entry_evidence(without_witness, 3).checkpoint.size == 11  # only the database's current one
+    for seq in (0, 12):
+        with pytest.raises(MissingEntry):
+            entry_evidence(log, seq)
+    with sqlite_engine.begin() as conn:
+        conn.execute(text("UPDATE audit_event SET entry_hash = :h WHERE seq = 2"), {"h": "ab" * 32})
+    with pytest.raises(CheckpointMismatch):
+        entry_evidence(log, 6)  # no proof is handed out for a tree that is not the signed one
