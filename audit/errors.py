@@ -122,3 +122,17 @@ class WitnessUnavailable(AuditError):
     """The witness file cannot be written or read (its volume is full, read-only or gone)."""
 
     code = "witness_unavailable"
+
+
+class BundleInvalid(VerificationError):
+    """An exported evidence bundle does not verify. `check` is the verification step that failed first (`archive`,
+    `checkpoint signatures`, `entry chain`...), `reason` a stable snake_case name of what broke there
+    (`entries_truncated`, `checkpoint_missing`...), `seq` the entry sequence number or checkpoint size concerned."""
+
+    code = "bundle_invalid"
+
+    def __init__(self, check: str, reason: str, message: str, *, seq: int | None = None) -> None:
+        super().__init__(f"evidence bundle not intact ({check}: {reason}): {message}", seq=seq)
+        self.check = check
+        self.reason = reason
+        self.detail = message

@@ -151,6 +151,17 @@ class AuditLog:
         """The key checkpoints are verified with (publish it for offline auditors)."""
         return self._public_key
 
+    def sign_manifest(self, manifest: bytes) -> bytes:
+        """Ed25519 signature of an evidence bundle's manifest (audit.bundle). Only a JSON object that names a bundle
+        `format` is signed: a checkpoint's signed message has no such member, so this can never forge one."""
+        try:
+            parsed = json.loads(manifest)
+        except ValueError as exc:
+            raise InvalidAuditEvent(f"a bundle manifest must be JSON: {exc}") from exc
+        if not isinstance(parsed, dict) or not str(parsed.get("format", "")).startswith("provatar.audit.bundle/"):
+            raise InvalidAuditEvent("only a bundle manifest (a JSON object with a bundle `format`) is signed")
+        return self._key.sign(manifest)
+
     # ------------------------------------------------------------------ append
 
     def append(

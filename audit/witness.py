@@ -62,14 +62,49 @@ class FileWitness:
     def newest(self, origin: str) -> WitnessedCheckpoint | None:
         """The largest checkpoint witnessed for `origin` (None when the file has none). A torn last line (a crash
         mid-write) is skipped; any other unreadable line is an error, named by its line number."""
+        best: WitnessedCheckpoint | None = None
+        for witnessed in self.checkpoints(origin):
+            if best is None or witnessed.checkpoint.size > best.checkpoint.size:
+                best = witnessed
+        return best
+
+    def last_size(self, origin: str) -> int | None:
+        """Size of the last checkpoint appended for `origin`, from the file's end only (None when there is none).
+        Falls back to reading the whole file when the end holds no line of `origin`."""
         try:
-            raw = self.path.read_bytes()
+            with open(self.path, "rb") as fp:
+                fp.seek(0, os.SEEK_END)
+                end = fp.tell()
+                fp.seek(max(0, end - _TAIL_BYTES))
+                tail = fp.read()
         except FileNotFoundError:
             return None
         except OSError as exc:
             raise WitnessUnavailable(f"cannot read the audit witness {self.path}: {exc.strerror or exc}") from exc
+        lines = tail.split(b"\n")
+        if end > _TAIL_BYTES:
+            lines = lines[1:]  # the first is most likely cut by the seek
+        for text in reversed(lines):
+            try:
+                fields = json.loads(text)
+                if fields.get("origin") == origin and isinstance(fields.get("size"), int):
+                    return int(fields["size"])
+            except (ValueError, AttributeError):
+                continue  # blank, torn or foreign
+        newest = self.newest(origin) if end > _TAIL_BYTES else None
+        return newest.checkpoint.size if newest is not None else None
+
+    def checkpoints(self, origin: str) -> list[WitnessedCheckpoint]:
+        """Every checkpoint witnessed for `origin`, in file order (an evidence bundle carries them all). Same
+        reading rules as `newest`; signatures are not checked here (the caller holds the key)."""
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise WitnessUnavailable(f"cannot read the audit witness {self.path}: {exc.strerror or exc}") from exc
         lines = raw.split(b"\n")
-        best: WitnessedCheckpoint | None = None
+        found: list[WitnessedCheckpoint] = []
         for number, text in enumerate(lines, start=1):
             if not text.strip():
                 continue
@@ -80,6 +115,70 @@ class FileWitness:
                 if number == len(lines):
                     continue  # the torn tail of an interrupted append (no newline after it)
                 raise WitnessMismatch(f"line {number} of the audit witness {self.path} is unreadable: {exc}") from exc
-            if checkpoint.origin == origin and (best is None or checkpoint.size > best.checkpoint.size):
-                best = WitnessedCheckpoint(number, checkpoint)
-        return best
+            if checkpoint.origin == origin:
+                found.append(WitnessedCheckpoint(number, checkpoint))
+        return found
+
+
+# How much of the witness file's end a health check reads: enough for many lines, so it costs the same for any size.
+_TAIL_BYTES = 64 << 10
+
+
+@dataclass(frozen=True)
+class WitnessHealth:
+    """Whether the witness keeps up with the database: `ok`, and when not, a snake_case `code` and a `message`.
+
+    Cheap enough for every readiness probe: it reads the end of the file only and checks no signature (`verify()`
+    does that)."""
+
+    ok: bool
+    configured: bool
+    checkpoint_size: int
+    witnessed_size: int | None = None
+    code: str | None = None
+    message: str | None = None
+
+
+def check_witness(witness: FileWitness | None, checkpoint: AuditCheckpoint | None) -> WitnessHealth:
+    """Compare the database's signed `checkpoint` with the last line `witness` holds for its origin.
+
+    Not ok when the file cannot be read or appended to (the next append will raise WitnessUnavailable), when it lags
+    the database (an append's witnessing failed: a rollback past that entry would go unnoticed), when it is ahead (the
+    database was rolled back) or when it holds nothing although the log has a checkpoint."""
+    size = checkpoint.size if checkpoint is not None else 0
+    if witness is None:
+        return WitnessHealth(ok=True, configured=False, checkpoint_size=size)
+
+    def failed(code: str, message: str, witnessed: int | None = None) -> WitnessHealth:
+        return WitnessHealth(False, True, size, witnessed, code, message)
+
+    existing = witness.path  # the file, or the nearest directory above it that record() would create it in
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not os.access(existing, os.W_OK) or (existing != witness.path and not existing.is_dir()):
+        return failed(
+            "witness_unavailable", f"the audit witness {witness.path} cannot be written: the next append fails"
+        )
+    try:
+        last = witness.last_size(checkpoint.origin) if checkpoint is not None else None
+    except (WitnessUnavailable, OSError) as exc:
+        return failed("witness_unavailable", f"the audit witness {witness.path} cannot be read: {exc}")
+    if checkpoint is None:
+        if last is not None:
+            return failed("witness_ahead", "the log is empty but the witness holds checkpoints: it was emptied", last)
+        return WitnessHealth(ok=True, configured=True, checkpoint_size=0)
+    if last is None:
+        return failed("witness_missing", f"the log has {size} entries but the witness holds no checkpoint of them")
+    if last < size:
+        return failed(
+            "witness_lagging",
+            f"the witness holds checkpoints up to {last} of {size} entries: witnessing failed for the newest",
+            last,
+        )
+    if last > size:
+        return failed(
+            "witness_ahead",
+            f"the witness holds a checkpoint of {last} entries, the log {size}: it was rolled back",
+            last,
+        )
+    return WitnessHealth(ok=True, configured=True, checkpoint_size=size, witnessed_size=last)

@@ -423,10 +423,26 @@ def audit_export(
     actor_: Annotated[str | None, typer.Option("--actor")] = None,
     subject: Annotated[str | None, typer.Option()] = None,
     action: Annotated[str | None, typer.Option()] = None,
+    bundle: Annotated[
+        Path | None,
+        typer.Option(
+            "--bundle",
+            help="Write an evidence bundle (zip) instead: the whole log up to its newest signed checkpoint, every "
+            "signed checkpoint, consistency proofs, the public key and a signed manifest, for `provatar audit "
+            "verify-export` (no filters: a bundle is always the whole log).",
+        ),
+    ] = None,
 ) -> None:
-    """Write the log (optionally filtered) as JSON Lines with hashes, for offline verification."""
+    """Write the log (optionally filtered) as JSON Lines with hashes, or with --bundle an evidence bundle."""
 
     def body() -> None:
+        if bundle is not None:
+            if output is not None or any(v is not None for v in (since, until, actor_, subject, action)):
+                raise_invalid("--bundle writes the whole log to its own file: drop --output and the filters")
+            from service.cli_audit import write_bundle_file
+
+            write_bundle_file(bundle)
+            return
         with runtime() as rt:
             filters = {"since": since, "until": until, "actor": actor_, "subject": subject, "action": action}
             if output is None:
@@ -449,7 +465,7 @@ def main() -> None:
 
 
 # Command groups that live in their own modules register themselves on `app` / `consent_app`.
-from service import cli_clients, cli_consent, cli_db, cli_demo, cli_eval, cli_webhooks  # noqa: E402,F401
+from service import cli_audit, cli_clients, cli_consent, cli_db, cli_demo, cli_eval, cli_webhooks  # noqa: E402,F401
 
 if __name__ == "__main__":
     # `python -m service.cli`: this file runs as __main__, but the command modules registered themselves on the

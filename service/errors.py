@@ -201,6 +201,8 @@ HINTS: dict[str, str] = {
     "invalid_cursor": "pass the `after` value from a `next` link unchanged",
     "invalid_webhook_url": "use an https URL on a public host (see PROVATAR_WEBHOOK_* settings)",
     "webhook_not_found": "GET /v1/webhooks lists this client's endpoints",
+    "bundle_invalid": "`provatar audit verify-export BUNDLE` lists every check; ask the service for a fresh bundle "
+    "(`provatar audit export --bundle FILE`) and compare its key fingerprint with the one it publishes",
 }
 
 # Short titles of the problem types (RFC 9457 `title`: the same for every occurrence of a type).
@@ -265,6 +267,8 @@ _INVALID_INPUT_CODES = {
     "unsupported_media",
     "photo_storage_not_configured",
     "invalid_review_decision",
+    # an evidence bundle someone hands in does not verify: it is the input that is bad, not this service
+    "bundle_invalid",
 }
 _NOT_FOUND_CODES = {"subject_not_found", "consent_not_found", "blocked_identity_not_found", "review_not_found"}
 _CONFLICT_CODES = {"ca_exists", "review_already_decided"}

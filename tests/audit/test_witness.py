@@ -156,3 +156,54 @@ def test_an_unwritable_witness_is_reported_not_ignored(
     assert describe(info.value).http_status == 503
     # The entry itself is stored and signed; only its witnessing failed (and was reported).
     assert AuditLog(sqlite_engine, key, key_id="test-key").verify().entries == 1
+
+
+# ------------------------------------------------------------------------------------- readiness: check_witness
+def test_check_witness_is_ok_when_the_witness_keeps_up(
+    sqlite_engine: Engine, key: Ed25519PrivateKey, tmp_path: Path
+) -> None:
+    from audit.witness import check_witness
+
+    log = _log(sqlite_engine, key, tmp_path / "w.jsonl", 3)
+    health = check_witness(log.witness, log.checkpoint())
+    assert (health.ok, health.configured, health.checkpoint_size, health.witnessed_size) == (True, True, 3, 3)
+    assert check_witness(None, log.checkpoint()).configured is False
+    empty = AuditLog(sqlite_engine, key, witness=FileWitness(tmp_path / "new" / "w.jsonl"), origin="other")
+    assert check_witness(empty.witness, empty.checkpoint()).ok  # nothing yet, and the directory can be made
+
+
+def test_check_witness_names_a_lagging_rolled_back_missing_or_unwritable_witness(
+    sqlite_engine: Engine, key: Ed25519PrivateKey, tmp_path: Path
+) -> None:
+    from audit.witness import check_witness
+
+    path = tmp_path / "w.jsonl"
+    log = _log(sqlite_engine, key, path, 4)
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines[:2]))  # the witnessing of the last two appends failed
+    health = check_witness(log.witness, log.checkpoint())
+    assert (health.ok, health.code, health.witnessed_size) == (False, "witness_lagging", 2)
+    path.write_text("".join(lines) + lines[-1].replace('"size":4', '"size":9'))  # a newer one than the database's
+    assert check_witness(log.witness, log.checkpoint()).code == "witness_ahead"
+    path.unlink()
+    assert check_witness(log.witness, log.checkpoint()).code == "witness_missing"
+    blocker = tmp_path / "a-file"
+    blocker.write_text("where the witness directory should be")
+    stuck = FileWitness(blocker / "w.jsonl")
+    assert check_witness(stuck, log.checkpoint()).code == "witness_unavailable"
+
+
+def test_check_witness_reads_only_the_end_of_a_long_file(
+    sqlite_engine: Engine, key: Ed25519PrivateKey, tmp_path: Path
+) -> None:
+    from audit.witness import check_witness
+
+    path = tmp_path / "w.jsonl"
+    log = _log(sqlite_engine, key, path, 2)
+    last = path.read_text().splitlines(keepends=True)[-1]
+    filler = last.replace('"origin":"provatar"', '"origin":"another-log"')
+    path.write_text(last * 2 + filler * 400 + last)  # > 64 KiB, the last line ours
+    assert path.stat().st_size > 64 << 10
+    assert check_witness(log.witness, log.checkpoint()).witnessed_size == 2
+    path.write_text(last + filler * 400)  # ours only far from the end: found by the full read
+    assert check_witness(log.witness, log.checkpoint()).witnessed_size == 2
