@@ -9,6 +9,7 @@ the one place that maps them.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from urllib.parse import urlencode
 
 from fastapi import Depends, FastAPI, Request
@@ -24,7 +25,7 @@ from safeguards.errors import SafeguardError
 from service.api.deps import refuse_control_characters
 from service.console import routes_audit, routes_auth, routes_detect, routes_subjects
 from service.console import session as sessions
-from service.console.web import HERE, PREFIX, audit_console, rejections, render, request_id, source
+from service.console.web import HERE, PREFIX, audit_console, is_https, rejections, render, request_id, source
 from service.errors import AUTH_FAILURE_CODES, ExitStatus, Problem, ServiceError, describe
 
 log = logging.getLogger("provatar.console")
@@ -33,6 +34,13 @@ CSP = (
     "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; object-src 'none'; "
     "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
+
+
+@dataclass(frozen=True)
+class MountedRoute:
+    """What the metrics middleware reads from `scope["route"]`: the template, with the console's prefix."""
+
+    path: str
 
 
 def create_console(parent: FastAPI) -> FastAPI:
@@ -52,7 +60,11 @@ def create_console(parent: FastAPI) -> FastAPI:
     @console.middleware("http")
     async def session_cookie_and_headers(request: Request, call_next):  # type: ignore[no-untyped-def]
         response: Response = await call_next(request)
-        secure = request.url.scheme == "https"
+        route = request.scope.get("route")
+        if route is not None and not str(getattr(route, "path", "")).startswith(PREFIX):
+            # The API's request metrics label by route template; ours are relative to the mount, so say where.
+            request.scope["route"] = MountedRoute(PREFIX + str(getattr(route, "path", "")))
+        secure = is_https(request)
         refreshed = getattr(request.state, "console_set_cookie", None)
         if getattr(request.state, "console_clear_cookie", False):
             response.delete_cookie(sessions.SESSION_COOKIE, path=sessions.COOKIE_PATH)

@@ -15,6 +15,7 @@ from service.console.web import (
     ConsoleUser,
     SignedIn,
     audit_console,
+    is_https,
     limiter,
     rejections,
     render,
@@ -45,7 +46,7 @@ def set_cookie(response: Response, request: Request, name: str, value: str, max_
         path=sessions.COOKIE_PATH,
         httponly=True,
         samesite="strict",
-        secure=request.url.scheme == "https",
+        secure=is_https(request),
     )
 
 

@@ -60,6 +60,13 @@ def request_id(request: Request) -> str:
     return str(getattr(request.state, "request_id", "") or "-")
 
 
+def is_https(request: Request) -> bool:
+    """Whether the browser reached us over HTTPS: the request itself, or the configured public URL (behind a
+    TLS-terminating proxy whose forwarded headers uvicorn does not trust, the request looks like plain HTTP)."""
+    public = runtime(request).settings.public_url or ""
+    return request.url.scheme == "https" or public.lower().startswith("https://")
+
+
 def source(request: Request) -> str:
     return request.client.host if request.client else "?"
 

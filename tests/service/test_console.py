@@ -409,9 +409,88 @@ def test_pages_carry_a_strict_content_security_policy_and_no_store(env: Env) -> 
     assert css.status_code == 200 and "text/css" in css.headers["content-type"]
     missing = browser(env).get("/console/no-such-page")
     assert missing.status_code == 404 and missing.headers["content-type"].startswith("text/html")
+    metrics = browser(env).get("/metrics").text
+    assert 'route="/console/audit"' in metrics  # labelled with the mount prefix, apart from the API's routes
 
 
 def test_static_assets_are_local(env: Env) -> None:
     templates = Path(__file__).resolve().parents[2] / "service" / "console" / "templates"
     for page in templates.glob("*.html"):
         assert not re.search(r'(src|href)="(https?:)?//', page.read_text()), f"{page.name} loads something remote"
+
+
+def _console_post_paths() -> list[str]:
+    """Every form action the console's route modules register (all of them are included by create_console)."""
+    from fastapi.routing import APIRoute
+
+    from service.console import routes_audit, routes_auth, routes_detect, routes_subjects
+
+    return [
+        "/console" + re.sub(r"\{[^}]+\}", "subj_x", r.path)
+        for module in (routes_auth, routes_audit, routes_subjects, routes_detect)
+        for r in module.router.routes
+        if isinstance(r, APIRoute) and "POST" in r.methods
+    ]
+
+
+def test_every_console_form_action_refuses_a_missing_csrf_token(env: Env) -> None:
+    paths = _console_post_paths()
+    assert {"/console/sign-in", "/console/sign-out", "/console/audit/verify", "/console/detect"} <= set(paths)
+    officer = sign_in(env, "officer")
+    for path in paths:
+        r = officer.post(path, data={"confirmation": "subj_x", "client_id": "x", "client_secret": "y"})
+        assert r.status_code == 403 and "csrf_refused" in r.text, path
+        r = officer.post(path, files={"csrf_token": (None, "forged"), "photos": ("a.png", b"x", "image/png")})
+        assert r.status_code == 403 and "csrf_refused" in r.text, path
+
+
+def test_the_session_cookie_is_secure_when_the_public_url_is_https(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "data", public_url="https://console.example", rate_limits_enabled=False)
+    initialize(settings)
+    rt = Runtime(settings)
+    with rt.session() as db:
+        client, secret = create_client(session=db, name="behind-proxy", scopes=["audit:read"])
+        cid = client.client_id
+        db.commit()
+    app = create_app(settings, runtime=rt, start_worker=False)
+    with TestClient(app, follow_redirects=False) as c:
+        page = c.get("/console/sign-in")
+        assert "secure" in page.headers["set-cookie"].lower()
+        # A browser talks HTTPS to the proxy and sends the Secure cookie back; this client talks plain HTTP to the
+        # app and keeps Secure cookies to itself, so the test sends it by hand.
+        pre = re.search(rf"{sessions.PRESESSION_COOKIE}=([^;]+)", page.headers["set-cookie"]).group(1)  # type: ignore[union-attr]
+        c.cookies.clear()
+        r = c.post(
+            "/console/sign-in",
+            data={"client_id": cid, "client_secret": secret, "csrf_token": csrf_of(page.text)},
+            headers={"Cookie": f"{sessions.PRESESSION_COOKIE}={pre}"},
+        )
+        assert r.status_code == 303
+        session_cookie = next(h for h in r.headers.get_list("set-cookie") if h.startswith(sessions.SESSION_COOKIE))
+        assert "secure" in session_cookie.lower()
+    rt.close()
+
+
+def test_repeated_failed_sign_ins_are_rate_limited_like_the_token_endpoint(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "data", rate_limit_auth_failures_per_ip="2/minute")
+    initialize(settings)
+    rt = Runtime(settings)
+    with rt.session() as db:
+        client, secret = create_client(session=db, name="limited", scopes=["audit:read"])
+        cid = client.client_id
+        db.commit()
+    app = create_app(settings, runtime=rt, start_worker=False)
+    with TestClient(app, follow_redirects=False) as c:
+        for _ in range(2):
+            page = c.get("/console/sign-in")
+            r = c.post(
+                "/console/sign-in", data={"client_id": cid, "client_secret": "no", "csrf_token": csrf_of(page.text)}
+            )
+            assert r.status_code == 401
+        page = c.get("/console/sign-in")
+        r = c.post(
+            "/console/sign-in", data={"client_id": cid, "client_secret": secret, "csrf_token": csrf_of(page.text)}
+        )
+        assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1 and "rate_limited" in r.text
+        assert sessions.SESSION_COOKIE not in c.cookies
+    rt.close()
