@@ -325,6 +325,10 @@ def test_timeline_filters_and_pages_newest_first(env: Env) -> None:
     second = reviewer.get("/console/audit" + older.group(1).replace("&amp;", "&"))
     rest = [int(s) for s in re.findall(r'href="/console/audit/(\d+)"', second.text)]
     assert len(rest) == 10 and max(rest) < min(seqs)
+    newer = re.search(r'href="(\?[^"]*after=\d+[^"]*)"', second.text)
+    assert newer, "no link back to newer entries"
+    back = reviewer.get("/console/audit" + newer.group(1).replace("&amp;", "&"))
+    assert [int(s) for s in re.findall(r'href="/console/audit/(\d+)"', back.text)] == seqs
     denied = reviewer.get("/console/audit", params={"action": "test.paging", "outcome": "denied", "subject": "subj_p"})
     assert len(re.findall(r'href="/console/audit/\d+"', denied.text)) == 20
     late = reviewer.get("/console/audit", params={"action": "test.paging", "since": "2999-01-01T00:00"})

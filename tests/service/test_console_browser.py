@@ -192,6 +192,8 @@ def test_analyst_uploads_a_clip_sees_the_verdict_and_downloads_the_report(
         page.get_by_role("link", name="Download the report (HTML)").click()
     saved = Path(info.value.path()).read_text(encoding="utf-8")
     assert saved.startswith("<!doctype html>") and "Detection report: portrait.mp4" in saved
+    page.set_viewport_size({"width": 375, "height": 800})
+    assert no_horizontal_overflow(page), "the detection result scrolls sideways at 375 px"
 
 
 def test_officer_enrolls_a_subject_and_revokes_after_typing_its_id(
