@@ -498,3 +498,61 @@ def test_repeated_failed_sign_ins_are_rate_limited_like_the_token_endpoint(tmp_p
         assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1 and "rate_limited" in r.text
         assert sessions.SESSION_COOKIE not in c.cookies
     rt.close()
+
+
+def test_erase_asks_for_the_typed_confirmation_then_calls_consent_ops(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The route's own contract (confirmation, arguments, audit, result page), whatever `erase_subject` does; the
+    browser test runs the real function once the build has it."""
+    from dataclasses import dataclass as _dataclass
+
+    from service import consent_ops
+
+    @_dataclass
+    class Report:
+        subject_id: str
+        embeddings_deleted: int
+
+    calls: list[tuple[str, str, str | None]] = []
+
+    def erase_subject(rt: Runtime, subject_id: str, *, actor: str, request_id: str | None = None) -> Report:
+        calls.append((subject_id, actor, request_id))
+        return Report(subject_id, 1)
+
+    monkeypatch.setattr(consent_ops, "erase_subject", erase_subject, raising=False)
+    subject = make_subject(env, "Erin")
+    officer = sign_in(env, "officer")
+    page = officer.get(f"/console/subjects/{subject}").text
+    assert f"/console/subjects/{subject}/erase" in page
+    token = csrf_of(page)
+    step1 = officer.post(f"/console/subjects/{subject}/erase", data={"csrf_token": token})
+    assert step1.status_code == 200 and f"erase {subject}" in step1.text and not calls
+    wrong = officer.post(f"/console/subjects/{subject}/erase", data={"csrf_token": token, "confirmation": subject})
+    assert wrong.status_code == 400 and not calls
+    done = officer.post(
+        f"/console/subjects/{subject}/erase", data={"csrf_token": token, "confirmation": f"erase {subject}"}
+    )
+    assert done.status_code == 200 and f"{subject} was erased." in done.text and "embeddings_deleted" in done.text
+    assert calls and calls[0][:2] == (subject, f"client:{env.creds['officer'][0]}")
+    marker = last_entries(env, "console.subject_erased")[0]
+    assert marker.subject == subject and marker.request_id == calls[0][2] and marker.details["via"] == "console"
+
+
+def test_values_from_the_database_are_escaped_and_sign_in_never_redirects_off_the_console(env: Env) -> None:
+    subject = make_subject(env, '<script>alert("x")</script>')
+    reviewer = sign_in(env, "reviewer")
+    page = reviewer.get(f"/console/subjects/{subject}").text
+    assert "<script>alert" not in page and "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in page
+    for target, expected in (
+        ("https://evil.example/", "/console/"),
+        ("//evil.example/console/", "/console/"),
+        ("/console/audit?action=x", "/console/audit?action=x"),
+    ):
+        c = browser(env)
+        token = csrf_of(c.get("/console/sign-in", params={"next": target}).text)
+        cid, secret = env.creds["reviewer"]
+        r = c.post(
+            "/console/sign-in", data={"client_id": cid, "client_secret": secret, "csrf_token": token, "next": target}
+        )
+        assert r.status_code == 303 and r.headers["location"] == expected, target
