@@ -179,13 +179,13 @@ async def grant(
 
 def _confirm_page(
     request: Request, user: ConsoleUser, *, title: str, warning: str, action: str, expected: str,
-    fields: dict[str, str], error: str | None = None,
+    fields: dict[str, str], cancel: str, error: str | None = None,
 ) -> HTMLResponse:  # fmt: skip
     return render(
         request,
         "confirm.html",
         {"title": title, "warning": warning, "action": action, "expected": expected, "fields": fields,
-         "error": error},
+         "cancel": cancel, "error": error},
         status_code=400 if error else 200,
         user=user,
     )  # fmt: skip
@@ -209,6 +209,7 @@ async def revoke(
         "action": f"{PREFIX}/subjects/{subject_id}/revoke",
         "expected": subject_id,
         "fields": {"reason": reason},
+        "cancel": f"{PREFIX}/subjects/{subject_id}",
     }
     if confirmation is None:
         return _confirm_page(request, user, **page)
@@ -241,6 +242,7 @@ async def erase(
         "action": f"{PREFIX}/subjects/{subject_id}/erase",
         "expected": expected,
         "fields": {},
+        "cancel": f"{PREFIX}/subjects/{subject_id}",
     }
     if confirmation is None:
         return _confirm_page(request, user, **page)
