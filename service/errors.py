@@ -100,6 +100,24 @@ class Forbidden(ServiceError):
     exit_status = ExitStatus.DENIED
 
 
+class CsrfRefused(Forbidden):
+    """A console form came without the CSRF token of the signed-in session (or of the sign-in page)."""
+
+    code = "csrf_refused"
+
+
+class ConsoleSignInRequired(Unauthorized):
+    """A console page was asked for without a valid session cookie (none, forged, expired, or its client gone)."""
+
+    code = "console_sign_in_required"
+
+
+class ConfirmationMismatch(InvalidInput):
+    """A console action that needs a typed confirmation got another text."""
+
+    code = "confirmation_mismatch"
+
+
 class Gone(ServiceError):
     code = "gone"
     http_status = 410
@@ -203,6 +221,9 @@ HINTS: dict[str, str] = {
     "webhook_not_found": "GET /v1/webhooks lists this client's endpoints",
     "bundle_invalid": "`provatar audit verify-export BUNDLE` lists every check; ask the service for a fresh bundle "
     "(`provatar audit export --bundle FILE`) and compare its key fingerprint with the one it publishes",
+    "csrf_refused": "reload the console page and submit the form again (forms expire with the session)",
+    "console_sign_in_required": "sign in to the console with your client id and secret",
+    "confirmation_mismatch": "type exactly the text the confirmation page asks for",
 }
 
 # Short titles of the problem types (RFC 9457 `title`: the same for every occurrence of a type).

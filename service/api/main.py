@@ -34,6 +34,7 @@ from service.api.routes import (
     token,
     webhooks,
 )
+from service.console import create_console
 from service.errors import AUTH_FAILURE_CODES, HINTS, ExitStatus, Problem, ServiceError, describe
 from service.jobs import Worker
 from service.metrics import CONTENT_TYPE_LATEST, UNMATCHED_ROUTE, Metrics
@@ -232,6 +233,8 @@ def create_app(
         reviews.router,
     ):
         app.include_router(router, responses=COMMON_ERRORS)
+
+    app.mount("/console", create_console(app))  # the browser console (HTML pages; not in the OpenAPI)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -1,0 +1,558 @@
+"""The console over HTTP (TestClient, no browser): session cookie flags and lifetimes, CSRF refusals, roles from
+scopes enforced by the server whatever the page shows, confirmation steps, and the audit entries of it all."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy import text
+
+from audit import compute_entry_hash
+from safeguards.consent import ConsentCreate, Subject, grant_consent, list_consents
+from service.api.main import create_app
+from service.auth import create_client, set_disabled
+from service.console import session as sessions
+from service.models import Generation, JobStatus
+from service.runtime import Runtime, initialize
+from service.settings import Settings
+
+CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+@dataclass
+class Env:
+    app: FastAPI
+    rt: Runtime
+    creds: dict[str, tuple[str, str]]  # role -> (client id, secret)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    tmp = tmp_path_factory.mktemp("console")
+    settings = Settings(data_dir=tmp / "data", max_upload_bytes=1024 * 1024, rate_limits_enabled=False)
+    initialize(settings)
+    rt = Runtime(settings)
+    app = create_app(settings, runtime=rt, start_worker=False)
+    scopes = {
+        "reviewer": ["audit:read", "consent:read"],
+        "analyst": ["detect"],
+        "officer": ["consent:read", "consent:write"],
+        "generator": ["generate"],
+    }
+    creds = {}
+    with rt.session() as db:
+        for role, granted in scopes.items():
+            client, secret = create_client(session=db, name=f"console-{role}", scopes=granted)
+            creds[role] = (client.client_id, secret)
+        db.commit()
+    with TestClient(app):  # runs the lifespan once: the runtime, limiter and rejection audit are set on the app
+        yield Env(app, rt, creds)
+    rt.close()
+
+
+def browser(env: Env, *, https: bool = False) -> TestClient:
+    return TestClient(env.app, base_url="https://testserver" if https else "http://testserver", follow_redirects=False)
+
+
+def csrf_of(html: str) -> str:
+    found = CSRF.search(html)
+    assert found, "no CSRF token in the page"
+    return found.group(1)
+
+
+def sign_in(env: Env, role: str, *, https: bool = False) -> TestClient:
+    c = browser(env, https=https)
+    page = c.get("/console/sign-in")
+    cid, secret = env.creds[role]
+    r = c.post("/console/sign-in", data={"client_id": cid, "client_secret": secret, "csrf_token": csrf_of(page.text)})
+    assert r.status_code == 303, r.text
+    return c
+
+
+def page_csrf(c: TestClient, path: str = "/console/") -> str:
+    r = c.get(path)
+    assert r.status_code == 200, r.text
+    return csrf_of(r.text)
+
+
+def last_entries(env: Env, action: str, n: int = 5) -> list:
+    with env.rt.engine.connect() as conn:
+        seqs = conn.execute(
+            text("SELECT seq FROM audit_event WHERE action = :a ORDER BY seq DESC LIMIT :n"), {"a": action, "n": n}
+        ).scalars()
+        return [env.rt.audit.query(after_seq=s - 1, limit=1)[0] for s in seqs]
+
+
+def make_subject(env: Env, name: str = "Ada") -> str:
+    with env.rt.session() as db:
+        subject = Subject(display_name=name, created_at=datetime.now(UTC), created_by="test")
+        db.add(subject)
+        db.flush()
+        grant_consent(
+            session=db,
+            consent_in=ConsentCreate(
+                subject_id=subject.id, purposes=["marketing"], allowed_clients=["*"],
+                expires_at=datetime.now(UTC) + timedelta(days=30), evidence_sha256="ab" * 32,
+            ),
+            granted_by="test",
+        )  # fmt: skip
+        db.commit()
+        return subject.id
+
+
+# --- sessions --------------------------------------------------------------------------------------------------
+
+
+def test_sign_in_sets_an_httponly_strict_expiring_cookie_secure_only_over_https(env: Env) -> None:
+    for https in (False, True):
+        c = browser(env, https=https)
+        page = c.get("/console/sign-in")
+        assert page.status_code == 200
+        cid, secret = env.creds["reviewer"]
+        r = c.post(
+            "/console/sign-in", data={"client_id": cid, "client_secret": secret, "csrf_token": csrf_of(page.text)}
+        )
+        assert r.status_code == 303 and r.headers["location"] == "/console/"
+        cookie = next(h for h in r.headers.get_list("set-cookie") if h.startswith(sessions.SESSION_COOKIE + "="))
+        flags = {part.strip().split("=")[0].lower() for part in cookie.split(";")}
+        assert {"httponly", "max-age", "path"} <= flags
+        assert "samesite=strict" in cookie.lower() and "path=/console" in cookie.lower()
+        assert ("secure" in flags) is https
+        assert c.get("/console/").status_code == 200
+    entry = last_entries(env, "console.signed_in")[0]
+    assert entry.actor == f"client:{env.creds['reviewer'][0]}" and entry.details["via"] == "console"
+
+
+def test_a_wrong_secret_is_refused_with_the_form_again_and_audited(env: Env) -> None:
+    c = browser(env)
+    page = c.get("/console/sign-in")
+    cid, _ = env.creds["officer"]
+    r = c.post("/console/sign-in", data={"client_id": cid, "client_secret": "wrong", "csrf_token": csrf_of(page.text)})
+    assert r.status_code == 401 and "wrong secret" in r.text
+    assert sessions.SESSION_COOKIE not in c.cookies
+    failed = last_entries(env, "auth.failed")
+    assert any(e.details.get("endpoint") == "/console/sign-in" and e.details.get("via") == "console" for e in failed)
+
+
+def test_sign_in_without_its_form_token_is_a_403_page(env: Env) -> None:
+    c = browser(env)
+    c.get("/console/sign-in")
+    cid, secret = env.creds["reviewer"]
+    r = c.post("/console/sign-in", data={"client_id": cid, "client_secret": secret, "csrf_token": "forged"})
+    assert r.status_code == 403 and "csrf_refused" in r.text and r.headers["content-type"].startswith("text/html")
+    assert sessions.SESSION_COOKIE not in c.cookies
+
+
+def test_a_client_without_console_scopes_is_not_signed_in(env: Env) -> None:
+    c = browser(env)
+    page = c.get("/console/sign-in")
+    cid, secret = env.creds["generator"]
+    r = c.post("/console/sign-in", data={"client_id": cid, "client_secret": secret, "csrf_token": csrf_of(page.text)})
+    assert r.status_code == 403 and "no console role" in r.text
+    assert sessions.SESSION_COOKIE not in c.cookies
+
+
+def test_pages_redirect_to_sign_in_without_a_valid_session(env: Env) -> None:
+    c = browser(env)
+    r = c.get("/console/audit")
+    assert r.status_code == 303 and r.headers["location"].startswith("/console/sign-in?next=%2Fconsole%2Faudit")
+    signed = sign_in(env, "reviewer")
+    value = signed.cookies[sessions.SESSION_COOKIE]
+    payload, mac = value.split(".")
+    forged = json.loads(sessions._unb64(payload)) | {"client_id": env.creds["officer"][0]}
+    c.cookies.set(sessions.SESSION_COOKIE, sessions._b64(json.dumps(forged).encode()) + "." + mac, path="/console")
+    r = c.get("/console/subjects/new")
+    assert r.status_code == 303 and "why=expired" in r.headers["location"]
+    assert any("Max-Age=0" in h or "expires=" in h.lower() for h in r.headers.get_list("set-cookie"))
+
+
+def test_session_lifetimes_and_signature() -> None:
+    key = b"k" * 32
+    claims = sessions.new_claims(client_id="cl_1", sv="sv", lifetime_s=100, now=1000)
+    cookie = sessions.encode_session(claims, key)
+    assert sessions.decode_session(cookie, key, idle_s=50, now=1049) == claims
+    with pytest.raises(sessions.BadSession, match="idle"):
+        sessions.decode_session(cookie, key, idle_s=50, now=1050)
+    later = sessions.encode_session(sessions.touched(claims, now=1060), key)
+    assert sessions.decode_session(later, key, idle_s=50, now=1099).last_seen == 1060
+    with pytest.raises(sessions.BadSession, match="expired"):
+        sessions.decode_session(later, key, idle_s=50, now=1100)  # the absolute limit does not slide
+    with pytest.raises(sessions.BadSession, match="signature"):
+        sessions.decode_session(cookie, b"x" * 32, idle_s=50, now=1001)
+    csrf = sessions.csrf_token(claims, key)
+    assert sessions.csrf_matches(csrf, csrf) and not sessions.csrf_matches(None, csrf)
+    assert not sessions.csrf_matches(csrf[:-1] + "A" if csrf[-1] != "A" else csrf[:-1] + "B", csrf)
+
+
+def test_sign_out_and_disabling_the_client_end_the_session(env: Env) -> None:
+    c = sign_in(env, "analyst")
+    r = c.post("/console/sign-out", data={"csrf_token": page_csrf(c)})
+    assert r.status_code == 303 and sessions.SESSION_COOKIE not in c.cookies
+    assert last_entries(env, "console.signed_out")[0].actor == f"client:{env.creds['analyst'][0]}"
+
+    with env.rt.session() as db:
+        client, secret = create_client(session=db, name="console-temp", scopes=["detect"])
+        cid = client.client_id
+        db.commit()
+    env.creds["temp"] = (cid, secret)
+    c = sign_in(env, "temp")
+    assert c.get("/console/detect").status_code == 200
+    with env.rt.session() as db:
+        set_disabled(session=db, client_id=cid, disabled=True)
+        db.commit()
+    assert c.get("/console/detect").status_code == 303
+
+
+# --- roles and CSRF -----------------------------------------------------------------------------------------------
+
+
+def test_navigation_shows_what_the_role_may_do(env: Env) -> None:
+    reviewer = sign_in(env, "reviewer").get("/console/").text
+    assert 'href="/console/audit"' in reviewer and 'href="/console/subjects"' in reviewer
+    assert 'href="/console/detect"' not in reviewer and 'href="/console/subjects/new"' not in reviewer
+    analyst = sign_in(env, "analyst").get("/console/").text
+    assert 'href="/console/detect"' in analyst and 'href="/console/audit"' not in analyst
+    officer = sign_in(env, "officer").get("/console/").text
+    assert 'href="/console/subjects/new"' in officer and 'href="/console/audit"' not in officer
+
+
+def test_the_server_refuses_what_the_role_may_not_do(env: Env) -> None:
+    subject = make_subject(env)
+    reviewer = sign_in(env, "reviewer")
+    token = page_csrf(reviewer)
+    assert reviewer.get("/console/subjects/new").status_code == 403
+    r = reviewer.post(f"/console/subjects/{subject}/revoke", data={"csrf_token": token, "confirmation": subject})
+    assert r.status_code == 403 and "consent:write" in r.text
+    assert reviewer.get("/console/detect").status_code == 403
+    assert all(c.revoked_at is None for c in _consents(env, subject))
+    analyst = sign_in(env, "analyst")
+    assert analyst.get("/console/audit").status_code == 403
+    assert analyst.get(f"/console/subjects/{subject}").status_code == 403
+    refused = last_entries(env, "request.rejected", 10)
+    assert any(
+        e.actor == f"client:{env.creds['reviewer'][0]}" and e.details["via"] == "console"
+        and e.details["code"] == "insufficient_scope" and e.details["path"].endswith("/revoke")
+        for e in refused
+    )  # fmt: skip
+
+
+def _consents(env: Env, subject: str) -> list:
+    with env.rt.session() as db:
+        return list_consents(session=db, subject_id=subject)
+
+
+def test_a_form_without_this_sessions_csrf_token_is_refused_and_audited(env: Env) -> None:
+    subject = make_subject(env)
+    officer = sign_in(env, "officer")
+    other = sign_in(env, "officer")
+    for data in ({}, {"csrf_token": "x"}, {"csrf_token": page_csrf(other)}):
+        r = officer.post(f"/console/subjects/{subject}/revoke", data={**data, "confirmation": subject})
+        assert r.status_code == 403 and "csrf_refused" in r.text
+    assert all(c.revoked_at is None for c in _consents(env, subject))
+    refused = [e for e in last_entries(env, "request.rejected", 10) if e.details.get("code") == "csrf_refused"]
+    assert (
+        refused and refused[0].actor == f"client:{env.creds['officer'][0]}" and refused[0].details["via"] == "console"
+    )
+
+
+def test_revoke_asks_for_the_typed_subject_id_first(env: Env) -> None:
+    subject = make_subject(env, "Grace")
+    officer = sign_in(env, "officer")
+    token = page_csrf(officer, f"/console/subjects/{subject}")
+    step1 = officer.post(f"/console/subjects/{subject}/revoke", data={"csrf_token": token, "reason": "asked by email"})
+    assert step1.status_code == 200 and 'name="confirmation"' in step1.text and subject in step1.text
+    wrong = officer.post(
+        f"/console/subjects/{subject}/revoke",
+        data={"csrf_token": token, "reason": "asked by email", "confirmation": "yes"},
+    )
+    assert wrong.status_code == 400 and all(c.revoked_at is None for c in _consents(env, subject))
+    done = officer.post(
+        f"/console/subjects/{subject}/revoke",
+        data={"csrf_token": token, "reason": "asked by email", "confirmation": subject},
+    )
+    assert done.status_code == 303 and done.headers["location"].endswith("?done=revoked")
+    assert all(c.revoked_at is not None and c.revocation_reason == "asked by email" for c in _consents(env, subject))
+    revoked = last_entries(env, "consent.revoked")[0]
+    marker = last_entries(env, "console.consent_revoked")[0]
+    assert revoked.actor == marker.actor == f"client:{env.creds['officer'][0]}"
+    assert revoked.request_id == marker.request_id and marker.details["via"] == "console"
+    page = officer.get(done.headers["location"]).text
+    assert "Consent revoked" in page and "revoked" in page
+
+
+def test_erase_is_offered_only_when_the_build_can_erase(env: Env) -> None:
+    from service import consent_ops
+
+    subject = make_subject(env)
+    officer = sign_in(env, "officer")
+    page = officer.get(f"/console/subjects/{subject}").text
+    available = callable(getattr(consent_ops, "erase_subject", None))
+    assert (f"/console/subjects/{subject}/erase" in page) is available
+    if not available:
+        r = officer.post(f"/console/subjects/{subject}/erase", data={"csrf_token": csrf_of(page)})
+        assert r.status_code == 404
+
+
+def test_an_upload_over_the_limit_is_a_413_page(env: Env) -> None:
+    analyst = sign_in(env, "analyst")
+    token = page_csrf(analyst, "/console/detect")
+    big = b"\0" * (1024 * 1024 + 1)
+    r = analyst.post("/console/detect", data={"csrf_token": token}, files={"file": ("big.mp4", big, "video/mp4")})
+    assert r.status_code == 413 and "payload_too_large" in r.text
+    assert not any(env.rt.settings.uploads_dir.glob("det_*"))
+
+
+# --- reviewer -------------------------------------------------------------------------------------------------------
+
+
+def test_timeline_filters_and_pages_newest_first(env: Env) -> None:
+    for i in range(60):
+        env.rt.audit.append(action="test.paging", actor="test", outcome="ok" if i % 3 else "denied", subject="subj_p")
+    reviewer = sign_in(env, "reviewer")
+    first = reviewer.get("/console/audit", params={"action": "test.paging"})
+    seqs = [int(s) for s in re.findall(r'href="/console/audit/(\d+)"', first.text)]
+    assert len(seqs) == 50 and seqs == sorted(seqs, reverse=True)
+    older = re.search(r'href="(\?[^"]*before=\d+[^"]*)"', first.text)
+    assert older, "no link to older entries"
+    second = reviewer.get("/console/audit" + older.group(1).replace("&amp;", "&"))
+    rest = [int(s) for s in re.findall(r'href="/console/audit/(\d+)"', second.text)]
+    assert len(rest) == 10 and max(rest) < min(seqs)
+    newer = re.search(r'href="(\?[^"]*after=\d+[^"]*)"', second.text)
+    assert newer, "no link back to newer entries"
+    back = reviewer.get("/console/audit" + newer.group(1).replace("&amp;", "&"))
+    assert [int(s) for s in re.findall(r'href="/console/audit/(\d+)"', back.text)] == seqs
+    denied = reviewer.get("/console/audit", params={"action": "test.paging", "outcome": "denied", "subject": "subj_p"})
+    assert len(re.findall(r'href="/console/audit/\d+"', denied.text)) == 20
+    late = reviewer.get("/console/audit", params={"action": "test.paging", "since": "2999-01-01T00:00"})
+    assert "No entries match" in late.text
+    bad = reviewer.get("/console/audit", params={"since": "yesterday"})
+    assert bad.status_code == 400
+
+
+def test_entry_detail_shows_hashes_chain_position_and_covering_checkpoint(env: Env) -> None:
+    event = env.rt.audit.append(action="test.detail", actor="test", outcome="ok", details={"k": "<b>v</b>"})
+    r = sign_in(env, "reviewer").get(f"/console/audit/{event.seq}")
+    assert r.status_code == 200
+    assert event.entry_hash in r.text and event.prev_hash in r.text and "matches its fields" in r.text
+    assert f"links to entry {event.seq - 1}" in r.text and "valid (Ed25519)" in r.text
+    assert "&lt;b&gt;v&lt;/b&gt;" in r.text and "<b>v</b>" not in r.text  # details are escaped
+    assert sign_in(env, "reviewer").get("/console/audit/999999").status_code == 404
+
+
+def test_verify_now_says_ok_or_names_the_first_bad_entry(env: Env) -> None:
+    reviewer = sign_in(env, "reviewer")
+    token = page_csrf(reviewer, "/console/audit/verify")
+    ok = reviewer.post("/console/audit/verify", data={"csrf_token": token})
+    assert ok.status_code == 200 and "OK: the log is intact" in ok.text
+    victim = env.rt.audit.append(action="test.victim", actor="test", outcome="ok")
+    env.rt.audit.append(action="test.after", actor="test", outcome="ok")
+    with env.rt.engine.begin() as conn:
+        conn.execute(text("UPDATE audit_event SET actor = 'mallory' WHERE seq = :s"), {"s": victim.seq})
+    try:
+        bad = reviewer.post("/console/audit/verify", data={"csrf_token": token})
+        assert bad.status_code == 200 and "FAILED: chain_broken" in bad.text
+        assert f'href="/console/audit/{victim.seq}">entry {victim.seq}</a>' in bad.text
+        assert "does not match its fields" in reviewer.get(f"/console/audit/{victim.seq}").text
+    finally:
+        with env.rt.engine.begin() as conn:
+            conn.execute(text("UPDATE audit_event SET actor = 'test' WHERE seq = :s"), {"s": victim.seq})
+    verified = last_entries(env, "audit.verified", 3)
+    assert [e.details["intact"] for e in verified[:2]] == [False, True] and verified[0].details["seq"] == victim.seq
+
+
+def test_export_downloads_the_filtered_entries_as_rehashable_jsonl(env: Env) -> None:
+    env.rt.audit.append(action="test.export", actor="test", outcome="denied")
+    env.rt.audit.append(action="test.export", actor="test", outcome="ok")
+    r = sign_in(env, "reviewer").get("/console/audit/export", params={"action": "test.export", "outcome": "denied"})
+    assert r.status_code == 200 and "attachment" in r.headers["content-disposition"]
+    lines = [json.loads(line) for line in r.text.splitlines()]
+    assert len(lines) == 1 and lines[0]["outcome"] == "denied"
+    record = lines[0]
+    assert compute_entry_hash({k: v for k, v in record.items() if k != "entry_hash"}) == record["entry_hash"]
+    assert last_entries(env, "audit.exported")[0].details["filters"] == {"action": "test.export", "outcome": "denied"}
+
+
+def test_subject_page_shows_consent_history_and_generations_with_decision_and_manifest(env: Env) -> None:
+    subject = make_subject(env, "Lin")
+    manifest = {"claim_generator": "provatar", "assertions": [{"label": "c2pa.actions"}]}
+    with env.rt.session() as db:
+        gen = Generation(
+            id="gen_console1", request_id="r1", subject_id=subject, purpose="marketing", client_id="cl_x",
+            status=JobStatus.succeeded, watermark_tag=0xC0FFEE, photo_path="-", audio_path="-",
+            manifest_json=json.dumps(manifest), policy_decision_id="dec_1", consent_record_id="cons_1",
+        )  # fmt: skip
+        db.add(gen)
+        db.commit()
+    env.rt.audit.append(
+        action="policy.decision", actor="client:cl_x", subject=subject, outcome="ok",
+        details={"generation_id": "gen_console1",
+                 "decision": {"decision_id": "dec_1", "allowed": True, "reasons": [], "policy_version": "pv-7"}},
+    )  # fmt: skip
+    page = sign_in(env, "reviewer").get(f"/console/subjects/{subject}").text
+    assert "ab" * 32 in page and "active" in page  # the evidence hash and the state of the grant
+    assert "gen_console1" in page and "pv-7" in page and "00c0ffee" in page and "c2pa.actions" in page
+    assert "<details" in page  # the manifest is collapsible
+    officer_page = sign_in(env, "officer").get(f"/console/subjects/{subject}").text  # no audit:read: no generations
+    assert "gen_console1" not in officer_page and "Grant consent" in officer_page
+
+
+def test_pages_carry_a_strict_content_security_policy_and_no_store(env: Env) -> None:
+    r = sign_in(env, "reviewer").get("/console/audit")
+    assert "default-src 'self'" in r.headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in r.headers["content-security-policy"]
+    assert r.headers["cache-control"] == "no-store"
+    css = browser(env).get("/console/static/console.css")
+    assert css.status_code == 200 and "text/css" in css.headers["content-type"]
+    missing = browser(env).get("/console/no-such-page")
+    assert missing.status_code == 404 and missing.headers["content-type"].startswith("text/html")
+    metrics = browser(env).get("/metrics").text
+    assert 'route="/console/audit"' in metrics  # labelled with the mount prefix, apart from the API's routes
+
+
+def test_static_assets_are_local(env: Env) -> None:
+    templates = Path(__file__).resolve().parents[2] / "service" / "console" / "templates"
+    for page in templates.glob("*.html"):
+        assert not re.search(r'(src|href)="(https?:)?//', page.read_text()), f"{page.name} loads something remote"
+
+
+def _console_post_paths() -> list[str]:
+    """Every form action the console's route modules register (all of them are included by create_console)."""
+    from fastapi.routing import APIRoute
+
+    from service.console import routes_audit, routes_auth, routes_detect, routes_subjects
+
+    return [
+        "/console" + re.sub(r"\{[^}]+\}", "subj_x", r.path)
+        for module in (routes_auth, routes_audit, routes_subjects, routes_detect)
+        for r in module.router.routes
+        if isinstance(r, APIRoute) and "POST" in r.methods
+    ]
+
+
+def test_every_console_form_action_refuses_a_missing_csrf_token(env: Env) -> None:
+    paths = _console_post_paths()
+    assert {"/console/sign-in", "/console/sign-out", "/console/audit/verify", "/console/detect"} <= set(paths)
+    officer = sign_in(env, "officer")
+    for path in paths:
+        r = officer.post(path, data={"confirmation": "subj_x", "client_id": "x", "client_secret": "y"})
+        assert r.status_code == 403 and "csrf_refused" in r.text, path
+        r = officer.post(path, files={"csrf_token": (None, "forged"), "photos": ("a.png", b"x", "image/png")})
+        assert r.status_code == 403 and "csrf_refused" in r.text, path
+
+
+def test_the_session_cookie_is_secure_when_the_public_url_is_https(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "data", public_url="https://console.example", rate_limits_enabled=False)
+    initialize(settings)
+    rt = Runtime(settings)
+    with rt.session() as db:
+        client, secret = create_client(session=db, name="behind-proxy", scopes=["audit:read"])
+        cid = client.client_id
+        db.commit()
+    app = create_app(settings, runtime=rt, start_worker=False)
+    with TestClient(app, follow_redirects=False) as c:
+        page = c.get("/console/sign-in")
+        assert "secure" in page.headers["set-cookie"].lower()
+        # A browser talks HTTPS to the proxy and sends the Secure cookie back; this client talks plain HTTP to the
+        # app and keeps Secure cookies to itself, so the test sends it by hand.
+        pre = re.search(rf"{sessions.PRESESSION_COOKIE}=([^;]+)", page.headers["set-cookie"]).group(1)  # type: ignore[union-attr]
+        c.cookies.clear()
+        r = c.post(
+            "/console/sign-in",
+            data={"client_id": cid, "client_secret": secret, "csrf_token": csrf_of(page.text)},
+            headers={"Cookie": f"{sessions.PRESESSION_COOKIE}={pre}"},
+        )
+        assert r.status_code == 303
+        session_cookie = next(h for h in r.headers.get_list("set-cookie") if h.startswith(sessions.SESSION_COOKIE))
+        assert "secure" in session_cookie.lower()
+    rt.close()
+
+
+def test_repeated_failed_sign_ins_are_rate_limited_like_the_token_endpoint(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "data", rate_limit_auth_failures_per_ip="2/minute")
+    initialize(settings)
+    rt = Runtime(settings)
+    with rt.session() as db:
+        client, secret = create_client(session=db, name="limited", scopes=["audit:read"])
+        cid = client.client_id
+        db.commit()
+    app = create_app(settings, runtime=rt, start_worker=False)
+    with TestClient(app, follow_redirects=False) as c:
+        for _ in range(2):
+            page = c.get("/console/sign-in")
+            r = c.post(
+                "/console/sign-in", data={"client_id": cid, "client_secret": "no", "csrf_token": csrf_of(page.text)}
+            )
+            assert r.status_code == 401
+        page = c.get("/console/sign-in")
+        r = c.post(
+            "/console/sign-in", data={"client_id": cid, "client_secret": secret, "csrf_token": csrf_of(page.text)}
+        )
+        assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1 and "rate_limited" in r.text
+        assert sessions.SESSION_COOKIE not in c.cookies
+    rt.close()
+
+
+def test_erase_asks_for_the_typed_confirmation_then_calls_consent_ops(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The route's own contract (confirmation, arguments, audit, result page), whatever `erase_subject` does; the
+    browser test runs the real function once the build has it."""
+    from dataclasses import dataclass as _dataclass
+
+    from service import consent_ops
+
+    @_dataclass
+    class Report:
+        subject_id: str
+        embeddings_deleted: int
+
+    calls: list[tuple[str, str, str | None]] = []
+
+    def erase_subject(rt: Runtime, subject_id: str, *, actor: str, request_id: str | None = None) -> Report:
+        calls.append((subject_id, actor, request_id))
+        return Report(subject_id, 1)
+
+    monkeypatch.setattr(consent_ops, "erase_subject", erase_subject, raising=False)
+    subject = make_subject(env, "Erin")
+    officer = sign_in(env, "officer")
+    page = officer.get(f"/console/subjects/{subject}").text
+    assert f"/console/subjects/{subject}/erase" in page
+    token = csrf_of(page)
+    step1 = officer.post(f"/console/subjects/{subject}/erase", data={"csrf_token": token})
+    assert step1.status_code == 200 and f"erase {subject}" in step1.text and not calls
+    wrong = officer.post(f"/console/subjects/{subject}/erase", data={"csrf_token": token, "confirmation": subject})
+    assert wrong.status_code == 400 and not calls
+    done = officer.post(
+        f"/console/subjects/{subject}/erase", data={"csrf_token": token, "confirmation": f"erase {subject}"}
+    )
+    assert done.status_code == 200 and f"{subject} was erased." in done.text and "embeddings_deleted" in done.text
+    assert calls and calls[0][:2] == (subject, f"client:{env.creds['officer'][0]}")
+    marker = last_entries(env, "console.subject_erased")[0]
+    assert marker.subject == subject and marker.request_id == calls[0][2] and marker.details["via"] == "console"
+
+
+def test_values_from_the_database_are_escaped_and_sign_in_never_redirects_off_the_console(env: Env) -> None:
+    subject = make_subject(env, '<script>alert("x")</script>')
+    reviewer = sign_in(env, "reviewer")
+    page = reviewer.get(f"/console/subjects/{subject}").text
+    assert "<script>alert" not in page and "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in page
+    for target, expected in (
+        ("https://evil.example/", "/console/"),
+        ("//evil.example/console/", "/console/"),
+        ("/console/audit?action=x", "/console/audit?action=x"),
+    ):
+        c = browser(env)
+        token = csrf_of(c.get("/console/sign-in", params={"next": target}).text)
+        cid, secret = env.creds["reviewer"]
+        r = c.post(
+            "/console/sign-in", data={"client_id": cid, "client_secret": secret, "csrf_token": token, "next": target}
+        )
+        assert r.status_code == 303 and r.headers["location"] == expected, target
