@@ -177,3 +177,37 @@ def test_an_unreachable_bucket_is_a_clean_503_not_a_traceback(tmp_path: Path) ->
 def test_a_storage_url_that_is_not_s3_bucket_prefix_is_refused_at_start(url: str, tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match="PROVATAR_STORAGE_URL"):
         Settings(data_dir=tmp_path, storage_url=url)
+
+
+def test_sweep_deletes_bucket_uploads_no_unfinished_job_needs(s3_server: S3Server, tmp_path: Path) -> None:
+    from service import job_state
+    from service.models import JobStatus
+    from service.pipeline import create_generation
+    from service.runtime import Runtime, initialize
+    from service.sweep import sweep_stale_files
+
+    settings = Settings(data_dir=tmp_path / "data", **s3_server.settings(s3_server.new_bucket()))
+    initialize(settings)
+    rt = Runtime(settings)
+    store = rt.storage
+    for key in ("uploads/req_queued/photo.png", "uploads/req_failed/photo.png", "uploads/det_orphan/clip.mp4"):
+        src, _ = _file(tmp_path / "work" / key.replace("/", "_"), 10)
+        store.put_file(src, key)
+    ids = {}
+    for name in ("req_queued", "req_failed"):
+        at = store.location(f"uploads/{name}/photo.png")
+        ids[name] = create_generation(
+            rt,
+            subject_id="s",
+            purpose="p",
+            client_id="c",
+            photo_path=at,
+            audio_path=at,
+            output_path=None,
+            request_id=name,
+        ).id
+    job_state.move(rt, ids["req_failed"], JobStatus.failed, error_code="interrupted")
+    swept = sweep_stale_files(rt, older_than=-5)  # everything counts as stale: only "in use" protects
+    assert sorted(swept.objects) == ["uploads/det_orphan/clip.mp4", "uploads/req_failed/photo.png"]
+    assert store.exists("uploads/req_queued/photo.png")
+    rt.close()
