@@ -43,6 +43,7 @@ from service.errors import Denied, describe
 from service.models import Generation, JobStatus
 from service.runtime import Runtime
 from service.storage import OUTPUTS_PREFIX, check_output_path
+from service.structured_logs import bind_job, unbind_job
 
 __all__ = ["check_output_path", "generate_file", "run_generation"]  # check_output_path: the CLI's pre-check
 
@@ -279,6 +280,7 @@ def run_generation(
     if started is None:
         return update_generation(rt, generation_id)
     gen = started
+    log_ids = bind_job(gen.id, gen.request_id)  # every log line of this run names the job (structured_logs.py)
 
     def on_frame(i: int) -> None:
         if should_stop is not None and should_stop():
@@ -431,6 +433,7 @@ def run_generation(
         _unlink_quietly(unsigned)
         _unlink_quietly(signed)
         shutil.rmtree(fetched, ignore_errors=True)
+        unbind_job(log_ids)
 
 
 def _record_failure(rt: Runtime, gen: Generation, exc: BaseException, *, actor: str) -> None:
