@@ -64,6 +64,19 @@ def _unlink_quietly(path: Path) -> None:
         log.warning("could not remove the temp file %s", path, exc_info=True)
 
 
+class StageClock:
+    """Wall-clock seconds of consecutive stages: each call closes the stage named, which began at the last call."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def __call__(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.seconds[stage] = round(now - self._last, 3)
+        self._last = now
+
+
 def new_generation_id() -> str:
     return "gen_" + secrets.token_hex(8)
 
@@ -300,12 +313,14 @@ def run_generation(
     fetched = rt.settings.work_dir / f".inputs.{gen.id}.{token}.part"
     stages: list[Generator[np.ndarray, None, None]] = []
     t0 = time.perf_counter()
+    lap = StageClock()  # seconds per stage, audited with the result (the job metrics read them from there)
     try:
         out.check_writable()
         photo_path = rt.storage.local_input(gen.photo_path, fetched)
         audio_path = rt.storage.local_input(gen.audio_path, fetched)
         # 1. policy: consent, identity, limits (checked again here: consent may be revoked while a job is queued)
         inputs = validate_inputs(rt, photo_path, audio_path)
+        lap("inputs")
         decision, facts = check_generation_policy(
             rt,
             inputs=inputs,
@@ -319,6 +334,7 @@ def run_generation(
         assert inputs.audio is not None  # an over-long audio is denied by the policy above
         consent_id = facts.consent_record_id
         update_generation(rt, gen.id, consent_record_id=consent_id, policy_decision_id=decision.decision_id)
+        lap("policy")
 
         # 2. generate, 3. watermark every frame, 4. encode
         if should_stop is not None and should_stop():
@@ -340,6 +356,7 @@ def run_generation(
             crf=rt.settings.video_crf,
             on_frame=on_frame,
         )
+        lap("render")  # generate + watermark + encode: they overlap on three threads
 
         # 5. sign C2PA
         with Signer.from_files(
@@ -370,7 +387,9 @@ def run_generation(
             )
         report = read_provenance(signed, trust_anchors_pem=rt.trust_anchors_pem())
         output_sha256 = sha256_file(signed)
+        lap("sign")
         out.publish(signed)
+        lap("publish")
 
         # 6. audit
         event = rt.audit.append(
@@ -398,6 +417,7 @@ def run_generation(
                 "output_sha256": output_sha256,
                 "c2pa_state": report.state,
                 "seconds": round(time.perf_counter() - t0, 3),
+                "stage_seconds": lap.seconds,
             },
         )
         if progress:

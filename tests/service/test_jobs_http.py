@@ -235,7 +235,11 @@ def test_submit_run_download_and_delete_through_each_storage(stored_jobs: tuple[
     downloaded.write_bytes(video.content)
     report = read_provenance(downloaded, trust_anchors_pem=jobs.rt.trust_anchors_pem())
     assert report.state == "Trusted", report
-    assert hashlib.sha256(video.content).hexdigest() == _completed(jobs, job["id"])["output_sha256"]
+    completed = _completed(jobs, job["id"])
+    assert hashlib.sha256(video.content).hexdigest() == completed["output_sha256"]
+    # Each stage timed (the stage metrics read these), "publish" being the upload to the bucket with S3.
+    assert set(completed["stage_seconds"]) == {"inputs", "policy", "render", "sign", "publish"}
+    assert all(v >= 0 for v in completed["stage_seconds"].values())
     # Range requests (players seek with them) behave alike on both stores.
     part = jobs.client.get(f"/v1/generations/{job['id']}/video", headers={**jobs.bearer(), "Range": "bytes=100-1123"})
     assert part.status_code == 206 and part.content == video.content[100:1124]
