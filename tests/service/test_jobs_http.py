@@ -264,6 +264,34 @@ def test_submit_run_download_and_delete_through_each_storage(stored_jobs: tuple[
     assert_problem(jobs.client.delete("/v1/generations/gen_nope", headers=jobs.bearer()), 404, "not_found")
 
 
+def test_an_unreachable_bucket_at_submit_is_a_clean_503_and_leaves_nothing(jobs: Jobs, tmp_path: Path) -> None:
+    from tests.service.conftest import free_port
+
+    dead = {
+        "storage_url": "s3://provatar-gone/x",
+        "s3_endpoint_url": f"http://127.0.0.1:{free_port()}",  # nothing listens there
+        "s3_region": "us-east-1",
+        "s3_access_key_id": "a",
+        "s3_secret_access_key": "b",
+    }
+    settings = Settings(**{**jobs.rt.settings.model_dump(), **dead})
+    rt = Runtime(settings)
+    before = _count_jobs(jobs.rt)
+    staged_before = set(jobs.rt.settings.uploads_dir.iterdir())
+    with TestClient(create_app(settings, runtime=rt, start_worker=False)) as client:
+        broken = Jobs(client, rt, jobs.admin, jobs.subject_id, jobs.photo, jobs.audio, jobs.long_audio)
+        r = broken.submit()
+        assert_problem(r, 503, "object_storage_unavailable")
+        assert int(r.headers["retry-after"]) > 0 and "127.0.0.1" not in r.text
+        ready = client.get("/health/ready")
+        assert ready.status_code == 503 and "storage" in ready.json()["failed"]
+    rt.close()
+    assert _count_jobs(jobs.rt) == before  # no job, and no staged upload left behind
+    assert set(jobs.rt.settings.uploads_dir.iterdir()) == staged_before
+    rejected = [e.to_record() for e in jobs.rt.audit.query(action="request.rejected", limit=1000)]
+    assert any(e["details"]["code"] == "object_storage_unavailable" for e in rejected)  # type: ignore[index]
+
+
 def _completed(jobs: Jobs, gen_id: str) -> dict[str, Any]:
     events = [e.to_record() for e in jobs.rt.audit.query(action="generation.completed", limit=1000)]
     return next(e["details"] for e in events if e["details"]["generation_id"] == gen_id)  # type: ignore[index,return-value]

@@ -151,6 +151,20 @@ def test_inputs_in_the_bucket_are_fetched_for_a_run(store: Storage, tmp_path: Pa
     assert (local.parent == tmp_path / "fetched") == isinstance(store, S3Storage)  # local files are used in place
 
 
+def test_a_cli_out_file_stays_a_local_file_whatever_the_store(store: Storage, tmp_path: Path) -> None:
+    out = tmp_path / "mine" / "video.mp4"
+    out.parent.mkdir()
+    target = store.output_target(str(out), work_dir=tmp_path / "work")
+    assert target.path == out and target.staging_dir == out.parent and target.storage is None
+    target.check_writable()
+    finished, digest = _file(out.parent / ".video.mp4.1234.signed.part.mp4", 100)
+    target.publish(finished)
+    assert hashlib.sha256(out.read_bytes()).hexdigest() == digest and not finished.exists()
+    managed = store.output_target(store.location("outputs/gen_1.mp4"), work_dir=tmp_path / "work")
+    assert (managed.path is None) == isinstance(store, S3Storage)
+    assert managed.staging_dir == (tmp_path / "work" if isinstance(store, S3Storage) else tmp_path / "data" / "outputs")
+
+
 def test_an_unreachable_bucket_is_a_clean_503_not_a_traceback(tmp_path: Path) -> None:
     pytest.importorskip("boto3")
     dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
