@@ -175,10 +175,8 @@ def block(
     photos: Annotated[list[Path], typer.Argument(help="Photos of protected people (one face each), or folders.")],
     label: Annotated[
         str | None,
-        typer.Option(
-            help="Who this is: all photos become ONE entry of this person. Default: one entry per photo, "
-            "named after the file (for seeding from a folder of different people)."
-        ),
+        typer.Option(help="Who this is: all photos become ONE entry of this person. Default: one entry per photo, "
+        "named after the file (for seeding from a folder of different people)."),
     ] = None,
     reason: Annotated[str, typer.Option(help="Why they are protected.")] = "public figure",
     add_to: Annotated[
@@ -268,7 +266,9 @@ def _review_row(review: object) -> dict[str, object]:
 
 @consent_app.command("reviews")
 def reviews(
-    status: Annotated[str | None, typer.Option(help="pending | approved | rejected (default: all)")] = "pending",
+    status: Annotated[
+        str | None, typer.Option(help="pending | approved | rejected (default: all)")
+    ] = "pending",
     all_: Annotated[bool, typer.Option("--all", help="Every review, whatever its status.")] = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:

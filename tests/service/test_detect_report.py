@@ -24,10 +24,8 @@ def made_clip(example_photo: Path, example_audio: Path, tmp_path_factory: pytest
 
 def _self_contained(page: str) -> bool:
     """No resource is fetched: no src/href to a URL, no @import, no script."""
-    return (
-        not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page)
-        and "@import" not in page
-        and ("<script" not in page)
+    return not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page) and "@import" not in page and (
+        "<script" not in page
     )
 
 

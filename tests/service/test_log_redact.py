@@ -28,13 +28,8 @@ def test_redact(line: str, expected: str) -> None:
 
 def test_filter_keeps_the_argument_tuple_that_uvicorns_access_formatter_unpacks() -> None:
     record = logging.LogRecord(
-        "uvicorn.access",
-        logging.INFO,
-        __file__,
-        1,
-        '%s - "%s %s HTTP/%s" %d',
-        ("127.0.0.1:5", "GET", "/v1/x?access_token=SECRET", "1.1", 200),
-        None,
+        "uvicorn.access", logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:5", "GET", "/v1/x?access_token=SECRET", "1.1", 200), None,
     )
     assert RedactTokens().filter(record)
     assert record.args == ("127.0.0.1:5", "GET", f"/v1/x?access_token={REDACTED}", "1.1", 200)

@@ -207,17 +207,8 @@ def test_cli_lists_approves_and_blocks_from_several_photos(
     assert r.exit_code == 2 and "review_not_found" in r.output
     # Enrolling the protected face is refused (a certain match), whatever the justification.
     r = cli(
-        "consent",
-        "enroll",
-        str(example_photo),
-        "--name",
-        "x",
-        "--purpose",
-        "demo",
-        "--evidence-sha256",
-        "a" * 64,
-        "--review-justification",
-        "I know her personally, truly",
+        "consent", "enroll", str(example_photo), "--name", "x", "--purpose", "demo", "--evidence-sha256", "a" * 64,
+        "--review-justification", "I know her personally, truly",
     )
     assert r.exit_code == 3 and "blocked_identity" in r.output
 

@@ -73,7 +73,9 @@ def ingredient_formats(video: Path) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------------- the sniffer
-def test_media_types_come_from_the_bytes_not_the_name(example_photo: Path, example_audio: Path, tmp_path: Path) -> None:
+def test_media_types_come_from_the_bytes_not_the_name(
+    example_photo: Path, example_audio: Path, tmp_path: Path
+) -> None:
     samples = {
         "png": example_photo.read_bytes(),
         "jpeg": image_bytes(example_photo, "JPEG"),
@@ -109,18 +111,8 @@ def enrolled(cli: Cli, example_photo: Path, tmp_path_factory: pytest.TempPathFac
     assert cli("init").exit_code == 0
     evidence = tmp_path_factory.mktemp("types") / "consent.txt"
     evidence.write_text("signed consent form")
-    r = cli(
-        "consent",
-        "enroll",
-        str(example_photo),
-        "--name",
-        "E",
-        "--purpose",
-        "types",
-        "--evidence",
-        str(evidence),
-        "--json",
-    )
+    r = cli("consent", "enroll", str(example_photo), "--name", "E", "--purpose", "types", "--evidence", str(evidence),
+            "--json")
     assert r.exit_code == 0, r.output
     return str(json.loads(r.stdout)["subject_id"])
 
@@ -159,7 +151,8 @@ def test_cli_generate_uses_the_real_type_of_a_misnamed_input(
     data = wav_bytes(example_audio, tmp_path) if audio_fmt == "wav" else encoded_audio(example_audio, "ogg", "libopus")
     audio.write_bytes(data)
     video = tmp_path / "out.mp4"
-    r = cli("generate", str(photo), str(audio), "-o", str(video), "--subject", enrolled, "--purpose", "types", "--json")
+    r = cli("generate", str(photo), str(audio), "-o", str(video), "--subject", enrolled, "--purpose", "types",
+            "--json")
     assert r.exit_code == 0, r.output  # before the fix the JPEG-in-.png case failed at signing: signing_failed
     assert sorted(ingredient_formats(video)) == sorted(ingredients)
     gen_id = json.loads(r.stdout)["generation_id"]
@@ -215,19 +208,14 @@ def api(tmp_path_factory: pytest.TempPathFactory, example_photo: Path) -> Iterat
     rt = Runtime(settings)
     app = create_app(settings, runtime=rt, start_worker=False)
     with TestClient(app) as client:
-        r = client.post(
-            "/v1/token",
-            data={"grant_type": "client_credentials"},
-            auth=(str(init.admin_client_id), str(init.admin_secret)),
-        )
+        r = client.post("/v1/token", data={"grant_type": "client_credentials"},
+                        auth=(str(init.admin_client_id), str(init.admin_secret)))
         headers = {"Authorization": f"Bearer {r.json()['access_token']}"}
         r = client.post(
             "/v1/subjects",
             data={"name": "E", "purposes": ["types"]},
-            files=[
-                ("photos", ("p.png", example_photo.read_bytes(), "image/png")),
-                ("evidence", ("c.txt", b"consent", "text/plain")),
-            ],
+            files=[("photos", ("p.png", example_photo.read_bytes(), "image/png")),
+                   ("evidence", ("c.txt", b"consent", "text/plain"))],
             headers=headers,
         )
         assert r.status_code == 201, r.text
