@@ -332,14 +332,11 @@ class S3Storage(Storage):
         args: dict[str, Any] = {"Bucket": self.bucket, "Key": self._key(key)}
         if start or end is not None:
             args["Range"] = f"bytes={start}-{'' if end is None else end}"
-        try:
+        try:  # asked now, not at the first chunk: a failure is still a clean 503 before any byte is sent
             body = self.client.get_object(**args)["Body"]
         except self._errors as exc:
             raise self._unavailable(f"reading {key}", exc) from exc
-        try:
-            yield from body.iter_chunks(CHUNK_BYTES)
-        finally:
-            body.close()
+        return _chunks(body)
 
     def download(self, key: str, dest: Path) -> Path:
         try:
@@ -388,6 +385,13 @@ class S3Storage(Storage):
         except self._errors as exc:
             raise self._unavailable(f"reaching the bucket {self.bucket}", exc) from exc
         return {"kind": self.kind, "bucket": self.bucket, "prefix": self.prefix}
+
+
+def _chunks(body: Any) -> Iterator[bytes]:
+    try:
+        yield from body.iter_chunks(CHUNK_BYTES)
+    finally:
+        body.close()
 
 
 def _boto_errors() -> tuple[type[Exception], ...]:

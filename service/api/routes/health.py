@@ -24,15 +24,15 @@ def record_unavailable(app: FastAPI, code: str) -> None:
 
 
 def _readiness(rt: Runtime, app: FastAPI) -> Readiness:
-    ready = check_readiness(rt)
+    report = check_readiness(rt)
     last = getattr(app.state, "last_unavailable", None)
     if last is not None and time.monotonic() - last[0] < UNAVAILABLE_WINDOW_S:
-        ready.checks["recent_failure"] = {
+        report.checks["recent_failure"] = {
             "ok": False,
             "code": last[1],
             "seconds_ago": round(time.monotonic() - last[0], 1),
         }
-    return ready
+    return report
 
 
 @router.get("/health/live")
@@ -50,8 +50,8 @@ def ready(rt: RuntimeDep, request: Request) -> Any:
     """Readiness, one entry per dependency with its status and latency (service/readiness.py): database, audit log,
     storage (bucket or data dir, and free space), broker (when configured), models; and no request failed on the
     database or the disk just now. 503 problem+json naming the failed checks."""
-    ready = _readiness(rt, request.app)
-    failed = ready.failed
+    report = _readiness(rt, request.app)
+    failed = report.failed
     if failed:
         body = {
             "type": "/problems/service_unavailable",
@@ -62,7 +62,7 @@ def ready(rt: RuntimeDep, request: Request) -> Any:
             "code": "service_unavailable",
             "message": "not ready: " + ", ".join(failed),
             "failed": failed,
-            "checks": ready.checks,
+            "checks": report.checks,
         }
         return JSONResponse(
             body,
@@ -70,7 +70,7 @@ def ready(rt: RuntimeDep, request: Request) -> Any:
             media_type="application/problem+json",
             headers={"Retry-After": str(RETRY_UNAVAILABLE_S), "Cache-Control": "no-store"},
         )
-    checks = ready.checks
+    checks = report.checks
     return {
         "status": "ok",
         "database": checks["database"]["dialect"],
