@@ -5,6 +5,7 @@ submit -> run -> download (ranges too) -> delete on local and S3 storage, and cu
 from __future__ import annotations
 
 import hashlib
+import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -199,6 +200,29 @@ def stored_jobs(request: pytest.FixtureRequest, jobs: Jobs) -> Iterator[tuple[Jo
     rt.close()
 
 
+def _other_machine(jobs: Jobs, tmp_path: Path) -> Runtime:
+    """A worker as on another machine: its own empty data dir (none of the API's files), the same database, bucket,
+    keys and signing certificates (what a deployment gives every worker)."""
+    api = jobs.rt.settings
+    data = tmp_path / "worker-machine"
+    shutil.copytree(api.keys_dir, data / "keys")
+    pki = tmp_path / "worker-pki"  # read-only configuration, outside its data dir
+    shutil.copytree(api.pki_dir, pki)
+    settings = Settings(
+        **{
+            **api.model_dump(),
+            "data_dir": data,
+            "database_url": api.db_url,
+            "signing_cert_chain": pki / "chain.pem",
+            "signing_key": pki / "signer.key",
+            "trust_anchors": pki / "root.pem",
+            "audit_signing_key": api.audit_signing_key or api.keys_dir / "audit_ed25519.pem",
+            "audit_witness_path": api.witness_path,
+        }
+    )
+    return Runtime(settings)
+
+
 def _stored_bytes(jobs: Jobs, location: str) -> bytes | None:
     """What the storage holds at a recorded location (read back through the store), None when nothing."""
     key = jobs.rt.storage.key_of(location)
@@ -218,9 +242,13 @@ def test_submit_run_download_and_delete_through_each_storage(stored_jobs: tuple[
         assert Path(gen.photo_path).is_file() and Path(str(gen.output_path)).parent == jobs.rt.settings.outputs_dir
     r = jobs.client.delete(f"/v1/generations/{job['id']}", headers=jobs.bearer())
     assert_problem(r, 409, "not_finished")
-    Worker(jobs.rt).run_pending()
+    worker_rt = _other_machine(jobs, tmp_path) if s3 is not None else jobs.rt
+    Worker(worker_rt).run_pending()
     gen = jobs.status(job["id"])
     assert gen.status == JobStatus.succeeded, (gen.error_code, gen.error_message)
+    if s3 is not None:  # the worker machine kept nothing: its fetched inputs and temp renders are gone
+        assert not [p for p in worker_rt.settings.data_dir.rglob("*") if p.is_file() and "keys" not in p.parts]
+        worker_rt.close()
     assert _stored_bytes(jobs, gen.photo_path) is None  # uploads discarded after the job, in the bucket too
     assert not list(jobs.rt.settings.work_dir.glob("*"))  # fetched inputs and temp renders are gone
     assert_problem(
