@@ -194,7 +194,16 @@ def serve(
         if not (settings.keys_dir).exists():
             raise NotInitialized(f"no provatar installation at {settings.data_dir}")
         # A token passed as ?access_token= (WebSocket clients) must never reach the access log.
-        uvicorn.run(create_app(settings), host=host, port=port, log_level="info", log_config=uvicorn_log_config())
+        uvicorn.run(
+            create_app(settings),
+            host=host,
+            port=port,
+            log_level="info",
+            log_config=uvicorn_log_config(settings.log_format),
+            # On SIGTERM: stop accepting at once, give requests in flight this long, then the lifespan shutdown
+            # gives the in-process worker the same grace (service/api/main.py).
+            timeout_graceful_shutdown=max(1, int(settings.shutdown_grace_seconds)),
+        )
 
     guarded(body)
 

@@ -89,6 +89,14 @@ class OutputNotWritable(ServiceError):
     exit_status = ExitStatus.INVALID_INPUT
 
 
+class ObjectStorageUnavailable(ServiceError):
+    """The object store (PROVATAR_STORAGE_URL, e.g. an S3 bucket) did not answer or refused us: our environment's
+    fault, not the caller's, and usually temporary (a 503 with Retry-After; readiness reports it)."""
+
+    code = "object_storage_unavailable"
+    http_status = 503
+
+
 class Unauthorized(ServiceError):
     code = "unauthorized"
     http_status = 401
@@ -212,9 +220,12 @@ HINTS: dict[str, str] = {
     "server and the disk it writes to",
     "storage_full": "a temporary condition: retry after Retry-After seconds; operators: free space on the data dir",
     "storage_unavailable": "operators: the data dir is read-only; remount it read-write",
+    "object_storage_unavailable": "a temporary condition: retry after Retry-After seconds; operators: check the "
+    "bucket, PROVATAR_S3_ENDPOINT_URL and the credentials (GET /health/ready shows the storage check)",
     "service_unavailable": "GET /health lists the failed checks; retry after Retry-After seconds",
     "not_ready": "poll GET /v1/generations/{id} until its status is succeeded (see Retry-After)",
     "output_deleted": "the video was deleted on request; generate it again if you need it",
+    "output_missing": "the video's file or object is gone from storage (removed outside provatar); generate it again",
     "client_not_found": "`provatar client list` shows the existing clients",
     "invalid_cursor": "pass the `after` value from a `next` link unchanged",
     "invalid_webhook_url": "use an https URL on a public host (see PROVATAR_WEBHOOK_* settings)",
@@ -423,6 +434,8 @@ def describe(exc: BaseException) -> Problem:
         headers: dict[str, str] = {}
         if isinstance(exc, TooManyRequests):
             headers["Retry-After"] = str(exc.retry_after)
+        elif isinstance(exc, ObjectStorageUnavailable):
+            headers["Retry-After"] = str(RETRY_UNAVAILABLE_S)
         challenge = bearer_challenge(exc.code, exc.message, exc.details.get("required_scope"))
         if challenge and exc.http_status in (401, 403):
             headers["WWW-Authenticate"] = challenge

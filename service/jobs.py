@@ -5,10 +5,8 @@ failed visibly with the code `interrupted`."""
 from __future__ import annotations
 
 import logging
-import shutil
 import threading
 import time
-from pathlib import Path
 
 from sqlmodel import col, select
 
@@ -164,14 +162,15 @@ class Worker:
 def discard_uploads(rt: Runtime, gen_id: str) -> None:
     """Delete a finished job's uploaded photo and audio: only their hashes are kept (audit log, C2PA ingredients).
 
-    Only files the API staged under `uploads_dir` are touched, never paths a CLI user passed in; a job that did not
-    reach a final state (e.g. the process is stopping) keeps them for its retry.
+    Only the per-request folder the API staged (`uploads/req_.../`, on disk or in the bucket: service/storage.py) is
+    touched, never paths a CLI user passed in; a job that did not reach a final state (e.g. the process is stopping)
+    keeps them for its retry.
     """
     with rt.session() as session:
         gen = session.get(Generation, gen_id)
     if gen is None or gen.status in (JobStatus.queued, JobStatus.running):
         return
-    uploads = rt.settings.uploads_dir.resolve()
-    staging = Path(gen.photo_path).resolve().parent
-    if staging.parent == uploads and staging.name.startswith("req_"):
-        shutil.rmtree(staging, ignore_errors=True)
+    try:
+        rt.storage.discard_staged_uploads(gen.photo_path)
+    except Exception:  # the bucket may be unreachable right now: the periodic sweep deletes them later
+        log.warning("could not delete the uploads of generation %s", gen_id, exc_info=True)

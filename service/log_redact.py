@@ -39,10 +39,13 @@ class RedactTokens(logging.Filter):
         return True
 
 
-def uvicorn_log_config() -> dict[str, Any]:
+def uvicorn_log_config(log_format: str = "text") -> dict[str, Any]:
     """uvicorn's default logging config with `RedactTokens` on every handler (access and error logs alike), and
-    the root logger sent through it too."""
+    the root logger sent through it too; request and job ids on every line, JSON lines when `log_format` is json
+    (service/structured_logs.py)."""
     from uvicorn.config import LOGGING_CONFIG
+
+    from service.structured_logs import log_config
 
     config = copy.deepcopy(LOGGING_CONFIG)
     config.setdefault("filters", {})["redact_tokens"] = {"()": RedactTokens}
@@ -51,4 +54,4 @@ def uvicorn_log_config() -> dict[str, Any]:
     # Everything else (the websockets library, our own loggers) reaches the same filtered handler, not Python's
     # unfiltered last-resort handler; warnings and errors only, as before.
     config.setdefault("root", {"handlers": ["default"], "level": "WARNING"})
-    return config
+    return log_config(log_format, base=config)

@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import secrets
-import tempfile
+import shutil
 import time
 import uuid
 from collections.abc import Callable, Generator, Iterator
@@ -40,9 +39,13 @@ from safeguards.gate import assess_generation_request
 from safeguards.provenance import ManifestSpec, Signer, read_provenance, sign_mp4
 from safeguards.watermark import TAG_BITS, WATERMARK_ALGORITHM, Watermarker, WatermarkPayload
 from service import consent_ops, job_state
-from service.errors import Denied, OutputNotWritable, describe
+from service.errors import Denied, describe
 from service.models import Generation, JobStatus
 from service.runtime import Runtime
+from service.storage import OUTPUTS_PREFIX, check_output_path
+from service.structured_logs import bind_job, unbind_job
+
+__all__ = ["check_output_path", "generate_file", "run_generation"]  # check_output_path: the CLI's pre-check
 
 ProgressFn = Callable[[float], None]
 VERSION = "0.1.0"
@@ -53,36 +56,25 @@ log = logging.getLogger("provatar.pipeline")
 PART_GLOBS = (".*.part", ".*.part.mp4")
 
 
-def check_output_path(out: Path, *, create_parent: bool = False) -> None:
-    """Refuse an output path this run could not write, before any work: a directory, a missing or read-only parent.
-
-    Probes by creating (and removing) a hidden temp file beside the target, which is what the run will do: this
-    catches read-only mounts, permissions, a full inode table and a parent that is a file. Raises OutputNotWritable.
-    """
-    if out.is_dir():
-        raise OutputNotWritable(f"the output {out} is a directory; name a file such as {out / 'video.mp4'}")
-    parent = out.parent
-    if create_parent:
-        try:
-            parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise OutputNotWritable(f"cannot create the output directory {parent}: {exc.strerror or exc}") from exc
-    if not parent.is_dir():
-        raise OutputNotWritable(f"the output directory {parent} does not exist")
-    try:
-        fd, probe = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part", dir=parent)
-    except OSError as exc:
-        raise OutputNotWritable(f"cannot write to the output directory {parent}: {exc.strerror or exc}") from exc
-    os.close(fd)
-    os.unlink(probe)
-
-
 def _unlink_quietly(path: Path) -> None:
     """Remove a temp file this run created; a failure to clean up must never hide the run's own error."""
     try:
         path.unlink(missing_ok=True)
     except OSError:
         log.warning("could not remove the temp file %s", path, exc_info=True)
+
+
+class StageClock:
+    """Wall-clock seconds of consecutive stages: each call closes the stage named, which began at the last call."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def __call__(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.seconds[stage] = round(now - self._last, 3)
+        self._last = now
 
 
 def new_generation_id() -> str:
@@ -216,13 +208,14 @@ def create_generation(
     subject_id: str,
     purpose: str,
     client_id: str,
-    photo_path: Path,
-    audio_path: Path,
+    photo_path: Path | str,
+    audio_path: Path | str,
     output_path: Path | None,
     request_id: str,
     params: dict[str, Any] | None = None,
 ) -> Generation:
-    """Persist a queued generation with a fresh, unique 32-bit watermark tag."""
+    """Persist a queued generation with a fresh, unique 32-bit watermark tag. Inputs are local paths or storage
+    locations (`s3://...`, service/storage.py); without `output_path` the video goes to the runtime's storage."""
     gen_id = new_generation_id()
     for _ in range(8):
         gen = Generation(
@@ -234,7 +227,7 @@ def create_generation(
             watermark_tag=secrets.randbits(TAG_BITS),
             photo_path=str(photo_path),
             audio_path=str(audio_path),
-            output_path=str(output_path or rt.settings.outputs_dir / f"{gen_id}.mp4"),
+            output_path=str(output_path) if output_path else rt.storage.location(f"{OUTPUTS_PREFIX}{gen_id}.mp4"),
             params=params or {},
         )
         with rt.session() as session:
@@ -300,6 +293,7 @@ def run_generation(
     if started is None:
         return update_generation(rt, generation_id)
     gen = started
+    log_ids = bind_job(gen.id, gen.request_id)  # every log line of this run names the job (structured_logs.py)
 
     def on_frame(i: int) -> None:
         if should_stop is not None and should_stop():
@@ -308,18 +302,25 @@ def run_generation(
             progress(0.95 * (i + 1) / total)
 
     actor = actor or f"client:{gen.client_id}"
-    out = Path(gen.output_path) if gen.output_path else rt.settings.outputs_dir / f"{gen.id}.mp4"
-    # Everything is written under temp names beside `out`; `out` itself is only ever replaced by a finished, signed,
-    # verified video, and never deleted: a file already there survives any failure (the run did not create it).
+    location = gen.output_path or rt.storage.location(f"{OUTPUTS_PREFIX}{gen.id}.mp4")
+    out = rt.storage.output_target(location, work_dir=rt.settings.work_dir)
+    # Everything is written under temp names in the staging dir (beside a local output); the output itself is only
+    # ever replaced by a finished, signed, verified video, and never deleted: one already there survives any failure.
     token = secrets.token_hex(4)
-    unsigned = out.with_name(f".{out.name}.{token}.unsigned.part.mp4")
-    signed = out.with_name(f".{out.name}.{token}.signed.part.mp4")
+    unsigned = out.staging_dir / f".{out.name}.{token}.unsigned.part.mp4"
+    signed = out.staging_dir / f".{out.name}.{token}.signed.part.mp4"
+    # Inputs kept in object storage (uploads on another machine) are fetched here for the run, and deleted after it.
+    fetched = rt.settings.work_dir / f".inputs.{gen.id}.{token}.part"
     stages: list[Generator[np.ndarray, None, None]] = []
     t0 = time.perf_counter()
+    lap = StageClock()  # seconds per stage, audited with the result (the job metrics read them from there)
     try:
-        check_output_path(out, create_parent=out.parent == rt.settings.outputs_dir)
+        out.check_writable()
+        photo_path = rt.storage.local_input(gen.photo_path, fetched)
+        audio_path = rt.storage.local_input(gen.audio_path, fetched)
         # 1. policy: consent, identity, limits (checked again here: consent may be revoked while a job is queued)
-        inputs = validate_inputs(rt, Path(gen.photo_path), Path(gen.audio_path))
+        inputs = validate_inputs(rt, photo_path, audio_path)
+        lap("inputs")
         decision, facts = check_generation_policy(
             rt,
             inputs=inputs,
@@ -333,6 +334,7 @@ def run_generation(
         assert inputs.audio is not None  # an over-long audio is denied by the policy above
         consent_id = facts.consent_record_id
         update_generation(rt, gen.id, consent_record_id=consent_id, policy_decision_id=decision.decision_id)
+        lap("policy")
 
         # 2. generate, 3. watermark every frame, 4. encode
         if should_stop is not None and should_stop():
@@ -354,6 +356,7 @@ def run_generation(
             crf=rt.settings.video_crf,
             on_frame=on_frame,
         )
+        lap("render")  # generate + watermark + encode: they overlap on three threads
 
         # 5. sign C2PA
         with Signer.from_files(
@@ -372,8 +375,8 @@ def run_generation(
                     watermark_algorithm=WATERMARK_ALGORITHM,
                     watermark_payload_hex=payload.to_hex(),
                     software_version=VERSION,
-                    photo_path=Path(gen.photo_path),
-                    audio_path=Path(gen.audio_path),
+                    photo_path=photo_path,
+                    audio_path=audio_path,
                     extra={
                         "policy_hash": decision.policy_hash,
                         "policy_decision": "allow",
@@ -384,10 +387,9 @@ def run_generation(
             )
         report = read_provenance(signed, trust_anchors_pem=rt.trust_anchors_pem())
         output_sha256 = sha256_file(signed)
-        try:
-            os.replace(signed, out)
-        except OSError as exc:
-            raise OutputNotWritable(f"cannot write the output {out}: {exc.strerror or exc}") from exc
+        lap("sign")
+        out.publish(signed)
+        lap("publish")
 
         # 6. audit
         event = rt.audit.append(
@@ -407,14 +409,15 @@ def run_generation(
                 "watermark_tag": f"{gen.watermark_tag:08x}",
                 "frames": total,
                 "duration_s": round(inputs.audio.duration_s, 3),
-                "photo_sha256": sha256_file(Path(gen.photo_path)),
-                "audio_sha256": sha256_file(Path(gen.audio_path)),
+                "photo_sha256": sha256_file(photo_path),
+                "audio_sha256": sha256_file(audio_path),
                 # The types the bytes have (and the C2PA ingredients carry), whatever the file names said.
                 "photo_type": inputs.photo_type.mime if inputs.photo_type else None,
                 "audio_type": inputs.audio_type.mime if inputs.audio_type else None,
                 "output_sha256": output_sha256,
                 "c2pa_state": report.state,
                 "seconds": round(time.perf_counter() - t0, 3),
+                "stage_seconds": lap.seconds,
             },
         )
         if progress:
@@ -449,6 +452,8 @@ def run_generation(
             stage.close()
         _unlink_quietly(unsigned)
         _unlink_quietly(signed)
+        shutil.rmtree(fetched, ignore_errors=True)
+        unbind_job(log_ids)
 
 
 def _record_failure(rt: Runtime, gen: Generation, exc: BaseException, *, actor: str) -> None:

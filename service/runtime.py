@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from safeguards.classifier import SyntheticClipClassifier
     from safeguards.cues.fusion import FusionModel
     from safeguards.identity import FaceAnalyzer
+    from service.storage import Storage
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,14 @@ class Runtime:
 
     def session(self) -> Session:
         return Session(self.engine)
+
+    @cached_property
+    def storage(self) -> Storage:
+        """Where outputs and staged uploads live (service/storage.py): the data dir, or the S3 bucket of
+        PROVATAR_STORAGE_URL shared by every API server and worker."""
+        from service.storage import open_storage
+
+        return open_storage(self.settings)
 
     @cached_property
     def tokens(self) -> TokenService:

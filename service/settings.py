@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Plain constants (importing them does not load the face models).
@@ -104,7 +105,28 @@ class Settings(BaseSettings):
     console_session_seconds: int = Field(8 * 3600, gt=0, description="a console sign-in lasts at most this long")
     console_idle_seconds: int = Field(30 * 60, gt=0, description="a console session unused this long ends")
 
+    # --- shared storage: finished videos and staged uploads (service/storage.py) ---
+    storage_url: str | None = Field(
+        None,
+        description="s3://bucket/prefix puts outputs and uploads in an S3 bucket that API servers and workers on "
+        "other machines share; default: data_dir on this machine",
+    )
+    s3_endpoint_url: str | None = Field(None, description="an S3-compatible server (MinIO, Ceph...); default AWS")
+    s3_region: str | None = Field(None, description="the bucket's region; default from the AWS environment")
+    # Credentials: the standard AWS chain (AWS_ACCESS_KEY_ID..., ~/.aws, an instance role) unless both are set here.
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = None
+
     # --- operations ---
+    broker_url: str | None = Field(
+        None, description="redis://... : jobs go to Celery workers through this broker; /health/ready pings it"
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text", description="json: one JSON object per line with request_id and generation_id (log shippers)"
+    )
+    shutdown_grace_seconds: float = Field(
+        30.0, ge=0, description="on SIGTERM, how long the in-process worker may finish its running job"
+    )
     metrics_bearer_token: str | None = Field(
         None, description="when set, GET /metrics requires `Authorization: Bearer <token>` (Prometheus bearer_token)"
     )
@@ -152,6 +174,14 @@ class Settings(BaseSettings):
     def _expand(cls, v: Path) -> Path:
         return v.expanduser().resolve()
 
+    @field_validator("storage_url", mode="after")
+    @classmethod
+    def _storage_url(cls, v: str | None) -> str | None:
+        # Refused at start, not at the first upload: a typo must not send outputs somewhere unexpected.
+        if v is not None and not (v.startswith("s3://") and len(v) > len("s3://") and not v.startswith("s3:///")):
+            raise ValueError(f"PROVATAR_STORAGE_URL: {v!r} is not s3://bucket[/prefix] (unset it for local files)")
+        return v
+
     @field_validator("extra_trust_anchors", mode="after")
     @classmethod
     def _anchors_exist(cls, v: Path | None) -> Path | None:
@@ -186,6 +216,11 @@ class Settings(BaseSettings):
     @property
     def uploads_dir(self) -> Path:
         return self.data_dir / "uploads"
+
+    @property
+    def work_dir(self) -> Path:
+        """Scratch space of runs whose output or inputs live in object storage (temp renders, fetched uploads)."""
+        return self.data_dir / "work"
 
     @property
     def cert_chain_path(self) -> Path:

@@ -20,6 +20,7 @@ from sqlmodel import col, select
 from service.models import Generation, JobStatus
 from service.pipeline import PART_GLOBS
 from service.runtime import Runtime
+from service.storage import UPLOADS_PREFIX, S3Storage
 
 log = logging.getLogger("provatar.sweep")
 # The staging directories the API creates under uploads_dir (generations, detections, live streams).
@@ -30,6 +31,7 @@ STAGING_PREFIXES = ("req_", "det_", "live_")
 class SweepResult:
     parts: list[Path] = field(default_factory=list)
     uploads: list[Path] = field(default_factory=list)
+    objects: list[str] = field(default_factory=list)  # keys of stale staged uploads in the bucket
 
 
 def _older(path: Path, cutoff: float) -> bool:
@@ -44,27 +46,31 @@ def sweep_stale_files(rt: Runtime, *, older_than: float | None = None) -> SweepR
     older_than = rt.settings.stale_file_seconds if older_than is None else older_than
     cutoff = time.time() - older_than
     result = SweepResult()
-    outputs = rt.settings.outputs_dir
-    if outputs.is_dir():
+    # Runs stage beside a local output, or in the work dir when the output goes to a bucket (and fetch inputs there).
+    for folder in (rt.settings.outputs_dir, rt.settings.work_dir):
+        if not folder.is_dir():
+            continue
         for pattern in PART_GLOBS:
-            for part in outputs.glob(pattern):
-                if part.is_file() and not part.is_symlink() and _older(part, cutoff):
-                    try:
+            for part in folder.glob(pattern):
+                if part.is_symlink() or not _older(part, cutoff):
+                    continue
+                try:
+                    if part.is_dir():  # fetched inputs of a killed run
+                        shutil.rmtree(part)
+                    else:
                         part.unlink()
-                        result.parts.append(part)
-                    except OSError:
-                        log.warning("could not remove the stale temp file %s", part, exc_info=True)
+                    result.parts.append(part)
+                except OSError:
+                    log.warning("could not remove the stale temp file %s", part, exc_info=True)
+    with rt.session() as session:
+        in_use_locations = session.exec(
+            select(Generation.photo_path).where(col(Generation.status).in_([JobStatus.queued, JobStatus.running]))
+        ).all()
+    if isinstance(rt.storage, S3Storage):
+        result.objects = _sweep_bucket_uploads(rt.storage, in_use_locations, older_than)
     uploads = rt.settings.uploads_dir
     if uploads.is_dir():
-        with rt.session() as session:
-            in_use = {
-                Path(p).resolve().parent
-                for p in session.exec(
-                    select(Generation.photo_path).where(
-                        col(Generation.status).in_([JobStatus.queued, JobStatus.running])
-                    )
-                ).all()
-            }
+        in_use = {Path(p).resolve().parent for p in in_use_locations if "://" not in p}
         for staging in uploads.iterdir():
             if not staging.name.startswith(STAGING_PREFIXES) or staging.is_symlink() or not staging.is_dir():
                 continue
@@ -72,6 +78,28 @@ def sweep_stale_files(rt: Runtime, *, older_than: float | None = None) -> SweepR
                 continue
             shutil.rmtree(staging, ignore_errors=True)
             result.uploads.append(staging)
-    if result.parts or result.uploads:
-        log.info("swept %d stale temp files and %d upload dirs", len(result.parts), len(result.uploads))
+    if result.parts or result.uploads or result.objects:
+        log.info(
+            "swept %d stale temp files, %d upload dirs and %d uploaded objects",
+            len(result.parts),
+            len(result.uploads),
+            len(result.objects),
+        )
     return result
+
+
+def _sweep_bucket_uploads(storage: S3Storage, in_use_locations: list[str], older_than: float) -> list[str]:
+    """Delete staged uploads in the bucket that no queued or running job needs (their job's worker died before
+    discarding them, or the bucket was unreachable then)."""
+    keep = set()
+    for location in in_use_locations:
+        key = storage.key_of(location)
+        if key is not None:
+            keep.add(key.rsplit("/", 1)[0] + "/")
+    swept = []
+    for key in storage.list_older(UPLOADS_PREFIX, older_than):
+        folder = key.rsplit("/", 1)[0] + "/"
+        if folder[len(UPLOADS_PREFIX) :].startswith(STAGING_PREFIXES) and folder not in keep:
+            storage.delete(key)
+            swept.append(key)
+    return swept

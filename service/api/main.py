@@ -42,6 +42,7 @@ from service.ratelimit import RateLimiter
 from service.rejection_audit import RejectionAudit
 from service.runtime import Runtime
 from service.settings import Settings, get_settings
+from service.structured_logs import request_id_var
 from service.webhooks import Dispatcher
 
 log = logging.getLogger("provatar.api")
@@ -52,6 +53,13 @@ _DESCRIPTION = (
     "Every error outside the token endpoint is `application/problem+json` (RFC 9457) with provatar's `code` and "
     "`hint` as extension members; the token endpoint answers errors as RFC 6749 §5.2 says."
 )
+
+
+def _flush_logs() -> None:
+    """Push buffered log lines out before the process exits (a shipper reading stdout must not lose the last)."""
+    for logger in (logging.getLogger(), logging.getLogger("provatar"), logging.getLogger("uvicorn")):
+        for handler in logger.handlers:
+            handler.flush()
 
 
 def create_app(
@@ -80,13 +88,34 @@ def create_app(
             outcome="ok",
             details={"version": app.version, "rate_limit_backend": app.state.limiter.backend},
         )
+        app.state.shutdown_hooks = []
         try:
             yield
         finally:
+            # Graceful shutdown (SIGTERM): the server has stopped accepting and drained its requests (uvicorn's
+            # timeout_graceful_shutdown). The in-process worker takes no new job and gets the grace period to
+            # finish the one it runs; a job still running after that stays `running` and is retried by
+            # recover_interrupted() at the next start. `app.state.shutdown_hooks` run next, with the worker
+            # stopped: the place to hand back a job's lease at once instead of letting it expire.
+            grace = settings.shutdown_grace_seconds
+            log.info("shutting down: the worker has %.0f s to finish its job", grace)
             if start_worker:
-                worker.stop()
+                worker.stop(timeout=grace)
+            for hook in app.state.shutdown_hooks:
+                try:
+                    hook()
+                except Exception:
+                    log.warning("a shutdown hook failed", exc_info=True)
             dispatcher.stop()
             rejections.stop()
+            try:
+                rt.audit.append(
+                    action="service.stopped", actor="service", outcome="ok", details={"version": app.version}
+                )
+            except Exception:  # the database may be the reason we stop
+                log.warning("could not audit the shutdown", exc_info=True)
+            log.info("stopped")
+            _flush_logs()
             if runtime is None:
                 rt.close()
 
@@ -145,6 +174,9 @@ def create_app(
     async def add_request_id(request: Request, call_next):  # type: ignore[no-untyped-def]
         rid = request.headers.get("x-request-id") or uuid.uuid4().hex
         request.state.request_id = rid[:64]
+        # Every log line of this request carries it (service/structured_logs.py). Not reset on the way out: the
+        # server's access line is written after this returns, in this same per-request task, and must carry it too.
+        request_id_var.set(request.state.request_id)
         response = await call_next(request)
         response.headers["X-Request-ID"] = request.state.request_id
         return response

@@ -1,14 +1,17 @@
-"""Streaming uploads to disk under a size limit, so a huge body is refused without filling memory or disk."""
+"""Streaming uploads to disk under a size limit, so a huge body is refused without filling memory or disk; and
+handing a job's staged uploads to the shared storage its worker (maybe on another machine) reads them from."""
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 from pathlib import Path
 
 from fastapi import UploadFile
 
 from service.errors import InvalidInput, PayloadTooLarge
+from service.storage import UPLOADS_PREFIX, Storage
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _EMPTY_CODES = {"photo": "invalid_image", "audio": "invalid_audio", "file": "invalid_video"}
@@ -40,3 +43,27 @@ async def save_upload(upload: UploadFile, dest: Path, *, max_bytes: int, field: 
         await upload.close()
     os.chmod(dest, 0o600)
     return dest
+
+
+def share_staged_uploads(storage: Storage, files: list[Path]) -> list[str]:
+    """The locations a job records for its uploaded `files` (all in one staging dir `req_...`): the files themselves
+    when the storage is this data dir, else objects under `uploads/req_.../` in the bucket (the local copies go).
+
+    On failure nothing stays in the bucket; the caller still owns (and removes) the local staging dir."""
+    locations: list[str] = []
+    staged: list[str] = []
+    try:
+        for f in files:
+            key = storage.key_of(str(f))
+            if key is None or storage.local_path(key) is None:
+                key = f"{UPLOADS_PREFIX}{f.parent.name}/{f.name}"
+                storage.put_file(f, key)
+                staged.append(key)
+            locations.append(storage.location(key))
+    except BaseException:
+        for key in staged:
+            storage.delete(key)
+        raise
+    if staged:
+        shutil.rmtree(files[0].parent, ignore_errors=True)
+    return locations

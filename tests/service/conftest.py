@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import struct
+import subprocess
+import sys
+import time
+import uuid
 import wave
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -45,6 +52,80 @@ def cli(data_dir: Path) -> Iterator[Cli]:
     yield Cli(runner, {"PROVATAR_DATA_DIR": str(data_dir)})
     mp.undo()
     get_settings.cache_clear()
+
+
+@dataclass
+class S3Server:
+    """A real S3-compatible HTTP server (moto's server mode, its own process) on a loopback port."""
+
+    endpoint: str
+
+    def client(self) -> Any:
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="provatar-test",
+            aws_secret_access_key="provatar-test-secret",
+        )
+
+    def new_bucket(self) -> str:
+        name = f"provatar-{uuid.uuid4().hex[:12]}"
+        self.client().create_bucket(Bucket=name)
+        return name
+
+    def settings(self, bucket: str, prefix: str = "site-a") -> dict[str, Any]:
+        """Settings fields that put a provatar installation's storage in `bucket`."""
+        return {
+            "storage_url": f"s3://{bucket}/{prefix}",
+            "s3_endpoint_url": self.endpoint,
+            "s3_region": "us-east-1",
+            "s3_access_key_id": "provatar-test",
+            "s3_secret_access_key": "provatar-test-secret",
+        }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """moto_server started as a subprocess (not moto's in-process mock): requests cross a real socket and HTTP."""
+    try:
+        import moto.server  # noqa: F401
+    except ImportError:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip("moto[server] (a dev dependency) is not installed")
+    port = free_port()
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], stdout=fh, stderr=fh
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, f"moto_server exited:\n{log.read_text()}"
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, f"moto_server did not come up:\n{log.read_text()}"
+                time.sleep(0.1)
+        yield S3Server(f"http://127.0.0.1:{port}")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def write_wav(path: Path, samples: np.ndarray, rate: int) -> Path:

@@ -1,19 +1,24 @@
 """Jobs as integrators expect: 202 + Location + Retry-After, Idempotency-Key, cancel (queued and running),
-delete of the output, and cursor pagination (generations past 500, subjects, audit events)."""
+submit -> run -> download (ranges too) -> delete on local and S3 storage, and cursor pagination (generations past
+500, subjects, audit events)."""
 
 from __future__ import annotations
 
+import hashlib
+import shutil
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
 from safeguards.consent import Subject
+from safeguards.provenance import read_provenance
 from service import consent_ops
 from service.api.main import create_app
 from service.jobs import Worker
@@ -179,25 +184,145 @@ def test_cancel_running_job_stops_at_a_frame_boundary(jobs: Jobs) -> None:
     assert {"generation.cancel_requested", "generation.cancelled"} <= actions
 
 
-def test_delete_removes_a_finished_jobs_output(jobs: Jobs) -> None:
+@pytest.fixture(params=["local", "s3"])
+def stored_jobs(request: pytest.FixtureRequest, jobs: Jobs) -> Iterator[tuple[Jobs, Any]]:
+    """The jobs API on each storage: the data dir, and an S3 bucket on a real S3-compatible server (moto_server on
+    loopback). Same database and subject; `(jobs, s3 client or None)`."""
+    if request.param == "local":
+        yield jobs, None
+        return
+    s3 = request.getfixturevalue("s3_server")
+    bucket = s3.new_bucket()
+    settings = Settings(**{**jobs.rt.settings.model_dump(), **s3.settings(bucket)})
+    rt = Runtime(settings)
+    with TestClient(create_app(settings, runtime=rt, start_worker=False)) as client:
+        yield Jobs(client, rt, jobs.admin, jobs.subject_id, jobs.photo, jobs.audio, jobs.long_audio), s3.client()
+    rt.close()
+
+
+def _other_machine(jobs: Jobs, tmp_path: Path) -> Runtime:
+    """A worker as on another machine: its own empty data dir (none of the API's files), the same database, bucket,
+    keys and signing certificates (what a deployment gives every worker)."""
+    api = jobs.rt.settings
+    data = tmp_path / "worker-machine"
+    shutil.copytree(api.keys_dir, data / "keys")
+    pki = tmp_path / "worker-pki"  # read-only configuration, outside its data dir
+    shutil.copytree(api.pki_dir, pki)
+    settings = Settings(
+        **{
+            **api.model_dump(),
+            "data_dir": data,
+            "database_url": api.db_url,
+            "signing_cert_chain": pki / "chain.pem",
+            "signing_key": pki / "signer.key",
+            "trust_anchors": pki / "root.pem",
+            "audit_signing_key": api.audit_signing_key or api.keys_dir / "audit_ed25519.pem",
+            "audit_witness_path": api.witness_path,
+        }
+    )
+    return Runtime(settings)
+
+
+def _stored_bytes(jobs: Jobs, location: str) -> bytes | None:
+    """What the storage holds at a recorded location (read back through the store), None when nothing."""
+    key = jobs.rt.storage.key_of(location)
+    assert key is not None, location
+    return b"".join(jobs.rt.storage.iter_bytes(key)) if jobs.rt.storage.exists(key) else None
+
+
+def test_submit_run_download_and_delete_through_each_storage(stored_jobs: tuple[Jobs, Any], tmp_path: Path) -> None:
+    jobs, s3 = stored_jobs
     job = jobs.submit().json()
+    gen = jobs.status(job["id"])
+    if s3 is not None:  # staged in the bucket for a worker on any machine, nothing left on the API's disk
+        assert gen.photo_path.startswith("s3://") and gen.output_path and gen.output_path.startswith("s3://")
+        assert _stored_bytes(jobs, gen.photo_path) == jobs.photo
+        assert not (jobs.rt.settings.uploads_dir / gen.photo_path.split("/")[-2]).exists()
+    else:
+        assert Path(gen.photo_path).is_file() and Path(str(gen.output_path)).parent == jobs.rt.settings.outputs_dir
     r = jobs.client.delete(f"/v1/generations/{job['id']}", headers=jobs.bearer())
     assert_problem(r, 409, "not_finished")
-    Worker(jobs.rt).run_pending()
-    assert jobs.status(job["id"]).status == JobStatus.succeeded
+    worker_rt = _other_machine(jobs, tmp_path) if s3 is not None else jobs.rt
+    Worker(worker_rt).run_pending()
+    gen = jobs.status(job["id"])
+    assert gen.status == JobStatus.succeeded, (gen.error_code, gen.error_message)
+    if s3 is not None:  # the worker machine kept nothing: its fetched inputs and temp renders are gone
+        assert not [p for p in worker_rt.settings.data_dir.rglob("*") if p.is_file() and "keys" not in p.parts]
+        worker_rt.close()
+    assert _stored_bytes(jobs, gen.photo_path) is None  # uploads discarded after the job, in the bucket too
+    assert not list(jobs.rt.settings.work_dir.glob("*"))  # fetched inputs and temp renders are gone
     assert_problem(
         jobs.client.post(f"/v1/generations/{job['id']}/cancel", headers=jobs.bearer()), 409, "not_cancellable"
     )
-    out = Path(str(jobs.status(job["id"]).output_path))
-    assert out.exists()
+
+    video = jobs.client.get(f"/v1/generations/{job['id']}/video", headers=jobs.bearer())
+    assert video.status_code == 200 and video.headers["content-type"] == "video/mp4", video.text
+    assert video.headers["content-length"] == str(len(video.content)) and video.headers["accept-ranges"] == "bytes"
+    assert video.content == _stored_bytes(jobs, str(gen.output_path))
+    downloaded = tmp_path / "download.mp4"
+    downloaded.write_bytes(video.content)
+    report = read_provenance(downloaded, trust_anchors_pem=jobs.rt.trust_anchors_pem())
+    assert report.state == "Trusted", report
+    completed = _completed(jobs, job["id"])
+    assert hashlib.sha256(video.content).hexdigest() == completed["output_sha256"]
+    # Each stage timed (the stage metrics read these), "publish" being the upload to the bucket with S3.
+    assert set(completed["stage_seconds"]) == {"inputs", "policy", "render", "sign", "publish"}
+    assert all(v >= 0 for v in completed["stage_seconds"].values())
+    # Range requests (players seek with them) behave alike on both stores.
+    part = jobs.client.get(f"/v1/generations/{job['id']}/video", headers={**jobs.bearer(), "Range": "bytes=100-1123"})
+    assert part.status_code == 206 and part.content == video.content[100:1124]
+    assert part.headers["content-range"] == f"bytes 100-1123/{len(video.content)}"
+    tail = jobs.client.get(f"/v1/generations/{job['id']}/video", headers={**jobs.bearer(), "Range": "bytes=-10"})
+    assert tail.status_code == 206 and tail.content == video.content[-10:]
+    beyond = jobs.client.get(
+        f"/v1/generations/{job['id']}/video", headers={**jobs.bearer(), "Range": f"bytes={len(video.content)}-"}
+    )
+    assert beyond.status_code == 416
+
     r = jobs.client.delete(f"/v1/generations/{job['id']}", headers=jobs.bearer())
     assert r.status_code == 200 and r.json()["output_deleted_at"] and r.json()["download_url"] is None
-    assert not out.exists()
+    assert _stored_bytes(jobs, str(gen.output_path)) is None
+    if s3 is not None:  # nothing of the job is left in the bucket
+        bucket = jobs.rt.settings.storage_url.split("/")[2]  # type: ignore[union-attr]
+        assert s3.list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0
     assert_problem(jobs.client.get(f"/v1/generations/{job['id']}/video", headers=jobs.bearer()), 410, "output_deleted")
     assert jobs.client.delete(f"/v1/generations/{job['id']}", headers=jobs.bearer()).status_code == 200
     deleted = [e.to_record() for e in jobs.rt.audit.query(action="generation.output_deleted", limit=100)]
     assert [e["details"]["generation_id"] for e in deleted].count(job["id"]) == 1  # type: ignore[index]
     assert_problem(jobs.client.delete("/v1/generations/gen_nope", headers=jobs.bearer()), 404, "not_found")
+
+
+def test_an_unreachable_bucket_at_submit_is_a_clean_503_and_leaves_nothing(jobs: Jobs, tmp_path: Path) -> None:
+    from tests.service.conftest import free_port
+
+    dead = {
+        "storage_url": "s3://provatar-gone/x",
+        "s3_endpoint_url": f"http://127.0.0.1:{free_port()}",  # nothing listens there
+        "s3_region": "us-east-1",
+        "s3_access_key_id": "a",
+        "s3_secret_access_key": "b",
+    }
+    settings = Settings(**{**jobs.rt.settings.model_dump(), **dead})
+    rt = Runtime(settings)
+    before = _count_jobs(jobs.rt)
+    staged_before = set(jobs.rt.settings.uploads_dir.iterdir())
+    with TestClient(create_app(settings, runtime=rt, start_worker=False)) as client:
+        broken = Jobs(client, rt, jobs.admin, jobs.subject_id, jobs.photo, jobs.audio, jobs.long_audio)
+        r = broken.submit()
+        assert_problem(r, 503, "object_storage_unavailable")
+        assert int(r.headers["retry-after"]) > 0 and "127.0.0.1" not in r.text
+        ready = client.get("/health/ready")
+        assert ready.status_code == 503 and "storage" in ready.json()["failed"]
+    rt.close()
+    assert _count_jobs(jobs.rt) == before  # no job, and no staged upload left behind
+    assert set(jobs.rt.settings.uploads_dir.iterdir()) == staged_before
+    rejected = [e.to_record() for e in jobs.rt.audit.query(action="request.rejected", limit=1000)]
+    assert any(e["details"]["code"] == "object_storage_unavailable" for e in rejected)  # type: ignore[index]
+
+
+def _completed(jobs: Jobs, gen_id: str) -> dict[str, Any]:
+    events = [e.to_record() for e in jobs.rt.audit.query(action="generation.completed", limit=1000)]
+    return next(e["details"] for e in events if e["details"]["generation_id"] == gen_id)  # type: ignore[index,return-value]
 
 
 def _walk(jobs: Jobs, url: str, headers: dict[str, str]) -> list[dict[str, object]]:

@@ -70,7 +70,19 @@ def test_metrics_count_requests_jobs_audit_denials_and_detections(
                 session.add(row)
             session.commit()
         assert job_state.move(rt, ran.id, JobStatus.running, started_at=now - timedelta(seconds=4)) is not None
-        rt.audit.append(action="generation.completed", actor="test", outcome="ok", details={"generation_id": ran.id})
+        stages = {
+            "inputs": 0.2,
+            "policy": 1.5,
+            "render": 4.0,
+            "sign": 0.25,
+            "publish": 0.05,
+        }  # as run_generation audits
+        rt.audit.append(
+            action="generation.completed",
+            actor="test",
+            outcome="ok",
+            details={"generation_id": ran.id, "frames": 100, "stage_seconds": stages},
+        )
         assert job_state.move(rt, ran.id, JobStatus.succeeded) is not None
 
         scrape = client.get("/metrics")
@@ -96,6 +108,15 @@ def test_metrics_count_requests_jobs_audit_denials_and_detections(
         assert _value(m, "provatar_job_duration_seconds_count", status="succeeded") == 1
         assert 3.5 <= (_value(m, "provatar_job_duration_seconds_sum", status="succeeded") or 0) < 30
         assert 5.5 <= (_value(m, "provatar_job_queue_wait_seconds_sum") or 0) < 30
+
+        for stage, seconds in stages.items():
+            assert _value(m, "provatar_job_stage_duration_seconds_count", stage=stage) == 1
+            assert _value(m, "provatar_job_stage_duration_seconds_sum", stage=stage) == seconds
+        assert _value(m, "provatar_job_stage_duration_seconds_bucket", stage="render", le="2.0") == 0
+        assert _value(m, "provatar_job_stage_duration_seconds_bucket", stage="render", le="5.0") == 1
+        assert _value(m, "provatar_job_frames_per_second_sum") == 25.0  # 100 frames in a 4 s render stage
+        assert _value(m, "provatar_job_frames_per_second_bucket", le="20.0") == 0
+        assert _value(m, "provatar_job_frames_per_second_bucket", le="25.0") == 1
 
         assert _value(m, "provatar_policy_denials_total", reason=reason) == 1
         assert _value(m, "provatar_audit_appends_total", action="generation.completed") == 1
@@ -124,3 +145,62 @@ def test_metrics_can_require_a_bearer_token(tmp_path: Path) -> None:
         ok = client.get("/metrics", headers={"Authorization": "Bearer scrape-secret"})
         assert ok.status_code == 200 and "provatar_" in ok.text
     rt.close()
+
+
+_MULTIPROCESS_SCRIPT = """
+import sys
+from service.metrics import Metrics
+from service.runtime import Runtime
+from service.settings import Settings
+
+rt = Runtime(Settings(data_dir=sys.argv[1]))
+metrics = Metrics()
+for _ in range(int(sys.argv[2])):
+    metrics.observe_request(method="GET", route="/health", status=200, seconds=0.02)
+text = metrics.render(rt).decode()  # every process also reads the database's figures
+if sys.argv[3] == "print":
+    sys.stdout.write(text)
+rt.close()
+"""
+
+
+def test_multiprocess_mode_adds_up_request_metrics_and_never_the_database_ones(tmp_path: Path) -> None:
+    """Three server processes sharing PROMETHEUS_MULTIPROC_DIR, as uvicorn/gunicorn workers do: the requests of all
+    three are summed in a scrape; the database-derived figures, which every process reads, are not multiplied."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_ROOT
+
+    settings = Settings(data_dir=tmp_path / "data")
+    initialize(settings)
+    shared = tmp_path / "prometheus"
+    shared.mkdir()
+    path = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(shared), "PYTHONPATH": path}
+
+    def process(requests: int, mode: str) -> str:
+        run = subprocess.run(
+            [sys.executable, "-c", _MULTIPROCESS_SCRIPT, str(settings.data_dir), str(requests), mode],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert run.returncode == 0, run.stderr
+        return run.stdout
+
+    process(3, "quiet")
+    process(4, "quiet")
+    m = _samples(process(0, "print"))
+    assert _value(m, "provatar_http_requests_total", method="GET", route="/health", status="200") == 7
+    assert _value(m, "provatar_http_request_duration_seconds_count", method="GET", route="/health") == 7
+    from service.runtime import Runtime
+
+    rt = Runtime(settings)
+    size = rt.audit.checkpoint().size
+    rt.close()
+    assert _value(m, "provatar_audit_log_entries") == size
+    assert sum(v for (name, _), v in m.items() if name == "provatar_audit_appends_total") == size
+    assert _value(m, "provatar_jobs", status="queued") == 0 and _value(m, "provatar_queue_depth") == 0

@@ -7,24 +7,25 @@ import math
 import secrets
 import shutil
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Header, Query, Request, Response, UploadFile
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import JSONResponse
 from sqlmodel import col, select
 
 from generation.controls import Controls
 from service import idempotency, job_state
 from service.api.deps import RequestId, RequireScope, RuntimeDep, SessionDep
+from service.api.downloads import stored_file_response
 from service.api.paging import page_body
-from service.api.uploads import safe_suffix, save_upload
+from service.api.uploads import safe_suffix, save_upload, share_staged_uploads
 from service.auth import Principal
 from service.errors import Conflict, Gone, NotFound
 from service.jobs import discard_uploads
 from service.models import FINAL_STATUSES, Generation, GenerationPublic, JobStatus
 from service.pagination import keyset_page
 from service.pipeline import check_generation_policy, create_generation, sha256_file, validate_inputs
+from service.storage import UPLOADS_PREFIX
 from service.validation import SAFE_TEXT_PATTERN
 
 router = APIRouter(prefix="/v1/generations", tags=["generations"])
@@ -91,7 +92,7 @@ async def submit_generation(
     key = idempotency.check_key(idempotency_key) if idempotency_key is not None else None
     staging = rt.settings.uploads_dir / f"req_{secrets.token_hex(8)}"
     limit = rt.settings.max_upload_bytes
-    claimed = False
+    claimed = shared = False
     try:
         photo_path = await save_upload(
             photo, staging / f"photo{safe_suffix(photo.filename, '.img')}", max_bytes=limit, field="photo"
@@ -124,19 +125,24 @@ async def submit_generation(
             actor=principal.actor,
             request_id=rid,
         )
+        # With a shared bucket, the worker that runs the job may be on another machine: it reads them from there.
+        photo_at, audio_at = await asyncio.to_thread(share_staged_uploads, rt.storage, [photo_path, audio_path])
+        shared = True
         gen = create_generation(
             rt,
             subject_id=subject_id,
             purpose=purpose,
             client_id=principal.client_id,
-            photo_path=photo_path,
-            audio_path=audio_path,
+            photo_path=photo_at,
+            audio_path=audio_at,
             output_path=None,
             request_id=rid,
             params={"controls": controls, **({"idempotency_key": key} if key else {})},
         )
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
+        if shared:
+            rt.storage.delete_prefix(f"{UPLOADS_PREFIX}{staging.name}/")
         if claimed and key is not None:
             idempotency.release(rt, client_id=principal.client_id, key=key)
         raise
@@ -209,9 +215,10 @@ def get_generation(
 
 @router.get("/{generation_id}/video", name="download_generation", response_model=None)
 def download_generation(
-    session: SessionDep, principal: GeneratePrincipal, generation_id: str
-) -> FileResponse | JSONResponse:
-    """The signed, watermarked MP4 once the job has succeeded (409 before that, 410 once deleted)."""
+    request: Request, rt: RuntimeDep, session: SessionDep, principal: GeneratePrincipal, generation_id: str
+) -> Response:
+    """The signed, watermarked MP4 once the job has succeeded (409 before that, 410 once deleted). Streamed, with
+    single `Range` requests answered 206."""
     gen = _own(session, principal, generation_id)
     if gen.output_deleted_at is not None:
         raise Gone(f"the video of generation {generation_id} was deleted", code="output_deleted")
@@ -220,7 +227,7 @@ def download_generation(
             f"generation {generation_id} is {gen.status}; the video is available once it has succeeded",
             code="not_ready",
         )
-    return FileResponse(gen.output_path, media_type="video/mp4", filename=f"{gen.id}.mp4")
+    return stored_file_response(request, rt.storage, gen.output_path, media_type="video/mp4", filename=f"{gen.id}.mp4")
 
 
 @router.post("/{generation_id}/cancel", response_model=GenerationPublic)
@@ -278,7 +285,7 @@ def delete_generation_output(
         raise Conflict(f"generation {generation_id} is {gen.status}; cancel it first", code="not_finished")
     if gen.output_deleted_at is None:
         if gen.output_path:
-            Path(gen.output_path).unlink(missing_ok=True)
+            rt.storage.delete_location(gen.output_path)
         gen.output_deleted_at = datetime.now(UTC)
         session.add(gen)
         session.commit()
