@@ -61,6 +61,8 @@ class GenerationBase(SQLModel):
     finished_at: datetime | None = None
     cancel_requested_at: datetime | None = None
     output_deleted_at: datetime | None = None
+    # Why the video is gone: "deleted" (on request), "subject_erased", "retention_expired".
+    output_deleted_reason: str | None = Field(default=None, max_length=40)
 
 
 class Generation(GenerationBase, table=True):
@@ -78,6 +80,9 @@ class Generation(GenerationBase, table=True):
     manifest_json: str | None = None
     audit_seq: int | None = None
     attempts: int = 0
+    # When the owning client was told (webhook generation.withdrawn) that the video is no longer served because the
+    # subject's consent was revoked or expired; cleared when consent is in force again.
+    withdrawn_at: datetime | None = None
 
 
 class IdempotencyKey(SQLModel, table=True):
