@@ -197,7 +197,7 @@ class SubjectReferencePublic(SQLModel):
 
 class ErasedFingerprint(SQLModel, table=True):
     """What an erasure keeps of a reference photo: a keyed fingerprint of its bytes (HMAC-SHA256 under a key derived
-    from the service secret; see service/consent_ops.py::photo_fingerprint), so the same photo cannot enroll the
+    from the service secret; see service/consent_ops.py::keyed_fingerprint), so the same photo cannot enroll the
     erased person again without a new consent. It is not a likeness: it matches only the identical file, and without
     the service secret it cannot be tested against any photo."""
 

@@ -332,13 +332,17 @@ def detect(
             raise_invalid(f"no such file: {file}", code="invalid_video")
         if html_out is not None and (html_out.is_dir() or not html_out.parent.is_dir()):
             raise_invalid(f"cannot write the HTML report to {html_out}: not a file in an existing directory")
+        from service.detect_scope import scoped_report
+
         kept: list = []
         with runtime() as rt:
             report = run_detection(rt, file, actor=actor(), request_id=uuid.uuid4().hex, keep_track=kept)
+            # The local operator holds the data dir: the full report, through the same scoping as the API.
+            data = scoped_report(rt, report.to_dict(), None)
         if html_out is not None:
             from service.detect_report import render_html
 
-            page = render_html(report.to_dict(), file_name=file.name, track=kept[0] if kept else None)
+            page = render_html(data, file_name=file.name, track=kept[0] if kept else None)
             tmp = html_out.with_name(f".{html_out.name}.part")
             try:
                 tmp.write_text(page, encoding="utf-8")
@@ -347,9 +351,9 @@ def detect(
                 tmp.unlink(missing_ok=True)
             err.print(f"HTML report written to {shown(html_out)}")
         if as_json:
-            emit(report.to_dict(), True)
+            emit(data, True)
         else:
-            print_detection(report.to_dict())
+            print_detection(data)
 
     guarded(body, action="detection.failed")
 

@@ -105,6 +105,9 @@ class GenerationPublic(GenerationBase):
     watermark_tag: int
     audit_seq: int | None
     download_url: str | None = None
+    # Why a succeeded generation's video is not served (consent_revoked, consent_expired, subject_erased,
+    # retention_expired, output_deleted); None while it is.
+    output_withheld: str | None = None
 
 
 class WebhookStatus(StrEnum):
