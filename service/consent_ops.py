@@ -286,6 +286,9 @@ def grant(
         )
         session.commit()
     _audit_grant(rt, record, actor, request_id)
+    # The newest record decides which of the subject's videos are served: a renewal serves withdrawn ones again
+    # (their withdrawal mark is cleared, so a later one is announced), a narrower grant withdraws the rest.
+    output_access.notify_withdrawn(rt, subject_id=subject_id, actor=actor, request_id=request_id)
     return record
 
 

@@ -3,8 +3,10 @@ it may not: the owning client is told (webhook `generation.withdrawn`) and the f
 
 A video is withheld (410 Gone) when it was deleted (`output_deleted`), its subject was erased (`subject_erased`), it
 is older than the retention period (`retention_expired`), or the subject's consent is no longer in force
-(`consent_revoked`, `consent_expired`, `no_consent`). Consent is judged on the records at the moment of the request,
-so an expiry needs no job to take effect, and a consent granted again serves the video again.
+(`consent_revoked`, `consent_expired`, `no_consent`), or no longer covers the video's purpose or client
+(`consent_wrong_purpose`, `consent_wrong_client`). Consent is judged on the records at the moment of the request, as
+for a new generation (the newest record wins), so an expiry needs no job to take effect, and a renewal that covers
+the video serves it again.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 
 from sqlmodel import Session, col, select
 
-from safeguards.consent import ConsentRecord, Subject, consent_status
+from safeguards.consent import ANY_CLIENT, Subject, consent_status
 from service import webhooks
 from service.models import Generation, JobStatus
 from service.runtime import Runtime
@@ -25,7 +27,9 @@ from service.runtime import Runtime
 log = logging.getLogger("provatar.outputs")
 
 # Codes of a withheld video, and whether consent (not a deletion) is why: those can come back with a new grant.
-CONSENT_CODES = frozenset({"consent_revoked", "consent_expired", "no_consent"})
+CONSENT_CODES = frozenset(
+    {"consent_revoked", "consent_expired", "no_consent", "consent_wrong_purpose", "consent_wrong_client"}
+)
 _DELETED_CODES = {
     "deleted": "output_deleted",
     "subject_erased": "subject_erased",
@@ -62,14 +66,17 @@ def withheld_reason(
     subject = session.get(Subject, gen.subject_id)
     if subject is not None and subject.erased_at is not None:
         return Withheld("subject_erased", f"the subject of generation {gen.id} was erased")
-    own = session.get(ConsentRecord, gen.consent_record_id) if gen.consent_record_id else None
-    if own is not None and own.revoked_at is not None and own.revoked_at <= now:
-        return Withheld("consent_revoked", f"the consent generation {gen.id} was made under has been revoked")
-    state, _ = consent_status(session=session, subject_id=gen.subject_id, at=now)
-    if state == "active":
-        return None
-    code = {"revoked": "consent_revoked", "expired": "consent_expired"}.get(state, "no_consent")
-    return Withheld(code, f"the subject's consent is no longer in force ({state}); the video is not served")
+    # The consent in force now (the newest record, as for a new request) must still cover this video: its purpose
+    # and its client. A renewal that covers them serves the video again; a narrower one does not.
+    state, record = consent_status(session=session, subject_id=gen.subject_id, at=now)
+    if state != "active" or record is None:
+        code = {"revoked": "consent_revoked", "expired": "consent_expired"}.get(state, "no_consent")
+        return Withheld(code, f"the subject's consent is no longer in force ({state}); the video is not served")
+    if gen.purpose not in record.purposes:
+        return Withheld("consent_wrong_purpose", f"the subject's consent no longer covers the purpose {gen.purpose!r}")
+    if ANY_CLIENT not in record.allowed_clients and gen.client_id not in record.allowed_clients:
+        return Withheld("consent_wrong_client", "the subject's consent no longer covers the client that made it")
+    return None
 
 
 def delete_stored_file(rt: Runtime, path: str | None) -> bool:
