@@ -52,8 +52,9 @@ def private_paths(settings: Settings) -> tuple[list[Path], list[Path]]:
         settings.outputs_dir,
         settings.uploads_dir,
         data / "reference-photos",
-        settings.witness_path.parent,
     ]
+    if settings.audit_witness_path is None:  # a witness elsewhere is on storage its operator set up on purpose
+        dirs.append(settings.witness_path.parent)
     files = [p for p in settings.keys_dir.glob("*") if p.is_file()]
     files += [p for p in settings.pki_dir.glob("*.key") if p.is_file()]
     db = sqlite_path(settings)

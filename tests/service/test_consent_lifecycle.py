@@ -183,6 +183,15 @@ def test_revoked_or_expired_consent_withholds_videos_and_a_new_grant_serves_them
     assert gen_id not in purge_outputs(world.rt).withdrawn
     assert len(_deliveries(world, "generation.withdrawn")) == before + 1
 
+    # A renewal for other purposes does not cover this video.
+    r = world.client.post(
+        f"/v1/subjects/{subject['id']}/consents",
+        data={"purposes": ["other-purpose"], "evidence_sha256": hashlib.sha256(b"consent form 3").hexdigest()},
+        headers=admin,
+    )
+    assert r.status_code == 201, r.text
+    _problem(world.video(gen_id), 410, "consent_wrong_purpose")
+
 
 def test_retention_refuses_then_purges_old_videos(world: World, example_photo: Path) -> None:
     from service.retention import purge_outputs
