@@ -428,8 +428,9 @@ def _store_photo(photo: ReferencePhoto, subject: Subject, photo_dir: Path | None
         raise PhotoStorageNotConfigured(
             f"subject {subject.id} allows storing reference photos, but no photo directory is configured"
         )
+    Path(photo_dir).mkdir(parents=True, exist_ok=True, mode=0o700)  # parents=True alone would make it 0755
     target_dir = Path(photo_dir) / subject.id
-    target_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    target_dir.mkdir(exist_ok=True, mode=0o700)
     target = target_dir / f"{photo.sha256}{photo.suffix}"
     if not target.exists():
         tmp = target.with_suffix(target.suffix + ".tmp")

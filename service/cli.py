@@ -87,11 +87,25 @@ def _audit_quietly(settings: Settings, action: str, code: str, message: str) -> 
             action=action,
             actor=actor(),
             outcome="rejected",
-            details={"code": code, "message": message, "argv": sys.argv[1:]},
+            # The command, not its arguments: those are names and photo paths, and the audit log outlives an
+            # erasure of the person they belong to.
+            details={"code": code, "message": message, "command": _command_path()},
         )
         rt.close()
     except Exception:  # auditing a failure must never hide the failure itself
         pass
+
+
+def _command_path() -> str:
+    """`provatar consent enroll` for the command being run, from the click context typer runs it under (newer typer
+    releases carry their own copy of click; older ones use click itself)."""
+    try:
+        from typer._click.globals import get_current_context
+    except ImportError:
+        from click import get_current_context
+
+    ctx = get_current_context(silent=True)
+    return str(ctx.command_path) if ctx is not None else "provatar"
 
 
 @contextmanager

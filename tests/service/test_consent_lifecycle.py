@@ -408,5 +408,15 @@ def test_cli_erase_confirms_and_reports(world: World, example_photo: Path) -> No
         assert json.loads(done.stdout)["references_deleted"] == 1
         purge = runner.invoke(cli_app, ["purge", "--json"], env=env)
         assert purge.exit_code == 0 and json.loads(purge.stdout)["retention_days"] is None
+        # A refused command is audited by its command path, not its arguments (a name here), which would outlive
+        # an erasure of the person in the append-only log.
+        bad = runner.invoke(
+            cli_app, ["consent", "enroll", str(photo), "--name", "Secret Name 99", "--purpose", "x y"], env=env
+        )
+        assert bad.exit_code == 2, bad.output
+        rejected = list(world.rt.audit.iter_events(action="request.rejected"))[-1]
+        assert rejected.details["command"].endswith("consent enroll") and "Secret Name" not in json.dumps(
+            rejected.details
+        )
     finally:
         get_settings.cache_clear()
