@@ -194,6 +194,7 @@ def test_revoked_or_expired_consent_withholds_videos_and_a_new_grant_serves_them
 
 
 def test_retention_refuses_then_purges_old_videos(world: World, example_photo: Path) -> None:
+    from service.jobs import Worker
     from service.retention import purge_outputs
 
     subject = world.enroll(example_photo, "Retained", b"consent form 3")
@@ -209,8 +210,13 @@ def test_retention_refuses_then_purges_old_videos(world: World, example_photo: P
     world.rt.settings.output_retention_days = 7
     try:
         _problem(world.video(gen_id), 410, "retention_expired")  # refused before the purge job ran
-        report = purge_outputs(world.rt)
-        assert gen_id in report.expired and not output.exists()
+        worker = Worker(world.rt, poll_seconds=0.05)
+        worker.start()  # the worker's sweep (at start, then every PROVATAR_SWEEP_INTERVAL_SECONDS) purges
+        worker.stop()
+        assert not output.exists()
+        with world.rt.session() as session:
+            purged = session.get(Generation, gen_id)
+            assert purged is not None and purged.output_deleted_reason == "retention_expired"
         _problem(world.video(gen_id), 410, "retention_expired")
         assert gen_id not in purge_outputs(world.rt).expired
     finally:
