@@ -445,6 +445,7 @@ def erase_subject(rt: Runtime, subject_id: str, *, actor: str, request_id: str |
     check_text(subject_id, field="subject id", code="invalid_input")
     now = datetime.now(UTC)
     with rt.session() as session:
+        session.expire_on_commit = False  # the revoked record is read after the commit
         _secure_delete(session)
         subject = get_subject(session=session, subject_id=subject_id)
         if subject.erased_at is not None:
@@ -456,14 +457,20 @@ def erase_subject(rt: Runtime, subject_id: str, *, actor: str, request_id: str |
             for r in session.exec(select(ConsentRecord).where(ConsentRecord.subject_id == subject_id))
         )
         try:
-            revoke_consent(session=session, subject_id=subject_id, revoked_by=actor, reason="subject erased", now=now)
+            revoked: ConsentRecord | None = revoke_consent(
+                session=session, subject_id=subject_id, revoked_by=actor, reason="subject erased", now=now
+            )
         except ConsentNotFound:
-            pass  # nothing in force: the records are all revoked already
+            revoked = None  # nothing in force: the records are all revoked already
         subject.display_name = "(erased)"
         subject.store_photos = False
         subject.erased_at, subject.erased_by = now, actor
         session.add(subject)
         session.commit()
+    if revoked is not None:  # the clients named in the consent, and those that generated with the subject
+        webhooks.consent_revoked(
+            rt, subject_id=subject_id, consent_id=revoked.id, allowed_clients=revoked.allowed_clients
+        )
     cancel_jobs_of_revoked_consent(rt, subject_id=subject_id, consent_id=None, actor=actor, request_id=request_id)
 
     withdrawn: dict[str, list[str]] = {}
@@ -531,7 +538,7 @@ def _erase_generation_files(rt: Runtime, gen: Any, report: ErasureReport) -> Non
     if gen.output_path:
         if output_access.delete_stored_file(rt, gen.output_path):
             report.outputs_deleted += 1
-        elif gen.output_deleted_at is None and gen.status == "succeeded":
+        elif not output_access.is_stored(rt, gen.output_path) and Path(gen.output_path).exists():
             report.outputs_outside_data_dir += 1
         gen.output_path = None
     uploads = rt.settings.uploads_dir.resolve()

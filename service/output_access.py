@@ -79,18 +79,22 @@ def withheld_reason(
     return None
 
 
+def is_stored(rt: Runtime, path: str) -> bool:
+    """Whether `path` is inside the data dir: stored by this installation, as opposed to a path a CLI user chose."""
+    try:
+        Path(path).resolve().relative_to(rt.settings.data_dir.resolve())
+    except ValueError:
+        return False
+    return True
+
+
 def delete_stored_file(rt: Runtime, path: str | None) -> bool:
     """Delete a file this installation stored (inside the data dir); paths outside it belong to whoever chose them
     (a CLI user's `-o out.mp4`) and are left alone. True when a file was removed."""
-    if not path:
-        return False
-    target = Path(path)
-    try:
-        target.resolve().relative_to(rt.settings.data_dir.resolve())
-    except ValueError:
+    if not path or not is_stored(rt, path):
         return False
     try:
-        target.unlink()
+        Path(path).unlink()
     except FileNotFoundError:
         return False
     return True

@@ -362,6 +362,7 @@ def test_erasure_leaves_nothing_of_the_person_and_the_audit_log_verifies(world: 
         gen_id in p["data"]["generation_ids"] and p["data"]["reasons"][gen_id] == "subject_erased"  # type: ignore[index]
         for p in _deliveries(world, "generation.withdrawn")
     )
+    assert any(p["data"]["subject_id"] == subject_id for p in _deliveries(world, "consent.revoked"))  # type: ignore[index]
     detail = world.client.get(f"/v1/subjects/{subject_id}", headers=world.bearer(world.admin, "consent:read")).json()
     assert detail["erased_at"] and detail["display_name"] != name
     again = world.client.post(f"/v1/subjects/{subject_id}/erase", headers=world.bearer(world.admin, "consent:write"))
