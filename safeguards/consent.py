@@ -65,6 +65,7 @@ __all__ = [
     "ConsentCreate",
     "ConsentRecord",
     "ConsentRecordPublic",
+    "ErasedFingerprint",
     "ReferencePhoto",
     "Subject",
     "SubjectCreate",
@@ -147,12 +148,17 @@ class Subject(SubjectBase, table=True):
     id: str = Field(default_factory=lambda: new_id("subj"), primary_key=True, max_length=40)
     created_at: datetime = Field(sa_type=UTCDateTime)
     created_by: str = Field(max_length=255)
+    # Erased (GDPR Art. 17): the row stays as a tombstone (its consent records and the audit log point at it), with
+    # its name cleared and every reference embedding, photo hash and file of the person deleted.
+    erased_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    erased_by: str | None = Field(default=None, max_length=255)
 
 
 class SubjectPublic(SubjectBase):
     id: str
     created_at: datetime
     created_by: str
+    erased_at: datetime | None = None
 
 
 class SubjectReference(SQLModel, table=True):
@@ -187,6 +193,19 @@ class SubjectReferencePublic(SQLModel):
             photo_stored=row.photo_path is not None,
             created_at=row.created_at,
         )
+
+
+class ErasedFingerprint(SQLModel, table=True):
+    """What an erasure keeps of a reference photo: a keyed fingerprint of its bytes (HMAC-SHA256 under a key derived
+    from the service secret; see service/consent_ops.py::keyed_fingerprint), so the same photo cannot enroll the
+    erased person again without a new consent. It is not a likeness: it matches only the identical file, and without
+    the service secret it cannot be tested against any photo."""
+
+    __tablename__ = "consent_erased_fingerprint"
+
+    fingerprint: str = Field(primary_key=True, max_length=64)
+    subject_id: str = Field(foreign_key="consent_subject.id", index=True, max_length=40)
+    erased_at: datetime = Field(sa_type=UTCDateTime)
 
 
 # --- consent records -----------------------------------------------------------------------------------------
@@ -409,8 +428,9 @@ def _store_photo(photo: ReferencePhoto, subject: Subject, photo_dir: Path | None
         raise PhotoStorageNotConfigured(
             f"subject {subject.id} allows storing reference photos, but no photo directory is configured"
         )
+    Path(photo_dir).mkdir(parents=True, exist_ok=True, mode=0o700)  # parents=True alone would make it 0755
     target_dir = Path(photo_dir) / subject.id
-    target_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    target_dir.mkdir(exist_ok=True, mode=0o700)
     target = target_dir / f"{photo.sha256}{photo.suffix}"
     if not target.exists():
         tmp = target.with_suffix(target.suffix + ".tmp")

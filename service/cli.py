@@ -87,11 +87,25 @@ def _audit_quietly(settings: Settings, action: str, code: str, message: str) -> 
             action=action,
             actor=actor(),
             outcome="rejected",
-            details={"code": code, "message": message, "argv": sys.argv[1:]},
+            # The command, not its arguments: those are names and photo paths, and the audit log outlives an
+            # erasure of the person they belong to.
+            details={"code": code, "message": message, "command": _command_path()},
         )
         rt.close()
     except Exception:  # auditing a failure must never hide the failure itself
         pass
+
+
+def _command_path() -> str:
+    """`provatar consent enroll` for the command being run, from the click context typer runs it under (newer typer
+    releases carry their own copy of click; older ones use click itself)."""
+    try:
+        from typer._click.globals import get_current_context
+    except ImportError:
+        from click import get_current_context
+
+    ctx = get_current_context(silent=True)
+    return str(ctx.command_path) if ctx is not None else "provatar"
 
 
 @contextmanager
@@ -341,13 +355,17 @@ def detect(
             raise_invalid(f"no such file: {file}", code="invalid_video")
         if html_out is not None and (html_out.is_dir() or not html_out.parent.is_dir()):
             raise_invalid(f"cannot write the HTML report to {html_out}: not a file in an existing directory")
+        from service.detect_scope import scoped_report
+
         kept: list = []
         with runtime() as rt:
             report = run_detection(rt, file, actor=actor(), request_id=uuid.uuid4().hex, keep_track=kept)
+            # The local operator holds the data dir: the full report, through the same scoping as the API.
+            data = scoped_report(rt, report.to_dict(), None)
         if html_out is not None:
             from service.detect_report import render_html
 
-            page = render_html(report.to_dict(), file_name=file.name, track=kept[0] if kept else None)
+            page = render_html(data, file_name=file.name, track=kept[0] if kept else None)
             tmp = html_out.with_name(f".{html_out.name}.part")
             try:
                 tmp.write_text(page, encoding="utf-8")
@@ -356,9 +374,9 @@ def detect(
                 tmp.unlink(missing_ok=True)
             err.print(f"HTML report written to {shown(html_out)}")
         if as_json:
-            emit(report.to_dict(), True)
+            emit(data, True)
         else:
-            print_detection(report.to_dict())
+            print_detection(data)
 
     guarded(body, action="detection.failed")
 

@@ -1,15 +1,17 @@
-"""`provatar consent ...`: enroll subjects with consent, revoke, list, keep the block list, and decide identity
-reviews (the borderline likeness a consent officer approves or rejects with a justification)."""
+"""`provatar consent ...`: enroll subjects with consent, revoke, erase, list, keep the block list, and decide identity
+reviews (the borderline likeness a consent officer approves or rejects with a justification); `provatar purge`, the
+output lifecycle sweep that consent and retention drive."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 # The registry modules (SQLModel, the face models) are imported inside the commands: `provatar --help` stays fast.
-from service.cli import actor, consent_app, emit, guarded, out, raise_invalid, runtime, shown
+from service.cli import actor, app, consent_app, emit, err, guarded, out, raise_invalid, runtime, shown
 
 
 def _read(path: Path, what: str) -> bytes:
@@ -36,6 +38,13 @@ def enroll(
             "audited. A certain match is refused regardless."
         ),
     ] = None,
+    new_consent_after_erasure: Annotated[
+        bool,
+        typer.Option(
+            "--new-consent-after-erasure",
+            help="Confirm that this person, erased before, gave a new consent (its evidence must be new); audited.",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Enroll a subject from reference photos and record their consent (several photos: better matching)."""
@@ -56,6 +65,7 @@ def enroll(
                 evidence_sha256=digest,
                 actor=actor(),
                 review_justification=review_justification,
+                new_consent_after_erasure=new_consent_after_erasure,
             )
         data = {
             "subject_id": subject.id,
@@ -125,6 +135,78 @@ def revoke(
     guarded(body)
 
 
+@consent_app.command("erase")
+def erase(
+    subject: Annotated[str, typer.Argument(help="Subject id (subj_...).")],
+    yes: Annotated[bool, typer.Option("--yes", help="Confirm without a prompt (erasure cannot be undone).")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Erase a subject (GDPR Art. 17): embeddings, photo hashes and photos, reviews, their videos and uploads, their
+    name. Consent is revoked; the audit log stays intact. The same photo enrolls again only with a new consent."""
+
+    def body() -> None:
+        from service import consent_ops
+
+        if not yes:
+            if not sys.stdin.isatty():
+                raise_invalid("erasure cannot be undone: pass --yes to confirm", code="confirmation_required")
+            if not typer.confirm(f"Erase subject {subject} and delete their data for good?"):
+                raise_invalid("not confirmed; nothing was erased", code="confirmation_required")
+        with runtime() as rt:
+            report = consent_ops.erase_subject(rt, subject, actor=actor())
+        data = report.to_dict()
+        if as_json:
+            emit(data, True)
+            return
+        if report.already_erased:
+            out.print(f"{shown(subject)} was already erased on {report.erased_at:%Y-%m-%d}; nothing changed")
+            return
+        out.print(
+            f"erased {shown(subject)}: {report.references_deleted} reference embedding(s), "
+            f"{report.reference_photos_deleted} stored photo(s), {report.reviews_deleted} review(s), "
+            f"{len(report.generations_erased)} generation(s) ({report.outputs_deleted} video(s), "
+            f"{report.uploads_deleted} upload(s) deleted); {report.consents_revoked} consent(s) revoked; "
+            f"audit entry #{report.audit_seq}"
+        )
+        if report.outputs_outside_data_dir:
+            err.print(
+                f"note: {report.outputs_outside_data_dir} video(s) were written by `provatar generate -o` outside the "
+                "data dir; they are yours to delete"
+            )
+        if report.generations_still_running:
+            err.print(
+                f"note: {len(report.generations_still_running)} job(s) were running and were told to stop; anything "
+                "they write is deleted by the next sweep (`provatar purge`)"
+            )
+
+    guarded(body)
+
+
+@app.command("purge")
+def purge(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Delete videos past PROVATAR_OUTPUT_RETENTION_DAYS and erased subjects' leftovers, and notify clients of videos
+    withheld because consent expired (the worker does this periodically too)."""
+
+    def body() -> None:
+        from dataclasses import asdict
+
+        from service.retention import purge_outputs
+
+        with runtime() as rt:
+            report = purge_outputs(rt, actor=actor())
+            days = rt.settings.output_retention_days
+        if as_json:
+            emit({"retention_days": days, **asdict(report)}, True)
+            return
+        policy = f"retention {days:g} days" if days is not None else "no retention period set"
+        out.print(
+            f"{policy}: {len(report.expired)} expired video(s) purged, {len(report.erased_leftovers)} erased "
+            f"subject leftover(s) removed, {len(report.withdrawn)} video(s) newly withheld for lack of consent"
+        )
+
+    guarded(body)
+
+
 @consent_app.command("list")
 def list_(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Subjects and their consent records."""
@@ -175,8 +257,10 @@ def block(
     photos: Annotated[list[Path], typer.Argument(help="Photos of protected people (one face each), or folders.")],
     label: Annotated[
         str | None,
-        typer.Option(help="Who this is: all photos become ONE entry of this person. Default: one entry per photo, "
-        "named after the file (for seeding from a folder of different people)."),
+        typer.Option(
+            help="Who this is: all photos become ONE entry of this person. Default: one entry per photo, "
+            "named after the file (for seeding from a folder of different people)."
+        ),
     ] = None,
     reason: Annotated[str, typer.Option(help="Why they are protected.")] = "public figure",
     add_to: Annotated[
@@ -266,9 +350,7 @@ def _review_row(review: object) -> dict[str, object]:
 
 @consent_app.command("reviews")
 def reviews(
-    status: Annotated[
-        str | None, typer.Option(help="pending | approved | rejected (default: all)")
-    ] = "pending",
+    status: Annotated[str | None, typer.Option(help="pending | approved | rejected (default: all)")] = "pending",
     all_: Annotated[bool, typer.Option("--all", help="Every review, whatever its status.")] = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:

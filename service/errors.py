@@ -132,6 +132,15 @@ class Gone(ServiceError):
     exit_status = ExitStatus.INVALID_INPUT
 
 
+class SubjectErased(ServiceError):
+    """The subject was erased (GDPR Art. 17): nothing more is recorded for them, and a photo of theirs enrolls again
+    only as a new subject with a new consent."""
+
+    code = "subject_erased"
+    http_status = 409
+    exit_status = ExitStatus.DENIED
+
+
 class Cancelled(ServiceError):
     """A job was cancelled while it ran (a cancel request, or its subject's consent was revoked); nothing written."""
 
@@ -226,6 +235,13 @@ HINTS: dict[str, str] = {
     "not_ready": "poll GET /v1/generations/{id} until its status is succeeded (see Retry-After)",
     "output_deleted": "the video was deleted on request; generate it again if you need it",
     "output_missing": "the video's file or object is gone from storage (removed outside provatar); generate it again",
+    "retention_expired": "the video passed the output retention period (PROVATAR_OUTPUT_RETENTION_DAYS) and was "
+    "purged; generate it again if the subject's consent still allows it",
+    "subject_erased": "the subject was erased; to enroll the same person again, record a new consent with new "
+    "evidence and confirm it (CLI --new-consent-after-erasure, API new_consent_after_erasure=true)",
+    "stale_consent_evidence": "re-enrolling an erased person needs new consent evidence, not the evidence of the "
+    "consent that was erased",
+    "confirmation_required": "erasure cannot be undone: pass --yes to confirm",
     "client_not_found": "`provatar client list` shows the existing clients",
     "invalid_cursor": "pass the `after` value from a `next` link unchanged",
     "invalid_webhook_url": "use an https URL on a public host (see PROVATAR_WEBHOOK_* settings)",

@@ -13,6 +13,7 @@ from sqlmodel import col, select
 from service import job_state
 from service.models import Generation, JobStatus
 from service.pipeline import run_generation
+from service.retention import purge_outputs
 from service.runtime import Runtime
 from service.sweep import sweep_stale_files
 
@@ -130,6 +131,10 @@ class Worker:
             sweep_stale_files(self.rt)
         except Exception:
             log.warning("sweeping stale files failed", exc_info=True)
+        try:
+            purge_outputs(self.rt)  # retention, erased subjects' leftovers, consent-expiry webhooks
+        except Exception:
+            log.warning("purging outputs failed", exc_info=True)
 
     def _loop(self) -> None:
         while not self._stop.is_set():

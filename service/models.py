@@ -61,6 +61,8 @@ class GenerationBase(SQLModel):
     finished_at: datetime | None = None
     cancel_requested_at: datetime | None = None
     output_deleted_at: datetime | None = None
+    # Why the video is gone: "deleted" (on request), "subject_erased", "retention_expired".
+    output_deleted_reason: str | None = Field(default=None, max_length=40)
 
 
 class Generation(GenerationBase, table=True):
@@ -78,6 +80,9 @@ class Generation(GenerationBase, table=True):
     manifest_json: str | None = None
     audit_seq: int | None = None
     attempts: int = 0
+    # When the owning client was told (webhook generation.withdrawn) that the video is no longer served because the
+    # subject's consent was revoked or expired; cleared when consent is in force again.
+    withdrawn_at: datetime | None = None
 
 
 class IdempotencyKey(SQLModel, table=True):
@@ -100,6 +105,9 @@ class GenerationPublic(GenerationBase):
     watermark_tag: int
     audit_seq: int | None
     download_url: str | None = None
+    # Why a succeeded generation's video is not served (consent_revoked, consent_expired, subject_erased,
+    # retention_expired, output_deleted); None while it is.
+    output_withheld: str | None = None
 
 
 class WebhookStatus(StrEnum):

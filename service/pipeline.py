@@ -185,7 +185,7 @@ def check_generation_policy(
         subject=subject_id,
         outcome="ok" if decision.allowed else "denied",
         request_id=request_id,
-        details={"generation_id": generation_id, "decision": decision.to_dict(), "facts": facts.to_dict()},
+        details={"generation_id": generation_id, "decision": decision.to_dict(), "facts": _audited_facts(rt, facts)},
     )
     if not decision.allowed:
         reviews = consent_ops.queue_identity_reviews(
@@ -195,6 +195,15 @@ def check_generation_policy(
         raise Denied(decision.reasons, decision.messages, shown)
     consent_ops.record_review_use(rt, facts=facts, actor=actor, request_id=request_id, generation_id=generation_id)
     return decision, facts
+
+
+def _audited_facts(rt: Runtime, facts: GenerationFacts) -> dict[str, Any]:
+    """The facts for the audit log, the photo named by its keyed fingerprint: a plain SHA-256 in an append-only log
+    would outlive the subject's erasure (consent_ops.keyed_fingerprint)."""
+    audited = facts.to_dict()
+    digest = audited.pop("photo_sha256", None)
+    audited["photo_fingerprint"] = consent_ops.keyed_fingerprint(rt, digest) if digest else None
+    return audited
 
 
 def job_generator(rt: Runtime, controls: dict[str, Any]) -> TalkingFaceGenerator:
@@ -409,8 +418,9 @@ def run_generation(
                 "watermark_tag": f"{gen.watermark_tag:08x}",
                 "frames": total,
                 "duration_s": round(inputs.audio.duration_s, 3),
-                "photo_sha256": sha256_file(photo_path),
-                "audio_sha256": sha256_file(audio_path),
+                # Keyed fingerprints, not plain hashes, of the inputs (see _audited_facts).
+                "photo_fingerprint": consent_ops.keyed_fingerprint(rt, sha256_file(photo_path)),
+                "audio_fingerprint": consent_ops.keyed_fingerprint(rt, sha256_file(audio_path)),
                 # The types the bytes have (and the C2PA ingredients carry), whatever the file names said.
                 "photo_type": inputs.photo_type.mime if inputs.photo_type else None,
                 "audio_type": inputs.audio_type.mime if inputs.audio_type else None,

@@ -21,6 +21,7 @@ from service.db import create_tables, make_engine
 from service.errors import NotInitialized
 from service.keys import AUDIT_KEY, SERVICE_SECRET, create_service_keys, derive_key
 from service.models import Client
+from service.permissions import private_umask, tighten
 from service.settings import Settings
 
 if TYPE_CHECKING:
@@ -47,16 +48,20 @@ def initialize(settings: Settings, *, admin_name: str = "admin") -> InitResult:
     """
     from safeguards.pki import create_dev_ca
 
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    for d in (settings.outputs_dir, settings.uploads_dir):
-        d.mkdir(parents=True, exist_ok=True)
-    create_service_keys(settings.keys_dir)
-    created_ca = False
-    if settings.signing_cert_chain is None and not (settings.pki_dir / "root.pem").exists():
-        create_dev_ca(settings.pki_dir)
-        created_ca = True
-    engine = make_engine(settings.db_url)
-    create_tables(engine)
+    # Everything made here is the owner's only: directories 0700, the database and every key 0600.
+    with private_umask():
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        for d in (settings.outputs_dir, settings.uploads_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        create_service_keys(settings.keys_dir)
+        created_ca = False
+        if settings.signing_cert_chain is None and not (settings.pki_dir / "root.pem").exists():
+            create_dev_ca(settings.pki_dir)
+            created_ca = True
+        settings.witness_path.parent.mkdir(parents=True, exist_ok=True)
+        engine = make_engine(settings.db_url)
+        create_tables(engine)
+    tighten(settings)  # an installation made by an older release, initialised again
     admin_id = admin_secret = None
     with Session(engine) as session:
         if session.exec(select(Client)).first() is None:
@@ -83,7 +88,9 @@ class Runtime:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         self.settings = settings
         self.engine = engine or make_engine(settings.db_url)
-        create_tables(self.engine)
+        with private_umask():  # a new SQLite file (another PROVATAR_DATABASE_URL) and the audit key: 0600
+            create_tables(self.engine)
+        tighten(settings)
         key = load_or_create_signing_key(settings.audit_signing_key or settings.keys_dir / AUDIT_KEY)
         self.audit = AuditLog(self.engine, key, key_id="provatar-audit-1", witness=FileWitness(settings.witness_path))
         self.watermark_key = derive_key(settings.keys_dir, "watermark/v1")

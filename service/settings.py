@@ -154,6 +154,12 @@ class Settings(BaseSettings):
         3600.0, description="age after which a leftover *.part file or an unneeded upload dir is swept (sweep.py)"
     )
     sweep_interval_seconds: float = Field(600.0, description="how often the worker sweeps stale files")
+    output_retention_days: float | None = Field(
+        None,
+        gt=0,
+        description="delete generated videos this many days after they finished (the worker's sweep and `provatar "
+        "purge`; a download after that is 410 retention_expired); default: kept until deleted or erased",
+    )
     min_free_disk_bytes: int = Field(
         256 * 1024 * 1024, description="/health reports not ready when the data dir has less free space than this"
     )

@@ -54,6 +54,8 @@ EVENTS: dict[str, str] = {
     "generation.failed": "a generation failed or was denied by the policy (status and error_code say which)",
     "generation.cancelled": "a generation was cancelled",
     "consent.revoked": "consent was revoked for a subject this client generated with or was allowed to use",
+    "generation.withdrawn": "videos of this client are no longer served (their subject's consent was revoked or "
+    "expired, or the subject was erased): `generation_ids`, and `reasons` by id",
     "webhook.ping": "sent on request (POST /v1/webhooks/{id}/ping) to test an endpoint",
 }
 _GENERATION_EVENTS = {

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+from sqlalchemy import inspect, text
 from sqlmodel import select
 
+from safeguards.consent import SubjectReference
 from service import consent_ops
 from service.detect import run_detection
 from service.errors import Denied
@@ -61,6 +64,28 @@ def test_generation_chain_on_postgresql(
         assert not (tmp_path / "pg2.mp4").exists()
         verified = rt.audit.verify()
         assert verified.entries >= 8
+
+        # Erasure on PostgreSQL: no embedding, photo hash or name left in any table; the log still verifies.
+        with rt.session() as session:
+            ref = session.exec(select(SubjectReference).where(SubjectReference.subject_id == subject.id)).one()
+            needles = [json.dumps(ref.embedding[5]), json.dumps(ref.embedding[100]), ref.photo_sha256, "Eileen"]
+
+        def found() -> set[str]:
+            hits = set()
+            with rt.engine.connect() as conn:
+                for table in inspect(conn).get_table_names():
+                    for row in conn.execute(text(f'SELECT * FROM "{table}"')):
+                        cells = " ".join(str(v) for v in row)
+                        hits |= {f"{table}:{n}" for n in needles if n in cells}
+            return hits
+
+        assert len(found()) >= len(needles)  # the search finds them while they are there
+        erased = consent_ops.erase_subject(rt, subject.id, actor="test")
+        assert erased.references_deleted == 1 and erased.generations_erased
+        # The CLI wrote pg.mp4 where its user asked, outside the data dir: counted, left to them.
+        assert erased.outputs_outside_data_dir == 1 and (tmp_path / "pg.mp4").exists()
+        assert found() == set()
+        assert rt.audit.verify().entries > verified.entries
     finally:
         rt.close()
 

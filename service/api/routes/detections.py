@@ -13,6 +13,7 @@ from service.api.deps import RequestId, RequireScope, RuntimeDep
 from service.api.uploads import safe_suffix, save_upload
 from service.auth import Principal
 from service.detect import run_detection
+from service.detect_scope import scoped_report
 
 router = APIRouter(prefix="/v1/detections", tags=["detections"])
 
@@ -38,4 +39,5 @@ async def create_detection(
     finally:
         # Uploaded media is analysed, never kept.
         shutil.rmtree(staging, ignore_errors=True)
-    return report.to_dict()
+    # Another client's generation ids, subject, consent and audit links are for its owner and auditors only.
+    return scoped_report(rt, report.to_dict(), principal)

@@ -11,10 +11,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Header, Query, Request, Response, UploadFile
 from fastapi.responses import JSONResponse
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 
 from generation.controls import Controls
-from service import idempotency, job_state
+from service import idempotency, job_state, output_access
 from service.api.deps import RequestId, RequireScope, RuntimeDep, SessionDep
 from service.api.downloads import stored_file_response
 from service.api.paging import page_body
@@ -32,9 +32,20 @@ router = APIRouter(prefix="/v1/generations", tags=["generations"])
 GeneratePrincipal = Annotated[Principal, RequireScope("generate")]
 
 
-def _public(gen: Generation, request: Request) -> GenerationPublic:
+def _public(gen: Generation, request: Request, session: Session | None = None) -> GenerationPublic:
+    """The job as the API shows it; with a session, a succeeded job's video is offered only while it may be served
+    (output_access decides, from the consent records as they are now)."""
     out = GenerationPublic.model_validate(gen, from_attributes=True)
-    if gen.status == JobStatus.succeeded and gen.output_deleted_at is None:
+    if gen.status != JobStatus.succeeded:
+        return out
+    if session is not None:
+        withheld = output_access.withheld_reason(
+            session, gen, retention_days=request.app.state.runtime.settings.output_retention_days
+        )
+        out.output_withheld = withheld.code if withheld else None
+    elif gen.output_deleted_at is not None:
+        out.output_withheld = "output_deleted"
+    if out.output_withheld is None:
         out.download_url = str(request.url_for("download_generation", generation_id=gen.id))
     return out
 
@@ -191,7 +202,7 @@ def list_generations(
         descending=True,
         parse={"created_at": datetime.fromisoformat},
     )
-    return page_body(request, response, page, [_public(g, request) for g in page.items])
+    return page_body(request, response, page, [_public(g, request, session) for g in page.items])
 
 
 def _own(session: SessionDep, principal: Principal, generation_id: str) -> Generation:
@@ -210,23 +221,40 @@ def get_generation(
     gen = _own(session, principal, generation_id)
     if gen.status not in FINAL_STATUSES:
         response.headers["Retry-After"] = "2"
-    return _public(gen, request)
+    return _public(gen, request, session)
 
 
 @router.get("/{generation_id}/video", name="download_generation", response_model=None)
 def download_generation(
-    request: Request, rt: RuntimeDep, session: SessionDep, principal: GeneratePrincipal, generation_id: str
+    request: Request,
+    rt: RuntimeDep,
+    session: SessionDep,
+    principal: GeneratePrincipal,
+    rid: RequestId,
+    generation_id: str,
 ) -> Response:
-    """The signed, watermarked MP4 once the job has succeeded (409 before that, 410 once deleted). Streamed, with
-    single `Range` requests answered 206."""
+    """The signed, watermarked MP4 once the job has succeeded (409 before that). Streamed, with single `Range`
+    requests answered 206. 410 Gone, with the reason as the problem code, once it may no longer be served:
+    `consent_revoked` / `consent_expired` (decided from the consent records at the time of the request),
+    `subject_erased`, `retention_expired`, `output_deleted`. Refusals are audited."""
     gen = _own(session, principal, generation_id)
-    if gen.output_deleted_at is not None:
-        raise Gone(f"the video of generation {generation_id} was deleted", code="output_deleted")
-    if gen.status != JobStatus.succeeded or not gen.output_path:
+    if gen.output_deleted_at is None and (gen.status != JobStatus.succeeded or not gen.output_path):
         raise Conflict(
             f"generation {generation_id} is {gen.status}; the video is available once it has succeeded",
             code="not_ready",
         )
+    withheld = output_access.withheld_reason(session, gen, retention_days=rt.settings.output_retention_days)
+    if withheld is not None:
+        rt.audit.append(
+            action="generation.download_refused",
+            actor=principal.actor,
+            subject=gen.subject_id,
+            outcome="rejected",
+            request_id=rid,
+            details={"generation_id": gen.id, "code": withheld.code},
+        )
+        raise Gone(withheld.message, code=withheld.code)
+    assert gen.output_path is not None  # checked above: a succeeded job that was not deleted has its output
     return stored_file_response(request, rt.storage, gen.output_path, media_type="video/mp4", filename=f"{gen.id}.mp4")
 
 
@@ -266,7 +294,7 @@ def cancel_generation(
             request_id=rid,
             details={"generation_id": gen.id, "was": was.value},
         )
-    return _public(gen, request)
+    return _public(gen, request, session)
 
 
 @router.delete("/{generation_id}", response_model=GenerationPublic)
@@ -287,6 +315,7 @@ def delete_generation_output(
         if gen.output_path:
             rt.storage.delete_location(gen.output_path)
         gen.output_deleted_at = datetime.now(UTC)
+        gen.output_deleted_reason = "deleted"
         session.add(gen)
         session.commit()
         session.refresh(gen)

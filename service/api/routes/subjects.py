@@ -67,6 +67,10 @@ async def enroll_subject(
         str | None,
         Form(min_length=10, max_length=2000, description="Officer's reason to enroll a photo close to a blocked one"),
     ] = None,
+    new_consent_after_erasure: Annotated[
+        bool,
+        Form(description="Officer confirms a new consent (with new evidence) for a person who was erased"),
+    ] = False,
 ) -> dict[str, Any]:
     """Enroll a subject from reference photos and record their consent in one step."""
     limit = rt.settings.max_upload_bytes
@@ -85,6 +89,7 @@ async def enroll_subject(
         actor=principal.actor,
         request_id=rid,
         review_justification=review_justification,
+        new_consent_after_erasure=new_consent_after_erasure,
     )
     with rt.session() as session:
         return _subject_view(session, subject.id)
@@ -158,6 +163,16 @@ def revoke_consent(
         rt, subject_id=subject_id, reason=reason, actor=principal.actor, consent_id=consent_id, request_id=rid
     )
     return ConsentRecordPublic.model_validate(record, from_attributes=True)
+
+
+@router.post("/subjects/{subject_id}/erase")
+async def erase_subject(rt: RuntimeDep, principal: Writer, rid: RequestId, subject_id: str) -> dict[str, Any]:
+    """Erase the subject (GDPR Art. 17): reference embeddings, photo hashes, stored photos, identity reviews, the
+    videos and uploads of their generations, and their name. Their consent is revoked, the subject stays as an
+    erased tombstone, and the audit log stays intact. Erasing again changes nothing (`already_erased`).
+    The same photo enrolls again only with a new consent (`new_consent_after_erasure`)."""
+    report = await asyncio.to_thread(consent_ops.erase_subject, rt, subject_id, actor=principal.actor, request_id=rid)
+    return report.to_dict()
 
 
 @router.get("/blocklist")
