@@ -392,3 +392,37 @@ def test_a_key_whose_first_request_is_still_running_is_a_409(jobs: Jobs) -> None
         session.add(row)
         session.commit()
     assert idempotency.purge_expired(jobs.rt, ttl=ttl) >= 1
+
+
+def test_erasure_reaches_the_s3_bucket(jobs: Jobs, s3_server: Any, example_photo: Path) -> None:
+    """Erasing a subject deletes their videos where they are stored: objects in the shared bucket, not only files in
+    the data dir; the download is then 410 subject_erased and the audit log still verifies."""
+    bucket = s3_server.new_bucket()
+    settings = Settings(**{**jobs.rt.settings.model_dump(), **s3_server.settings(bucket)})
+    rt = Runtime(settings)
+    subject, _ = consent_ops.enroll(
+        rt,
+        name="Erasable",
+        photos=[example_photo.read_bytes()],
+        purposes=["jobs"],
+        clients=[],
+        expires_days=1,
+        evidence_sha256="e" * 64,
+        actor="test",
+    )
+    try:
+        with TestClient(create_app(settings, runtime=rt, start_worker=False)) as client:
+            on_s3 = Jobs(client, rt, jobs.admin, subject.id, jobs.photo, jobs.audio, jobs.long_audio)
+            job = on_s3.submit().json()
+            Worker(rt).run_pending()
+            gen = on_s3.status(job["id"])
+            assert gen.status == JobStatus.succeeded and str(gen.output_path).startswith("s3://"), gen.error_message
+            assert s3_server.client().list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 1  # the video
+            r = client.post(f"/v1/subjects/{subject.id}/erase", headers=on_s3.bearer("consent:write"))
+            assert r.status_code == 200, r.text
+            assert s3_server.client().list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0
+            gone = client.get(f"/v1/generations/{job['id']}/video", headers=on_s3.bearer())
+            assert_problem(gone, 410, "subject_erased")
+        assert rt.audit.verify().entries >= 1  # raises when the chain or a checkpoint is broken
+    finally:
+        rt.close()
