@@ -39,12 +39,13 @@ from policies.facts import GenerationFacts
 from safeguards.gate import assess_generation_request
 from safeguards.provenance import ManifestSpec, Signer, read_provenance, sign_mp4
 from safeguards.watermark import TAG_BITS, WATERMARK_ALGORITHM, Watermarker, WatermarkPayload
-from service import consent_ops, job_state
-from service.errors import Denied, OutputNotWritable, describe
+from service import consent_ops, job_state, leases
+from service.errors import Denied, OutputNotWritable, describe, unavailable_code
 from service.models import Generation, JobStatus
 from service.runtime import Runtime
 
 ProgressFn = Callable[[float], None]
+StopFn = Callable[[], bool]
 VERSION = "0.1.0"
 log = logging.getLogger("provatar.pipeline")
 # Names of the files a run stages beside its output (hidden, so a half-written video never looks like a result):
@@ -221,8 +222,10 @@ def create_generation(
     output_path: Path | None,
     request_id: str,
     params: dict[str, Any] | None = None,
+    reserved_for: str | None = None,
 ) -> Generation:
-    """Persist a queued generation with a fresh, unique 32-bit watermark tag."""
+    """Persist a queued generation with a fresh, unique 32-bit watermark tag. `reserved_for` (a lease owner) keeps
+    it for the process that will run it itself: no worker or server claims it (leases.claim)."""
     gen_id = new_generation_id()
     for _ in range(8):
         gen = Generation(
@@ -236,6 +239,7 @@ def create_generation(
             audio_path=str(audio_path),
             output_path=str(output_path or rt.settings.outputs_dir / f"{gen_id}.mp4"),
             params=params or {},
+            lease_owner=reserved_for,
         )
         with rt.session() as session:
             session.add(gen)
@@ -268,8 +272,10 @@ def generate_file(
     revoked while it renders."""
     from service.jobs import CancelCheck  # the worker's throttled cancel check (service.jobs imports this module)
 
+    owner = leases.new_owner()
     gen = create_generation(
         rt,
+        reserved_for=owner,
         subject_id=subject_id,
         purpose=purpose,
         client_id=client_id,
@@ -277,9 +283,10 @@ def generate_file(
         audio_path=audio_path,
         output_path=output_path,
         request_id=uuid.uuid4().hex,
-        params={"controls": controls or {}},
+        # Owned by this process (issue 14): if it dies, the reaper fails the job; no server finishes it into -o.
+        params={"controls": controls or {}, "in_process": True},
     )
-    return run_generation(rt, gen.id, actor=actor, progress=progress, should_stop=CancelCheck(rt, gen.id))
+    return run_generation(rt, gen.id, actor=actor, progress=progress, should_stop=CancelCheck(rt, gen.id), owner=owner)
 
 
 def run_generation(
@@ -289,25 +296,42 @@ def run_generation(
     actor: str | None = None,
     progress: ProgressFn | None = None,
     should_stop: Callable[[], bool] | None = None,
+    owner: str | None = None,
 ) -> Generation:
-    """Run one persisted generation through the whole chain. Never leaves a partial output file behind.
+    """Claim one queued generation and run it through the whole chain. Never leaves a partial output file behind.
 
-    `actor` defaults to the client that asked for the generation (the worker acts on its behalf). `should_stop`
-    is asked at every frame boundary; True ends the job as `cancelled`. A job that is no longer runnable (e.g.
-    cancelled while queued) is returned unchanged.
+    The job is held under a lease (service/leases.py), renewed while it renders; a job that is not queued (finished,
+    cancelled, or running under another runner's live lease) is returned unchanged, so a redelivered task is a
+    no-op; `owner` claims a job reserved for it (create_generation's `reserved_for`). `actor` defaults to the
+    client that asked for the generation (the worker acts on its behalf). `should_stop` is asked at every frame
+    boundary; True ends the job as `cancelled`. Raises LeaseLost when the lease was lost mid-run (the job is someone
+    else's now): nothing is recorded for this run then.
     """
-    started = job_state.move(rt, generation_id, JobStatus.running, started_at=datetime.now(UTC), attempts_inc=True)
-    if started is None:
+    claimed = leases.claim(rt, generation_id, owner=owner)
+    if claimed is None:
         return update_generation(rt, generation_id)
-    gen = started
+    lease, gen = claimed
+    with leases.Heartbeat(rt, lease) as heartbeat:
+
+        def stop() -> bool:
+            return heartbeat.lost.is_set() or (should_stop is not None and should_stop())
+
+        return _run_leased(rt, gen, lease, actor=actor or f"client:{gen.client_id}", progress=progress, stop=stop)
+
+
+def _run_leased(
+    rt: Runtime, gen: Generation, lease: leases.Lease, *, actor: str, progress: ProgressFn | None, stop: StopFn
+) -> Generation:
+    """auth (done) -> policy -> generate -> watermark -> encode -> sign -> audit, for a job this runner holds.
+    Every move that ends it is conditional on still holding the lease and is audited in the same transaction."""
+    owned = [leases.held(lease.owner)]
 
     def on_frame(i: int) -> None:
-        if should_stop is not None and should_stop():
-            raise job_state.JobCancelled(generation_id)
+        if stop():
+            raise job_state.JobCancelled(gen.id)
         if progress:
             progress(0.95 * (i + 1) / total)
 
-    actor = actor or f"client:{gen.client_id}"
     out = Path(gen.output_path) if gen.output_path else rt.settings.outputs_dir / f"{gen.id}.mp4"
     # Everything is written under temp names beside `out`; `out` itself is only ever replaced by a finished, signed,
     # verified video, and never deleted: a file already there survives any failure (the run did not create it).
@@ -335,7 +359,7 @@ def run_generation(
         update_generation(rt, gen.id, consent_record_id=consent_id, policy_decision_id=decision.decision_id)
 
         # 2. generate, 3. watermark every frame, 4. encode
-        if should_stop is not None and should_stop():
+        if stop():
             raise job_state.JobCancelled(gen.id)
         generator = job_generator(rt, gen.params.get("controls") or {})
         prepared = generator.prepare(inputs.photo)
@@ -384,65 +408,82 @@ def run_generation(
             )
         report = read_provenance(signed, trust_anchors_pem=rt.trust_anchors_pem())
         output_sha256 = sha256_file(signed)
-        try:
-            os.replace(signed, out)
-        except OSError as exc:
-            raise OutputNotWritable(f"cannot write the output {out}: {exc.strerror or exc}") from exc
 
-        # 6. audit
-        event = rt.audit.append(
-            action="generation.completed",
-            actor=actor,
-            subject=gen.subject_id,
-            outcome="ok",
-            request_id=gen.request_id,
-            details={
-                "generation_id": gen.id,
-                "purpose": gen.purpose,
-                "client_id": gen.client_id,
-                "consent_record_id": consent_id,
-                "policy_decision_id": decision.decision_id,
-                "policy_version": decision.policy_version,
-                "human_review": consent_ops.human_review_summary(facts),
-                "watermark_tag": f"{gen.watermark_tag:08x}",
-                "frames": total,
-                "duration_s": round(inputs.audio.duration_s, 3),
-                "photo_sha256": sha256_file(Path(gen.photo_path)),
-                "audio_sha256": sha256_file(Path(gen.audio_path)),
-                # The types the bytes have (and the C2PA ingredients carry), whatever the file names said.
-                "photo_type": inputs.photo_type.mime if inputs.photo_type else None,
-                "audio_type": inputs.audio_type.mime if inputs.audio_type else None,
-                "output_sha256": output_sha256,
-                "c2pa_state": report.state,
-                "seconds": round(time.perf_counter() - t0, 3),
-            },
-        )
+        def publish() -> None:  # in the completion's transaction: only the run that records it replaces `out`
+            try:
+                os.replace(signed, out)
+            except OSError as exc:
+                raise OutputNotWritable(f"cannot write the output {out}: {exc.strerror or exc}") from exc
+
+        # 6. audit: the entry, the move to succeeded and the output's rename commit together, once
         if progress:
             progress(1.0)
-        done = job_state.move(
+        done = job_state.move_audited(
             rt,
             gen.id,
             JobStatus.succeeded,
+            conditions=owned,
+            publish=publish,
+            audit={
+                "action": "generation.completed",
+                "actor": actor,
+                "subject": gen.subject_id,
+                "outcome": "ok",
+                "request_id": gen.request_id,
+                "details": {
+                    "generation_id": gen.id,
+                    "purpose": gen.purpose,
+                    "client_id": gen.client_id,
+                    "consent_record_id": consent_id,
+                    "policy_decision_id": decision.decision_id,
+                    "policy_version": decision.policy_version,
+                    "human_review": consent_ops.human_review_summary(facts),
+                    "watermark_tag": f"{gen.watermark_tag:08x}",
+                    "frames": total,
+                    "duration_s": round(inputs.audio.duration_s, 3),
+                    "photo_sha256": sha256_file(Path(gen.photo_path)),
+                    "audio_sha256": sha256_file(Path(gen.audio_path)),
+                    # The types the bytes have (and the C2PA ingredients carry), whatever the file names said.
+                    "photo_type": inputs.photo_type.mime if inputs.photo_type else None,
+                    "audio_type": inputs.audio_type.mime if inputs.audio_type else None,
+                    "output_sha256": output_sha256,
+                    "c2pa_state": report.state,
+                    "seconds": round(time.perf_counter() - t0, 3),
+                    "attempt": gen.attempts,
+                },
+            },
             progress=1.0,
             manifest_json=report.manifest_json,
-            audit_seq=event.seq,
         )
-        assert done is not None  # only this runner moves a running job on
-        return done
+        if done is None:
+            raise job_state.LeaseLost(gen.id)
+        return done[0]
     except job_state.JobCancelled:
-        rt.audit.append(
-            action="generation.cancelled",
-            actor=actor,
-            subject=gen.subject_id,
-            outcome="ok",
-            request_id=gen.request_id,
-            details={"generation_id": gen.id, "while": "running"},
+        cancelled = job_state.move_audited(
+            rt,
+            gen.id,
+            JobStatus.cancelled,
+            conditions=owned,
+            audit={
+                "action": "generation.cancelled",
+                "actor": actor,
+                "subject": gen.subject_id,
+                "outcome": "ok",
+                "request_id": gen.request_id,
+                "details": {"generation_id": gen.id, "while": "running"},
+            },
+            **job_state.CANCELLED_FIELDS,
         )
-        cancelled = job_state.move(rt, gen.id, JobStatus.cancelled, **job_state.CANCELLED_FIELDS)
-        assert cancelled is not None
-        return cancelled
+        if cancelled is None:  # the stop was the lease lapsing: the job is someone else's now
+            raise job_state.LeaseLost(gen.id) from None
+        return cancelled[0]
+    except job_state.LeaseLost:
+        log.warning("generation %s: lease %s lost; this run's work is discarded", gen.id, lease.owner)
+        raise
     except BaseException as exc:
-        _record_failure(rt, gen, exc, actor=actor)
+        if is_transient(exc) and _requeue_transient(rt, gen, exc, owned=owned):
+            raise
+        _record_failure(rt, gen, exc, actor=actor, owned=owned)
         raise
     finally:
         for stage in stages:  # stop the render/watermark threads at once if encoding failed
@@ -451,43 +492,85 @@ def run_generation(
         _unlink_quietly(signed)
 
 
-def _record_failure(rt: Runtime, gen: Generation, exc: BaseException, *, actor: str) -> None:
-    """End a running job visibly (status, audit entry, log) whatever else is broken: if the audit log cannot be
-    written (database down, disk full) the job is still moved to its final status, and the reverse."""
+def is_transient(exc: BaseException) -> bool:
+    """The database was unreachable: the same job may well succeed in a moment (unlike bad input or a denial)."""
+    return unavailable_code(exc) == "database_unavailable"
+
+
+def _requeue_transient(rt: Runtime, gen: Generation, exc: BaseException, *, owned: list[Any]) -> bool:
+    """Put a job that hit a transient failure back in the queue for a retry, while it has attempts left. False when
+    it has none (the caller fails it) ; a requeue that itself fails leaves the lease to expire (the reaper retries)."""
+    if gen.attempts >= rt.settings.job_max_attempts:
+        return False
     problem = describe(exc)
-    denied = isinstance(exc, Denied)
-    if not denied:  # denials were audited as policy decisions already
-        # Bad input is the client's mistake (the job says why); anything else is ours to investigate.
-        bug = problem.http_status >= 500
-        log.log(
-            logging.WARNING if bug else logging.INFO,
-            "generation %s failed: %s: %s",
-            gen.id,
-            problem.code,
-            problem.message,
-            exc_info=exc if bug else None,
-        )
-        try:
-            rt.audit.append(
-                action="generation.failed",
-                actor=actor,
-                subject=gen.subject_id,
-                outcome="error",
-                request_id=gen.request_id,
-                details={"generation_id": gen.id, "code": problem.code, "message": problem.message},
-            )
-        except Exception:
-            log.error("could not audit the failure of generation %s", gen.id, exc_info=True)
+    log.warning("generation %s: %s (attempt %d); requeued for a retry", gen.id, problem.message, gen.attempts)
     try:
-        job_state.move(
+        job_state.move_audited(
             rt,
             gen.id,
-            JobStatus.denied if denied else JobStatus.failed,
-            error_code=problem.code,
-            error_message=problem.message,
+            JobStatus.queued,
+            conditions=owned,
+            audit={
+                "action": "generation.requeued",
+                "actor": "service:worker",
+                "subject": gen.subject_id,
+                "outcome": "error",
+                "request_id": gen.request_id,
+                "details": {"generation_id": gen.id, "reason": problem.code, "attempts": gen.attempts},
+            },
         )
     except Exception:
-        log.error("could not mark generation %s as failed", gen.id, exc_info=True)
+        log.warning("could not requeue generation %s; its lease will expire", gen.id, exc_info=True)
+    return True
+
+
+def _record_failure(rt: Runtime, gen: Generation, exc: BaseException, *, actor: str, owned: list[Any]) -> None:
+    """End a running job visibly (status, audit entry, log) whatever else is broken: if the audit log cannot be
+    written (database down, disk full) the job is still moved to its final status. Only while this runner holds
+    the lease: a job it lost is someone else's."""
+    problem = describe(exc)
+    denied = isinstance(exc, Denied)
+    to = JobStatus.denied if denied else JobStatus.failed
+    fields = {"error_code": problem.code, "error_message": problem.message}
+    if denied:  # denials were audited as policy decisions already
+        _move_quietly(rt, gen.id, to, owned, fields)
+        return
+    # Bad input is the client's mistake (the job says why); anything else is ours to investigate.
+    bug = problem.http_status >= 500
+    log.log(
+        logging.WARNING if bug else logging.INFO,
+        "generation %s failed: %s: %s",
+        gen.id,
+        problem.code,
+        problem.message,
+        exc_info=exc if bug else None,
+    )
+    try:
+        job_state.move_audited(
+            rt,
+            gen.id,
+            to,
+            conditions=owned,
+            audit={
+                "action": "generation.failed",
+                "actor": actor,
+                "subject": gen.subject_id,
+                "outcome": "error",
+                "request_id": gen.request_id,
+                "details": {"generation_id": gen.id, "code": problem.code, "message": problem.message},
+            },
+            **fields,
+        )
+    except Exception:
+        log.error("could not audit the failure of generation %s", gen.id, exc_info=True)
+        _move_quietly(rt, gen.id, to, owned, fields)
+
+
+def _move_quietly(rt: Runtime, gen_id: str, to: JobStatus, owned: list[Any], fields: dict[str, Any]) -> None:
+    try:
+        job_state.move(rt, gen_id, to, conditions=owned, **fields)
+    except Exception:
+        log.error("could not mark generation %s as %s", gen_id, to.value, exc_info=True)
 
 
 def update_generation(rt: Runtime, generation_id: str, *, attempts_inc: bool = False, **fields: Any) -> Generation:
