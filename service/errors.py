@@ -201,6 +201,9 @@ HINTS: dict[str, str] = {
     "invalid_cursor": "pass the `after` value from a `next` link unchanged",
     "invalid_webhook_url": "use an https URL on a public host (see PROVATAR_WEBHOOK_* settings)",
     "webhook_not_found": "GET /v1/webhooks lists this client's endpoints",
+    "broker_not_configured": "set PROVATAR_BROKER_URL to the broker the API enqueues to (see the README, Deployment)",
+    "lease_expired": "the process running the job stopped (killed, crashed or cut off) too often, or it was a CLI "
+    "or live job that cannot be resumed: submit it again; operators: check the workers' logs",
 }
 
 # Short titles of the problem types (RFC 9457 `title`: the same for every occurrence of a type).

@@ -35,6 +35,7 @@ from service.api.routes import (
     webhooks,
 )
 from service.errors import AUTH_FAILURE_CODES, HINTS, ExitStatus, Problem, ServiceError, describe
+from service.job_queue import job_queue
 from service.jobs import Worker
 from service.metrics import CONTENT_TYPE_LATEST, UNMATCHED_ROUTE, Metrics
 from service.ratelimit import RateLimiter
@@ -63,7 +64,9 @@ def create_app(
         rt = runtime or Runtime(settings)
         app.state.runtime = rt
         worker = Worker(rt, threads=settings.worker_threads)
-        app.state.worker = worker
+        app.state.worker = worker  # runs jobs only without a broker (tests drive it with run_pending)
+        jobs = job_queue(rt, worker)
+        app.state.jobs = jobs
         app.state.limiter = RateLimiter(settings)
         rejections = RejectionAudit(rt.audit, window_seconds=settings.rejection_summary_seconds)
         app.state.rejections = rejections
@@ -72,18 +75,22 @@ def create_app(
         app.state.dispatcher = dispatcher
         dispatcher.start()
         if start_worker:
-            worker.start()
+            jobs.start()
         rt.audit.append(
             action="service.started",
             actor="service",
             outcome="ok",
-            details={"version": app.version, "rate_limit_backend": app.state.limiter.backend},
+            details={
+                "version": app.version,
+                "rate_limit_backend": app.state.limiter.backend,
+                "jobs": "broker" if settings.broker_url else "in-process",
+            },
         )
         try:
             yield
         finally:
             if start_worker:
-                worker.stop()
+                jobs.stop()
             dispatcher.stop()
             rejections.stop()
             if runtime is None:
