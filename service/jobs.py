@@ -16,9 +16,9 @@ from pathlib import Path
 
 from sqlmodel import col, select
 
-from service import job_state
+from service import job_state, leases
 from service.models import Generation, JobStatus
-from service.pipeline import is_transient, run_generation
+from service.pipeline import is_transient, run_claimed
 from service.reaper import reap_expired_leases
 from service.runtime import Runtime
 from service.sweep import sweep_stale_files
@@ -65,7 +65,10 @@ def run_job(rt: Runtime, gen_id: str) -> JobOutcome:
                 session.commit()
 
     try:
-        gen = run_generation(rt, gen_id, progress=progress, should_stop=CancelCheck(rt, gen_id))
+        claimed = leases.claim(rt, gen_id)
+        if claimed is None:  # finished, cancelled, or running under another runner's live lease
+            return JobOutcome.skipped
+        run_claimed(rt, *claimed, progress=progress, should_stop=CancelCheck(rt, gen_id))
     except job_state.LeaseLost:
         return JobOutcome.lease_lost
     except Exception as exc:
@@ -74,11 +77,8 @@ def run_job(rt: Runtime, gen_id: str) -> JobOutcome:
             return JobOutcome.retry
         # The pipeline recorded (and logged) the failure on the job and in the audit log.
         log.info("generation %s did not succeed", gen_id, exc_info=True)
-        gen = None
     finally:
         discard_uploads_quietly(rt, gen_id)
-    if gen is not None and gen.status in (JobStatus.queued, JobStatus.running):
-        return JobOutcome.skipped
     return JobOutcome.finished
 
 

@@ -310,7 +310,19 @@ def run_generation(
     claimed = leases.claim(rt, generation_id, owner=owner)
     if claimed is None:
         return update_generation(rt, generation_id)
-    lease, gen = claimed
+    return run_claimed(rt, *claimed, actor=actor, progress=progress, should_stop=should_stop)
+
+
+def run_claimed(
+    rt: Runtime,
+    lease: leases.Lease,
+    gen: Generation,
+    *,
+    actor: str | None = None,
+    progress: ProgressFn | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> Generation:
+    """`run_generation` for a job this runner has just claimed (leases.claim): renews the lease while it runs."""
     with leases.Heartbeat(rt, lease) as heartbeat:
 
         def stop() -> bool:

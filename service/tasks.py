@@ -64,7 +64,6 @@ def create_celery(settings: Settings) -> Celery:
         # Publishing from an API request: a short retry, then the submission stays queued for the reaper to re-send.
         task_publish_retry=True,
         task_publish_retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 1},
-        worker_hijack_root_logger=False,
     )
     app.conf.provatar_settings = settings
     app.task(bind=True, name=TASK_NAME, max_retries=settings.job_retry_max)(run_generation_task)
