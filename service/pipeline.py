@@ -45,7 +45,6 @@ from service.models import Generation, JobStatus
 from service.runtime import Runtime
 
 ProgressFn = Callable[[float], None]
-StopFn = Callable[[], bool]
 VERSION = "0.1.0"
 log = logging.getLogger("provatar.pipeline")
 # Names of the files a run stages beside its output (hidden, so a half-written video never looks like a result):
@@ -324,23 +323,32 @@ def run_claimed(
 ) -> Generation:
     """`run_generation` for a job this runner has just claimed (leases.claim): renews the lease while it runs."""
     with leases.Heartbeat(rt, lease) as heartbeat:
-
-        def stop() -> bool:
-            return heartbeat.lost.is_set() or (should_stop is not None and should_stop())
-
-        return _run_leased(rt, gen, lease, actor=actor or f"client:{gen.client_id}", progress=progress, stop=stop)
+        actor = actor or f"client:{gen.client_id}"
+        return _run_leased(rt, gen, heartbeat, actor=actor, progress=progress, should_stop=should_stop)
 
 
 def _run_leased(
-    rt: Runtime, gen: Generation, lease: leases.Lease, *, actor: str, progress: ProgressFn | None, stop: StopFn
+    rt: Runtime,
+    gen: Generation,
+    heartbeat: leases.Heartbeat,
+    *,
+    actor: str,
+    progress: ProgressFn | None,
+    should_stop: Callable[[], bool] | None,
 ) -> Generation:
     """auth (done) -> policy -> generate -> watermark -> encode -> sign -> audit, for a job this runner holds.
     Every move that ends it is conditional on still holding the lease and is audited in the same transaction."""
+    lease = heartbeat.lease
     owned = [leases.held(lease.owner)]
 
-    def on_frame(i: int) -> None:
-        if stop():
+    def check_stop() -> None:
+        if heartbeat.lost.is_set():  # taken over, or this process should stop: record nothing, leave it to others
+            raise job_state.LeaseLost(gen.id)
+        if should_stop is not None and should_stop():
             raise job_state.JobCancelled(gen.id)
+
+    def on_frame(i: int) -> None:
+        check_stop()
         if progress:
             progress(0.95 * (i + 1) / total)
 
@@ -371,8 +379,7 @@ def _run_leased(
         update_generation(rt, gen.id, consent_record_id=consent_id, policy_decision_id=decision.decision_id)
 
         # 2. generate, 3. watermark every frame, 4. encode
-        if stop():
-            raise job_state.JobCancelled(gen.id)
+        check_stop()
         generator = job_generator(rt, gen.params.get("controls") or {})
         prepared = generator.prepare(inputs.photo)
         total = generator.frame_count(inputs.audio)
@@ -486,7 +493,7 @@ def _run_leased(
             },
             **job_state.CANCELLED_FIELDS,
         )
-        if cancelled is None:  # the stop was the lease lapsing: the job is someone else's now
+        if cancelled is None:  # the lease lapsed meanwhile: the job is someone else's now
             raise job_state.LeaseLost(gen.id) from None
         return cancelled[0]
     except job_state.LeaseLost:

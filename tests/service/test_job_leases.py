@@ -291,3 +291,19 @@ def test_transient_failures_are_retried_with_backoff(rt: Runtime) -> None:
     assert run_job(rt, gen_id) == JobOutcome.finished
     gen = _row(rt, gen_id)
     assert gen.status == JobStatus.failed and gen.error_code != "database_unavailable" and gen.attempts == 1
+
+
+def test_an_orphaned_worker_process_stops_renewing_and_its_job_goes_to_the_reaper(rt: Runtime) -> None:
+    """A Celery child whose worker was killed must not finish its job unsupervised (tasks.py sets the probe)."""
+    gen_id = _job(rt)
+    claimed = leases.claim(rt, gen_id)
+    assert claimed is not None
+    leases.set_process_probe(lambda: False)  # "my parent is gone"
+    try:
+        with leases.Heartbeat(rt, claimed[0], interval=0.05) as beat:
+            assert beat.lost.wait(5)
+    finally:
+        leases.set_process_probe(leases._always_alive)
+    assert _row(rt, gen_id).status == JobStatus.running  # nothing recorded by the orphan...
+    assert gen_id in reap_expired_leases(rt, now=datetime.now(UTC) + timedelta(seconds=10))  # ...the reaper retries
+    assert _row(rt, gen_id).status == JobStatus.queued
