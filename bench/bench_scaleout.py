@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 import sqlalchemy  # noqa: E402
+from sqlmodel import col, select  # noqa: E402
 
 from generation import load_audio  # noqa: E402
 from service import client_ops, consent_ops  # noqa: E402
@@ -202,7 +203,7 @@ def main() -> None:  # noqa: C901 - one linear script: set up, run, kill, check,
             if time.monotonic() > deadline:
                 raise SystemExit(f"timed out; finished {len(finished_at)} of {len(submitted)}")
             with rt.session() as session:
-                rows = {g.id: g for g in session.query(Generation).filter(Generation.id.in_(list(submitted)))}  # type: ignore[attr-defined]
+                rows = {g.id: g for g in session.exec(select(Generation).where(col(Generation.id).in_(submitted)))}
             for gen_id, gen in rows.items():
                 if gen.status not in (JobStatus.queued, JobStatus.running) and gen_id not in finished_at:
                     finished_at[gen_id] = time.time()
@@ -225,7 +226,7 @@ def main() -> None:  # noqa: C901 - one linear script: set up, run, kill, check,
 
         # Checks
         with rt.session() as session:
-            rows = {g.id: g for g in session.query(Generation).filter(Generation.id.in_(list(submitted)))}  # type: ignore[attr-defined]
+            rows = {g.id: g for g in session.exec(select(Generation).where(col(Generation.id).in_(submitted)))}
         completed = [e.details["generation_id"] for e in rt.audit.query(action="generation.completed", limit=10_000)]
         requeued = [e.details["generation_id"] for e in rt.audit.query(action="generation.requeued", limit=10_000)]
         for gen_id, gen in rows.items():
