@@ -6,8 +6,8 @@ all real processes on this machine; one worker is killed with SIGKILL in the mid
 What it does: creates a fresh PostgreSQL database (dropped at the end) and flushes Redis database 10, initialises an
 installation on them, starts `provatar serve` and `--workers` x `provatar worker --concurrency 1`, submits `--jobs`
 generations from `--clients` concurrent httpx clients, and as soon as some job has rendered 20 % of its frames it
-SIGKILLs the worker process that runs it (the Celery main process; its prefork child notices, stops renewing the
-job's lease and records nothing). The job's lease expires, the reaper in a surviving worker requeues it and sends it
+SIGKILLs the worker process that runs it (the Celery main process; its prefork child dies with it, recording
+nothing). The job's lease expires, the reaper in a surviving worker requeues it and sends it
 again, and it completes there.
 
 Prints jobs/minute and p50/p95 time from submission to completion, and checks: every job succeeded (or failed with

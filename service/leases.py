@@ -90,8 +90,8 @@ def _always_alive() -> bool:
 
 
 # Whether this process should still be running jobs. A Celery prefork child sets it to "my worker process is still
-# my parent": when the worker is killed, an orphaned child stops renewing, so its job is retried elsewhere instead
-# of finishing unsupervised.
+# my parent": where the child outlives a killed worker (Celery's PR_SET_PDEATHSIG is Linux-only), it stops renewing,
+# so its job is retried elsewhere instead of finishing unsupervised.
 _process_alive: Callable[[], bool] = _always_alive
 
 

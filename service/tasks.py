@@ -8,8 +8,9 @@ once and the job still runs to completion once:
 - A redelivered (or duplicated) message whose job already finished, or is running under another runner's live lease,
   finds nothing to claim and returns `skipped` (service/leases.py); a job's completion is recorded with its audit
   entry in one conditional transaction (service/job_state.py): one `generation.completed` per generation.
-- A whole worker killed (SIGKILL, lost machine) leaves its job running under a lease nobody renews (an orphaned
-  prefork child stops renewing too): the reaper in every worker process requeues it and sends it again
+- A whole worker killed (SIGKILL, lost machine) leaves its job running under a lease nobody renews (on Linux Celery
+  kills its prefork children with it; elsewhere an orphaned child stops renewing at its next heartbeat): the reaper
+  in every worker process requeues it and sends it again
   (service/reaper.py), up to `job_max_attempts` runs, then fails it with `lease_expired`.
 - Transient failures (database unreachable) are retried with exponential backoff (`job_retry_max`,
   `job_retry_backoff_seconds`); deterministic ones (policy denial, bad input) are recorded on the job and not
