@@ -20,7 +20,8 @@ class JobQueue(Protocol):
 
     def start(self) -> None: ...
 
-    def stop(self) -> None: ...
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop taking jobs; a job running in this process gets `timeout` seconds to finish."""
 
 
 class InProcessQueue:
@@ -35,8 +36,8 @@ class InProcessQueue:
     def start(self) -> None:
         self.worker.start()
 
-    def stop(self) -> None:
-        self.worker.stop()
+    def stop(self, timeout: float = 30.0) -> None:
+        self.worker.stop(timeout)
 
 
 class BrokerQueue:
@@ -63,8 +64,8 @@ class BrokerQueue:
     def start(self) -> None:
         self.reaper.start()
 
-    def stop(self) -> None:
-        self.reaper.stop()
+    def stop(self, timeout: float = 30.0) -> None:
+        self.reaper.stop()  # jobs run in the workers, not here
 
 
 def job_queue(rt: Runtime, worker: Worker) -> JobQueue:
