@@ -307,3 +307,21 @@ def test_an_orphaned_worker_process_stops_renewing_and_its_job_goes_to_the_reape
     assert _row(rt, gen_id).status == JobStatus.running  # nothing recorded by the orphan...
     assert gen_id in reap_expired_leases(rt, now=datetime.now(UTC) + timedelta(seconds=10))  # ...the reaper retries
     assert _row(rt, gen_id).status == JobStatus.queued
+
+
+def test_the_worker_command_refuses_to_start_without_a_broker(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from service.cli import app
+    from service.settings import get_settings
+
+    env = {"PROVATAR_DATA_DIR": str(tmp_path / "data"), "PROVATAR_BROKER_URL": ""}
+    get_settings.cache_clear()
+    try:
+        missing = CliRunner().invoke(app, ["worker"], env=env)
+        bad_level = CliRunner().invoke(app, ["worker", "--loglevel", "loud"], env=env)
+    finally:
+        get_settings.cache_clear()
+    assert missing.exit_code == 2 and "error[broker_not_configured]" in missing.output, missing.output
+    assert bad_level.exit_code == 2 and "--loglevel" in bad_level.output
+    assert "Traceback" not in missing.output + bad_level.output
