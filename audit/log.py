@@ -19,7 +19,7 @@ import json
 import re
 import threading
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -173,11 +173,16 @@ class AuditLog:
         subject: str | None = None,
         request_id: str | None = None,
         details: Mapping[str, Any] | None = None,
+        within: Callable[[Connection, int], None] | None = None,
     ) -> AuditEvent:
         """Append one entry and commit it (in its own transaction), then return it with its seq and hashes.
 
         Refuses (CheckpointMismatch) to extend a log whose signed head does not match its last row: signing on
         top of a tampered head would launder the tampering.
+
+        `within(conn, seq)` runs in the same transaction, before the entry is written, with the seq it will get: the
+        caller's own change (e.g. a conditional job-state move) commits together with the entry or not at all, and an
+        exception it raises writes nothing and propagates. This is how an action is recorded exactly once.
         """
         _validate_event(action=action, actor=actor, outcome=outcome, subject=subject, request_id=request_id)
         clean_details = normalize(dict(details or {}))
@@ -198,6 +203,8 @@ class AuditLog:
                 prev_hash=head,
                 entry_hash="",
             )
+            if within is not None:
+                within(conn, event.seq)
             event.entry_hash = compute_entry_hash(event.hashed_fields())
             conn.execute(insert(_EVENTS).values(**event.model_dump()))
             new_frontier = frontier_append(frontier, size, bytes.fromhex(event.entry_hash))

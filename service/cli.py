@@ -196,7 +196,7 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
 ) -> None:
-    """Run the HTTP API (OpenAPI docs at /docs) with the in-process job worker."""
+    """Run the HTTP API (OpenAPI docs at /docs); jobs run in-process, or on `provatar worker`s with a broker."""
 
     def body() -> None:
         import uvicorn
@@ -492,7 +492,16 @@ def main() -> None:
 
 
 # Command groups that live in their own modules register themselves on `app` / `consent_app`.
-from service import cli_audit, cli_clients, cli_consent, cli_db, cli_demo, cli_eval, cli_webhooks  # noqa: E402,F401
+from service import (  # noqa: E402,F401
+    cli_audit,
+    cli_clients,
+    cli_consent,
+    cli_db,
+    cli_demo,
+    cli_eval,
+    cli_webhooks,
+    cli_worker,
+)
 
 if __name__ == "__main__":
     # `python -m service.cli`: this file runs as __main__, but the command modules registered themselves on the

@@ -251,6 +251,9 @@ HINTS: dict[str, str] = {
     "csrf_refused": "reload the console page and submit the form again (forms expire with the session)",
     "console_sign_in_required": "sign in to the console with your client id and secret",
     "confirmation_mismatch": "type exactly the text the confirmation page asks for",
+    "broker_not_configured": "set PROVATAR_BROKER_URL to the broker the API enqueues to (see the README, Deployment)",
+    "lease_expired": "the process running the job stopped (killed, crashed or cut off) too often, or it was a CLI "
+    "or live job that cannot be resumed: submit it again; operators: check the workers' logs",
 }
 
 # Short titles of the problem types (RFC 9457 `title`: the same for every occurrence of a type).

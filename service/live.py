@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +21,8 @@ from generation.media import load_image
 from generation.streaming import StreamingSession
 from policies import PolicyDecision
 from safeguards.watermark import Watermarker, WatermarkPayload
-from service import job_state
-from service.errors import Denied
+from service import job_state, leases
+from service.errors import Denied, describe
 from service.models import JobStatus
 from service.pipeline import (
     ValidatedInputs,
@@ -50,6 +49,7 @@ class LiveStream:
     decision: PolicyDecision
     session: StreamingSession
     marker: Watermarker
+    heartbeat: leases.Heartbeat
     started: float = field(default_factory=time.perf_counter)
     frames_sent: int = 0
     closed: bool = False
@@ -92,25 +92,33 @@ class LiveStream:
         if self.closed:
             return
         self.closed = True
+        self.heartbeat.stop()
         status = JobStatus.succeeded if ok else (JobStatus.denied if code == "audio_too_long" else JobStatus.failed)
-        job_state.move(
-            self.rt, self.generation_id, status, progress=1.0 if ok else 0.0, error_code=code, error_message=message
-        )
-        self.rt.audit.append(
-            action="generation.completed" if ok else "generation.failed",
-            actor=self.actor,
-            subject=self.subject_id,
-            outcome="ok" if ok else "error",
-            request_id=self.request_id,
-            details={
-                "generation_id": self.generation_id,
-                "live": True,
-                "frames": self.frames_sent,
-                "duration_s": round(self.session.duration_s, 3),
-                "code": code,
-                "seconds": round(time.perf_counter() - self.started, 3),
-                "policy_decision_id": self.decision.decision_id,
+        # Recorded with its audit entry, once, and only while this process still holds the stream's lease.
+        job_state.move_audited(
+            self.rt,
+            self.generation_id,
+            status,
+            conditions=[leases.held(self.heartbeat.lease.owner)],
+            audit={
+                "action": "generation.completed" if ok else "generation.failed",
+                "actor": self.actor,
+                "subject": self.subject_id,
+                "outcome": "ok" if ok else "error",
+                "request_id": self.request_id,
+                "details": {
+                    "generation_id": self.generation_id,
+                    "live": True,
+                    "frames": self.frames_sent,
+                    "duration_s": round(self.session.duration_s, 3),
+                    "code": code,
+                    "seconds": round(time.perf_counter() - self.started, 3),
+                    "policy_decision_id": self.decision.decision_id,
+                },
             },
+            progress=1.0 if ok else 0.0,
+            error_code=code,
+            error_message=message,
         )
 
 
@@ -158,16 +166,32 @@ def open_live_stream(
         request_id=request_id,
         params={"live": True, "controls": controls or {}},
     )
-    job_state.move(rt, gen.id, JobStatus.running, started_at=datetime.now(UTC))
-    gen = update_generation(
-        rt, gen.id, consent_record_id=facts.consent_record_id, policy_decision_id=decision.decision_id
-    )
-    generator = job_generator(rt, controls or {})  # the session switches lip sync to the acoustic path
-    session = StreamingSession(generator, generator.prepare(image), sample_rate=sample_rate)
-    marker = Watermarker(WatermarkPayload.for_generation(rt.watermark_key, gen.watermark_tag))
-    # Warm the watermark and the JPEG encoder before "ready", so the first audio chunk pays only for its frames.
-    blank = np.zeros((rt.settings.output_size, rt.settings.output_size, 3), np.uint8)
-    cv2.imencode(".jpg", marker.embed(blank))
+    # Held under a lease renewed while the stream is open: if this process dies, the reaper fails the stream
+    # (it cannot be resumed) instead of leaving it running; no other replica touches it while it is alive.
+    claimed = leases.claim(rt, gen.id)
+    assert claimed is not None  # just created, queued, unreserved
+    lease = claimed[0]
+    try:
+        gen = update_generation(
+            rt, gen.id, consent_record_id=facts.consent_record_id, policy_decision_id=decision.decision_id
+        )
+        generator = job_generator(rt, controls or {})  # the session switches lip sync to the acoustic path
+        session = StreamingSession(generator, generator.prepare(image), sample_rate=sample_rate)
+        marker = Watermarker(WatermarkPayload.for_generation(rt.watermark_key, gen.watermark_tag))
+        # Warm the watermark and the JPEG encoder before "ready", so the first audio chunk pays only for its frames.
+        blank = np.zeros((rt.settings.output_size, rt.settings.output_size, 3), np.uint8)
+        cv2.imencode(".jpg", marker.embed(blank))
+    except BaseException as exc:  # the stream never started: end its job now rather than when the lease lapses
+        problem = describe(exc)
+        job_state.move(
+            rt,
+            gen.id,
+            JobStatus.failed,
+            conditions=[leases.held(lease.owner)],
+            error_code=problem.code,
+            error_message=problem.message,
+        )
+        raise
     rt.audit.append(
         action="generation.requested",
         actor=actor,
@@ -176,4 +200,6 @@ def open_live_stream(
         request_id=request_id,
         details={"generation_id": gen.id, "purpose": purpose, "live": True},
     )
-    return LiveStream(rt, gen.id, actor, subject_id, request_id, decision, session, marker)
+    heartbeat = leases.Heartbeat(rt, lease)
+    heartbeat.start()
+    return LiveStream(rt, gen.id, actor, subject_id, request_id, decision, session, marker, heartbeat)

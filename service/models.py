@@ -9,6 +9,8 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, Column
 from sqlmodel import Field, SQLModel
 
+from safeguards.consent import UTCDateTime
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -83,6 +85,15 @@ class Generation(GenerationBase, table=True):
     # When the owning client was told (webhook generation.withdrawn) that the video is no longer served because the
     # subject's consent was revoked or expired; cleared when consent is in force again.
     withdrawn_at: datetime | None = None
+    # The lease of the runner that holds this job (service/leases.py): only the owner may renew it or move the job
+    # on, and a job whose lease expired is requeued or failed by the reaper (service/reaper.py), never adopted
+    # while its runner is alive. Internal: not in GenerationPublic (owners name hosts and process ids).
+    lease_owner: str | None = Field(default=None, max_length=200)
+    lease_expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime, index=True)
+    heartbeat_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # When the job was last handed to the broker (None: at creation); the reaper re-sends queued jobs no runner
+    # claimed for a while, so a submission whose enqueue failed is not lost.
+    enqueued_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class IdempotencyKey(SQLModel, table=True):

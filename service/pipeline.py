@@ -38,11 +38,11 @@ from policies.facts import GenerationFacts
 from safeguards.gate import assess_generation_request
 from safeguards.provenance import ManifestSpec, Signer, read_provenance, sign_mp4
 from safeguards.watermark import TAG_BITS, WATERMARK_ALGORITHM, Watermarker, WatermarkPayload
-from service import consent_ops, job_state
-from service.errors import Denied, describe
+from service import consent_ops, job_state, leases
+from service.errors import Denied, describe, unavailable_code
 from service.models import Generation, JobStatus
 from service.runtime import Runtime
-from service.storage import OUTPUTS_PREFIX, check_output_path
+from service.storage import OUTPUTS_PREFIX, StagedOutput, check_output_path
 from service.structured_logs import bind_job, unbind_job
 
 __all__ = ["check_output_path", "generate_file", "run_generation"]  # check_output_path: the CLI's pre-check
@@ -222,9 +222,12 @@ def create_generation(
     output_path: Path | None,
     request_id: str,
     params: dict[str, Any] | None = None,
+    reserved_for: str | None = None,
 ) -> Generation:
     """Persist a queued generation with a fresh, unique 32-bit watermark tag. Inputs are local paths or storage
-    locations (`s3://...`, service/storage.py); without `output_path` the video goes to the runtime's storage."""
+    locations (`s3://...`, service/storage.py); without `output_path` the video goes to the runtime's storage.
+    `reserved_for` (a lease owner) keeps it for the process that will run it itself: no worker or server claims it
+    (leases.claim)."""
     gen_id = new_generation_id()
     for _ in range(8):
         gen = Generation(
@@ -238,6 +241,7 @@ def create_generation(
             audio_path=str(audio_path),
             output_path=str(output_path) if output_path else rt.storage.location(f"{OUTPUTS_PREFIX}{gen_id}.mp4"),
             params=params or {},
+            lease_owner=reserved_for,
         )
         with rt.session() as session:
             session.add(gen)
@@ -270,8 +274,10 @@ def generate_file(
     revoked while it renders."""
     from service.jobs import CancelCheck  # the worker's throttled cancel check (service.jobs imports this module)
 
+    owner = leases.new_owner()
     gen = create_generation(
         rt,
+        reserved_for=owner,
         subject_id=subject_id,
         purpose=purpose,
         client_id=client_id,
@@ -279,9 +285,10 @@ def generate_file(
         audio_path=audio_path,
         output_path=output_path,
         request_id=uuid.uuid4().hex,
-        params={"controls": controls or {}},
+        # Owned by this process (issue 14): if it dies, the reaper fails the job; no server finishes it into -o.
+        params={"controls": controls or {}, "in_process": True},
     )
-    return run_generation(rt, gen.id, actor=actor, progress=progress, should_stop=CancelCheck(rt, gen.id))
+    return run_generation(rt, gen.id, actor=actor, progress=progress, should_stop=CancelCheck(rt, gen.id), owner=owner)
 
 
 def run_generation(
@@ -291,26 +298,64 @@ def run_generation(
     actor: str | None = None,
     progress: ProgressFn | None = None,
     should_stop: Callable[[], bool] | None = None,
+    owner: str | None = None,
 ) -> Generation:
-    """Run one persisted generation through the whole chain. Never leaves a partial output file behind.
+    """Claim one queued generation and run it through the whole chain. Never leaves a partial output file behind.
 
-    `actor` defaults to the client that asked for the generation (the worker acts on its behalf). `should_stop`
-    is asked at every frame boundary; True ends the job as `cancelled`. A job that is no longer runnable (e.g.
-    cancelled while queued) is returned unchanged.
+    The job is held under a lease (service/leases.py), renewed while it renders; a job that is not queued (finished,
+    cancelled, or running under another runner's live lease) is returned unchanged, so a redelivered task is a
+    no-op; `owner` claims a job reserved for it (create_generation's `reserved_for`). `actor` defaults to the
+    client that asked for the generation (the worker acts on its behalf). `should_stop` is asked at every frame
+    boundary; True ends the job as `cancelled`. Raises LeaseLost when the lease was lost mid-run (the job is someone
+    else's now): nothing is recorded for this run then.
     """
-    started = job_state.move(rt, generation_id, JobStatus.running, started_at=datetime.now(UTC), attempts_inc=True)
-    if started is None:
+    claimed = leases.claim(rt, generation_id, owner=owner)
+    if claimed is None:
         return update_generation(rt, generation_id)
-    gen = started
+    return run_claimed(rt, *claimed, actor=actor, progress=progress, should_stop=should_stop)
+
+
+def run_claimed(
+    rt: Runtime,
+    lease: leases.Lease,
+    gen: Generation,
+    *,
+    actor: str | None = None,
+    progress: ProgressFn | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> Generation:
+    """`run_generation` for a job this runner has just claimed (leases.claim): renews the lease while it runs."""
+    with leases.Heartbeat(rt, lease) as heartbeat:
+        actor = actor or f"client:{gen.client_id}"
+        return _run_leased(rt, gen, heartbeat, actor=actor, progress=progress, should_stop=should_stop)
+
+
+def _run_leased(
+    rt: Runtime,
+    gen: Generation,
+    heartbeat: leases.Heartbeat,
+    *,
+    actor: str,
+    progress: ProgressFn | None,
+    should_stop: Callable[[], bool] | None,
+) -> Generation:
+    """auth (done) -> policy -> generate -> watermark -> encode -> sign -> audit, for a job this runner holds.
+    Every move that ends it is conditional on still holding the lease and is audited in the same transaction."""
+    lease = heartbeat.lease
+    owned = [leases.held(lease.owner)]
     log_ids = bind_job(gen.id, gen.request_id)  # every log line of this run names the job (structured_logs.py)
 
-    def on_frame(i: int) -> None:
+    def check_stop() -> None:
+        if heartbeat.lost.is_set():  # taken over, or this process should stop: record nothing, leave it to others
+            raise job_state.LeaseLost(gen.id)
         if should_stop is not None and should_stop():
-            raise job_state.JobCancelled(generation_id)
+            raise job_state.JobCancelled(gen.id)
+
+    def on_frame(i: int) -> None:
+        check_stop()
         if progress:
             progress(0.95 * (i + 1) / total)
 
-    actor = actor or f"client:{gen.client_id}"
     location = gen.output_path or rt.storage.location(f"{OUTPUTS_PREFIX}{gen.id}.mp4")
     out = rt.storage.output_target(location, work_dir=rt.settings.work_dir)
     # Everything is written under temp names in the staging dir (beside a local output); the output itself is only
@@ -321,6 +366,7 @@ def run_generation(
     # Inputs kept in object storage (uploads on another machine) are fetched here for the run, and deleted after it.
     fetched = rt.settings.work_dir / f".inputs.{gen.id}.{token}.part"
     stages: list[Generator[np.ndarray, None, None]] = []
+    staged: StagedOutput | None = None
     t0 = time.perf_counter()
     lap = StageClock()  # seconds per stage, audited with the result (the job metrics read them from there)
     try:
@@ -346,8 +392,7 @@ def run_generation(
         lap("policy")
 
         # 2. generate, 3. watermark every frame, 4. encode
-        if should_stop is not None and should_stop():
-            raise job_state.JobCancelled(gen.id)
+        check_stop()
         generator = job_generator(rt, gen.params.get("controls") or {})
         prepared = generator.prepare(inputs.photo)
         total = generator.frame_count(inputs.audio)
@@ -397,112 +442,173 @@ def run_generation(
         report = read_provenance(signed, trust_anchors_pem=rt.trust_anchors_pem())
         output_sha256 = sha256_file(signed)
         lap("sign")
-        out.publish(signed)
+        # Uploaded (S3) or left in place (local) now; made the output inside the completion's transaction below,
+        # so only the run that records the completion replaces it (a rename, or a copy within the bucket).
+        staged = out.stage(signed)
         lap("publish")
 
-        # 6. audit
-        event = rt.audit.append(
-            action="generation.completed",
-            actor=actor,
-            subject=gen.subject_id,
-            outcome="ok",
-            request_id=gen.request_id,
-            details={
-                "generation_id": gen.id,
-                "purpose": gen.purpose,
-                "client_id": gen.client_id,
-                "consent_record_id": consent_id,
-                "policy_decision_id": decision.decision_id,
-                "policy_version": decision.policy_version,
-                "human_review": consent_ops.human_review_summary(facts),
-                "watermark_tag": f"{gen.watermark_tag:08x}",
-                "frames": total,
-                "duration_s": round(inputs.audio.duration_s, 3),
-                # Keyed fingerprints, not plain hashes, of the inputs (see _audited_facts).
-                "photo_fingerprint": consent_ops.keyed_fingerprint(rt, sha256_file(photo_path)),
-                "audio_fingerprint": consent_ops.keyed_fingerprint(rt, sha256_file(audio_path)),
-                # The types the bytes have (and the C2PA ingredients carry), whatever the file names said.
-                "photo_type": inputs.photo_type.mime if inputs.photo_type else None,
-                "audio_type": inputs.audio_type.mime if inputs.audio_type else None,
-                "output_sha256": output_sha256,
-                "c2pa_state": report.state,
-                "seconds": round(time.perf_counter() - t0, 3),
-                "stage_seconds": lap.seconds,
-            },
-        )
+        # 6. audit: the entry, the move to succeeded and the output's publication commit together, once
         if progress:
             progress(1.0)
-        done = job_state.move(
+        done = job_state.move_audited(
             rt,
             gen.id,
             JobStatus.succeeded,
+            conditions=owned,
+            publish=staged.commit,
+            audit={
+                "action": "generation.completed",
+                "actor": actor,
+                "subject": gen.subject_id,
+                "outcome": "ok",
+                "request_id": gen.request_id,
+                "details": {
+                    "generation_id": gen.id,
+                    "purpose": gen.purpose,
+                    "client_id": gen.client_id,
+                    "consent_record_id": consent_id,
+                    "policy_decision_id": decision.decision_id,
+                    "policy_version": decision.policy_version,
+                    "human_review": consent_ops.human_review_summary(facts),
+                    "watermark_tag": f"{gen.watermark_tag:08x}",
+                    "frames": total,
+                    "duration_s": round(inputs.audio.duration_s, 3),
+                    # Keyed fingerprints, not plain hashes, of the inputs (see _audited_facts).
+                    "photo_fingerprint": consent_ops.keyed_fingerprint(rt, sha256_file(photo_path)),
+                    "audio_fingerprint": consent_ops.keyed_fingerprint(rt, sha256_file(audio_path)),
+                    # The types the bytes have (and the C2PA ingredients carry), whatever the file names said.
+                    "photo_type": inputs.photo_type.mime if inputs.photo_type else None,
+                    "audio_type": inputs.audio_type.mime if inputs.audio_type else None,
+                    "output_sha256": output_sha256,
+                    "c2pa_state": report.state,
+                    "seconds": round(time.perf_counter() - t0, 3),
+                    "stage_seconds": lap.seconds,
+                    "attempt": gen.attempts,
+                },
+            },
             progress=1.0,
             manifest_json=report.manifest_json,
-            audit_seq=event.seq,
         )
-        assert done is not None  # only this runner moves a running job on
-        return done
+        if done is None:
+            raise job_state.LeaseLost(gen.id)
+        return done[0]
     except job_state.JobCancelled:
-        rt.audit.append(
-            action="generation.cancelled",
-            actor=actor,
-            subject=gen.subject_id,
-            outcome="ok",
-            request_id=gen.request_id,
-            details={"generation_id": gen.id, "while": "running"},
+        cancelled = job_state.move_audited(
+            rt,
+            gen.id,
+            JobStatus.cancelled,
+            conditions=owned,
+            audit={
+                "action": "generation.cancelled",
+                "actor": actor,
+                "subject": gen.subject_id,
+                "outcome": "ok",
+                "request_id": gen.request_id,
+                "details": {"generation_id": gen.id, "while": "running"},
+            },
+            **job_state.CANCELLED_FIELDS,
         )
-        cancelled = job_state.move(rt, gen.id, JobStatus.cancelled, **job_state.CANCELLED_FIELDS)
-        assert cancelled is not None
-        return cancelled
+        if cancelled is None:  # the lease lapsed meanwhile: the job is someone else's now
+            raise job_state.LeaseLost(gen.id) from None
+        return cancelled[0]
+    except job_state.LeaseLost:
+        log.warning("generation %s: lease %s lost; this run's work is discarded", gen.id, lease.owner)
+        raise
     except BaseException as exc:
-        _record_failure(rt, gen, exc, actor=actor)
+        if is_transient(exc) and _requeue_transient(rt, gen, exc, owned=owned):
+            raise
+        _record_failure(rt, gen, exc, actor=actor, owned=owned)
         raise
     finally:
         for stage in stages:  # stop the render/watermark threads at once if encoding failed
             stage.close()
         _unlink_quietly(unsigned)
         _unlink_quietly(signed)
+        if staged is not None:
+            staged.discard()  # an uploaded copy that never became the output (a no-op once committed)
         shutil.rmtree(fetched, ignore_errors=True)
         unbind_job(log_ids)
 
 
-def _record_failure(rt: Runtime, gen: Generation, exc: BaseException, *, actor: str) -> None:
-    """End a running job visibly (status, audit entry, log) whatever else is broken: if the audit log cannot be
-    written (database down, disk full) the job is still moved to its final status, and the reverse."""
+def is_transient(exc: BaseException) -> bool:
+    """The database was unreachable: the same job may well succeed in a moment (unlike bad input or a denial)."""
+    return unavailable_code(exc) == "database_unavailable"
+
+
+def _requeue_transient(rt: Runtime, gen: Generation, exc: BaseException, *, owned: list[Any]) -> bool:
+    """Put a job that hit a transient failure back in the queue for a retry, while it has attempts left. False when
+    it has none (the caller fails it) ; a requeue that itself fails leaves the lease to expire (the reaper retries)."""
+    if gen.attempts >= rt.settings.job_max_attempts:
+        return False
     problem = describe(exc)
-    denied = isinstance(exc, Denied)
-    if not denied:  # denials were audited as policy decisions already
-        # Bad input is the client's mistake (the job says why); anything else is ours to investigate.
-        bug = problem.http_status >= 500
-        log.log(
-            logging.WARNING if bug else logging.INFO,
-            "generation %s failed: %s: %s",
-            gen.id,
-            problem.code,
-            problem.message,
-            exc_info=exc if bug else None,
-        )
-        try:
-            rt.audit.append(
-                action="generation.failed",
-                actor=actor,
-                subject=gen.subject_id,
-                outcome="error",
-                request_id=gen.request_id,
-                details={"generation_id": gen.id, "code": problem.code, "message": problem.message},
-            )
-        except Exception:
-            log.error("could not audit the failure of generation %s", gen.id, exc_info=True)
+    log.warning("generation %s: %s (attempt %d); requeued for a retry", gen.id, problem.message, gen.attempts)
     try:
-        job_state.move(
+        job_state.move_audited(
             rt,
             gen.id,
-            JobStatus.denied if denied else JobStatus.failed,
-            error_code=problem.code,
-            error_message=problem.message,
+            JobStatus.queued,
+            conditions=owned,
+            audit={
+                "action": "generation.requeued",
+                "actor": "service:worker",
+                "subject": gen.subject_id,
+                "outcome": "error",
+                "request_id": gen.request_id,
+                "details": {"generation_id": gen.id, "reason": problem.code, "attempts": gen.attempts},
+            },
         )
     except Exception:
-        log.error("could not mark generation %s as failed", gen.id, exc_info=True)
+        log.warning("could not requeue generation %s; its lease will expire", gen.id, exc_info=True)
+    return True
+
+
+def _record_failure(rt: Runtime, gen: Generation, exc: BaseException, *, actor: str, owned: list[Any]) -> None:
+    """End a running job visibly (status, audit entry, log) whatever else is broken: if the audit log cannot be
+    written (database down, disk full) the job is still moved to its final status. Only while this runner holds
+    the lease: a job it lost is someone else's."""
+    problem = describe(exc)
+    denied = isinstance(exc, Denied)
+    to = JobStatus.denied if denied else JobStatus.failed
+    fields = {"error_code": problem.code, "error_message": problem.message}
+    if denied:  # denials were audited as policy decisions already
+        _move_quietly(rt, gen.id, to, owned, fields)
+        return
+    # Bad input is the client's mistake (the job says why); anything else is ours to investigate.
+    bug = problem.http_status >= 500
+    log.log(
+        logging.WARNING if bug else logging.INFO,
+        "generation %s failed: %s: %s",
+        gen.id,
+        problem.code,
+        problem.message,
+        exc_info=exc if bug else None,
+    )
+    try:
+        job_state.move_audited(
+            rt,
+            gen.id,
+            to,
+            conditions=owned,
+            audit={
+                "action": "generation.failed",
+                "actor": actor,
+                "subject": gen.subject_id,
+                "outcome": "error",
+                "request_id": gen.request_id,
+                "details": {"generation_id": gen.id, "code": problem.code, "message": problem.message},
+            },
+            **fields,
+        )
+    except Exception:
+        log.error("could not audit the failure of generation %s", gen.id, exc_info=True)
+        _move_quietly(rt, gen.id, to, owned, fields)
+
+
+def _move_quietly(rt: Runtime, gen_id: str, to: JobStatus, owned: list[Any], fields: dict[str, Any]) -> None:
+    try:
+        job_state.move(rt, gen_id, to, conditions=owned, **fields)
+    except Exception:
+        log.error("could not mark generation %s as %s", gen_id, to.value, exc_info=True)
 
 
 def update_generation(rt: Runtime, generation_id: str, *, attempts_inc: bool = False, **fields: Any) -> Generation:

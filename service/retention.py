@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from sqlalchemy import update
 from sqlmodel import col, select
 
 from safeguards.consent import Subject
@@ -55,23 +56,27 @@ def purge_outputs(rt: Runtime, *, now: datetime | None = None, actor: str = ACTO
                 )
             ).all()
         )
-        for gen, reason, ids in [
-            *((g, "retention_expired", report.expired) for g in expired),
-            *((g, "subject_erased", report.erased_leftovers) for g in leftovers if g not in expired),
-        ]:
-            report.files_deleted += output_access.delete_stored_file(rt, gen.output_path)
-            if reason == "subject_erased":
-                report.files_deleted += sum(
-                    output_access.delete_stored_file(rt, p) for p in (gen.photo_path, gen.audio_path)
-                )
-                gen.photo_path = gen.audio_path = ""
-                gen.manifest_json = None
-                gen.output_path = None
-            gen.output_deleted_at = now
-            gen.output_deleted_reason = reason
-            session.add(gen)
+    for gen, reason, ids in [
+        *((g, "retention_expired", report.expired) for g in expired),
+        *((g, "subject_erased", report.erased_leftovers) for g in leftovers if g not in expired),
+    ]:
+        # Deleting is idempotent; the mark is one conditional UPDATE, so when several processes purge at once (API
+        # replicas, in broker mode) exactly one of them records, and audits, each video.
+        files = output_access.delete_stored_file(rt, gen.output_path)
+        fields: dict[str, object] = {"output_deleted_at": now, "output_deleted_reason": reason}
+        if reason == "subject_erased":
+            files += sum(output_access.delete_stored_file(rt, p) for p in (gen.photo_path, gen.audio_path))
+            fields.update(photo_path="", audio_path="", manifest_json=None, output_path=None)
+        with rt.session() as session:
+            won = session.execute(
+                update(Generation)
+                .where(col(Generation.id) == gen.id, col(Generation.output_deleted_at).is_(None))
+                .values(**fields)
+            )
+            session.commit()
+        if won.rowcount == 1:  # type: ignore[attr-defined]
+            report.files_deleted += files
             ids.append(gen.id)
-        session.commit()
     for gen_id in report.expired:
         rt.audit.append(
             action="generation.output_expired",

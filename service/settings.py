@@ -118,9 +118,6 @@ class Settings(BaseSettings):
     s3_secret_access_key: SecretStr | None = None
 
     # --- operations ---
-    broker_url: str | None = Field(
-        None, description="redis://... : jobs go to Celery workers through this broker; /health/ready pings it"
-    )
     log_format: Literal["text", "json"] = Field(
         "text", description="json: one JSON object per line with request_id and generation_id (log shippers)"
     )
@@ -149,6 +146,29 @@ class Settings(BaseSettings):
 
     # --- jobs ---
     worker_threads: int = 1
+    broker_url: str | None = Field(
+        None,
+        description="Celery broker, e.g. redis://127.0.0.1:6379/1: the API enqueues jobs there and `provatar worker` "
+        "processes run them (/health/ready pings it); unset: the API runs jobs on its in-process worker (no service "
+        "needed)",
+    )
+    job_lease_seconds: float = Field(
+        60.0, gt=0, description="a running job's lease; its runner renews it every third of this (service/leases.py)"
+    )
+    job_reaper_interval_seconds: float = Field(
+        15.0, gt=0, description="how often every worker (and the API) looks for expired leases (service/reaper.py)"
+    )
+    job_max_attempts: int = Field(
+        3, ge=1, description="runs a job gets before an expired lease or a transient failure fails it visibly"
+    )
+    job_resend_after_seconds: float = Field(
+        300.0, gt=0, description="a queued job no worker claimed for this long is sent to the broker again"
+    )
+    job_retry_max: int = Field(5, ge=0, description="Celery retries of a task after transient failures")
+    job_retry_backoff_seconds: float = Field(5.0, gt=0, description="first retry delay; doubles each retry (<=300 s)")
+    worker_max_tasks_per_child: int | None = Field(
+        None, ge=1, description="replace a Celery worker's child process after this many jobs (None: never)"
+    )
     idempotency_ttl_hours: float = Field(24.0, description="how long an Idempotency-Key names its first request")
     stale_file_seconds: float = Field(
         3600.0, description="age after which a leftover *.part file or an unneeded upload dir is swept (sweep.py)"

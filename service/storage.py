@@ -34,6 +34,8 @@ CHUNK_BYTES = 1 << 20
 # Uploads are staged per request under this prefix; the whole `uploads/req_.../` folder goes once its job ends.
 UPLOADS_PREFIX = "uploads/"
 OUTPUTS_PREFIX = "outputs/"
+# Finished videos uploaded by a run but not yet made the output (OutputTarget.stage); the sweep removes old ones.
+STAGED_OUTPUTS_PREFIX = "staging/"
 # boto3 switches to multipart (parallel parts, retried one by one) above this size; videos are often bigger.
 MULTIPART_THRESHOLD = 8 * 1024 * 1024
 
@@ -83,16 +85,53 @@ class OutputTarget:
         self.staging_dir.mkdir(parents=True, exist_ok=True)
         self.storage.check()
 
-    def publish(self, finished: Path) -> None:
-        """Make `finished` (a complete, signed file in `staging_dir`) the output; the file is consumed."""
+    def stage(self, finished: Path) -> StagedOutput:
+        """Get `finished` (a complete, signed file in `staging_dir`) ready to become the output, doing the slow part
+        now: a bucket upload under a run-unique staging key. `StagedOutput.commit` then makes it the output in one
+        quick step (a rename, or a copy within the bucket), which the pipeline runs inside the completion's
+        transaction so that only the run that records the completion replaces the output."""
         if self.path is not None:
-            try:
-                os.replace(finished, self.path)
-            except OSError as exc:
-                raise OutputNotWritable(f"cannot write the output {self.path}: {exc.strerror or exc}") from exc
-            return
+            return StagedOutput(self, local=finished)
         assert self.storage is not None and self.key is not None
-        self.storage.put_file(finished, self.key)
+        staged_key = f"{STAGED_OUTPUTS_PREFIX}{finished.name}"
+        self.storage.put_file(finished, staged_key)
+        return StagedOutput(self, staged_key=staged_key)
+
+    def publish(self, finished: Path) -> None:
+        """Make `finished` the output at once (stage + commit); the file is consumed."""
+        self.stage(finished).commit()
+
+
+@dataclass
+class StagedOutput:
+    """A finished video staged by `OutputTarget.stage`: `commit` makes it the output, `discard` drops it."""
+
+    target: OutputTarget
+    local: Path | None = None  # a local target: the finished file beside it
+    staged_key: str | None = None  # a bucket target: the uploaded object awaiting its copy to the output key
+    committed: bool = False
+
+    def commit(self) -> None:
+        target = self.target
+        if self.local is not None:
+            assert target.path is not None
+            try:
+                os.replace(self.local, target.path)
+            except OSError as exc:
+                raise OutputNotWritable(f"cannot write the output {target.path}: {exc.strerror or exc}") from exc
+        else:
+            assert target.storage is not None and target.key is not None and self.staged_key is not None
+            target.storage.move(self.staged_key, target.key)
+        self.committed = True
+
+    def discard(self) -> None:
+        """Drop what was staged and never committed; never raises (the sweep removes what this could not)."""
+        if self.committed or self.staged_key is None or self.target.storage is None:
+            return
+        try:
+            self.target.storage.delete(self.staged_key)
+        except Exception:
+            log.warning("could not delete the staged output %s", self.staged_key, exc_info=True)
 
 
 class Storage(ABC):
@@ -128,6 +167,10 @@ class Storage(ABC):
     @abstractmethod
     def delete(self, key: str) -> None:
         """Delete the object; deleting a missing object is not an error."""
+
+    @abstractmethod
+    def move(self, src: str, dst: str) -> None:
+        """Make the object at `src` the one at `dst` (replacing it), and remove `src`."""
 
     @abstractmethod
     def delete_prefix(self, prefix: str) -> int:
@@ -241,6 +284,11 @@ class LocalStorage(Storage):
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
 
+    def move(self, src: str, dst: str) -> None:
+        dest = self._path(dst)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(self._path(src), dest)
+
     def delete_prefix(self, prefix: str) -> int:
         folder = self._path(prefix.rstrip("/"))
         if not folder.is_dir() or folder.is_symlink():
@@ -350,6 +398,14 @@ class S3Storage(Storage):
             self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
         except self._errors as exc:
             raise self._unavailable(f"deleting {key}", exc) from exc
+
+    def move(self, src: str, dst: str) -> None:
+        # A copy inside the bucket (server side; boto3's managed copy does it in parts above 5 GB), then the delete.
+        try:
+            self.client.copy({"Bucket": self.bucket, "Key": self._key(src)}, self.bucket, self._key(dst))
+        except self._errors as exc:
+            raise self._unavailable(f"storing {dst}", exc) from exc
+        self.delete(src)
 
     def delete_prefix(self, prefix: str) -> int:
         count = 0

@@ -20,7 +20,7 @@ from sqlmodel import col, select
 from service.models import Generation, JobStatus
 from service.pipeline import PART_GLOBS
 from service.runtime import Runtime
-from service.storage import UPLOADS_PREFIX, S3Storage
+from service.storage import STAGED_OUTPUTS_PREFIX, UPLOADS_PREFIX, S3Storage
 
 log = logging.getLogger("provatar.sweep")
 # The staging directories the API creates under uploads_dir (generations, detections, live streams).
@@ -102,4 +102,8 @@ def _sweep_bucket_uploads(storage: S3Storage, in_use_locations: list[str], older
         if folder[len(UPLOADS_PREFIX) :].startswith(STAGING_PREFIXES) and folder not in keep:
             storage.delete(key)
             swept.append(key)
+    # Finished videos a run uploaded but never made the output (it was killed between the upload and the commit).
+    for key in storage.list_older(STAGED_OUTPUTS_PREFIX, older_than):
+        storage.delete(key)
+        swept.append(key)
     return swept

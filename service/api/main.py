@@ -36,6 +36,7 @@ from service.api.routes import (
 )
 from service.console import create_console
 from service.errors import AUTH_FAILURE_CODES, HINTS, ExitStatus, Problem, ServiceError, describe
+from service.job_queue import job_queue
 from service.jobs import Worker
 from service.metrics import CONTENT_TYPE_LATEST, UNMATCHED_ROUTE, Metrics
 from service.ratelimit import RateLimiter
@@ -72,7 +73,9 @@ def create_app(
         rt = runtime or Runtime(settings)
         app.state.runtime = rt
         worker = Worker(rt, threads=settings.worker_threads)
-        app.state.worker = worker
+        app.state.worker = worker  # runs jobs only without a broker (tests drive it with run_pending)
+        jobs = job_queue(rt, worker)
+        app.state.jobs = jobs
         app.state.limiter = RateLimiter(settings)
         rejections = RejectionAudit(rt.audit, window_seconds=settings.rejection_summary_seconds)
         app.state.rejections = rejections
@@ -81,12 +84,16 @@ def create_app(
         app.state.dispatcher = dispatcher
         dispatcher.start()
         if start_worker:
-            worker.start()
+            jobs.start()
         rt.audit.append(
             action="service.started",
             actor="service",
             outcome="ok",
-            details={"version": app.version, "rate_limit_backend": app.state.limiter.backend},
+            details={
+                "version": app.version,
+                "rate_limit_backend": app.state.limiter.backend,
+                "jobs": "broker" if settings.broker_url else "in-process",
+            },
         )
         app.state.shutdown_hooks = []
         try:
@@ -94,13 +101,13 @@ def create_app(
         finally:
             # Graceful shutdown (SIGTERM): the server has stopped accepting and drained its requests (uvicorn's
             # timeout_graceful_shutdown). The in-process worker takes no new job and gets the grace period to
-            # finish the one it runs; a job still running after that stays `running` and is retried by
-            # recover_interrupted() at the next start. `app.state.shutdown_hooks` run next, with the worker
-            # stopped: the place to hand back a job's lease at once instead of letting it expire.
+            # finish the one it runs; a job still running after that keeps its lease until it expires, then the reaper
+            # (service/reaper.py) of any live process requeues it. `app.state.shutdown_hooks` run next, with the
+            # worker stopped.
             grace = settings.shutdown_grace_seconds
             log.info("shutting down: the worker has %.0f s to finish its job", grace)
             if start_worker:
-                worker.stop(timeout=grace)
+                jobs.stop(timeout=grace)
             for hook in app.state.shutdown_hooks:
                 try:
                     hook()

@@ -85,6 +85,27 @@ def test_append_assigns_gap_free_seq_and_links_hashes(log: AuditLog) -> None:
     )
 
 
+def test_within_commits_the_callers_change_with_the_entry_or_neither(log: AuditLog, engine: Engine) -> None:
+    """`append(within=...)`: the caller's own write shares the entry's transaction (exactly-once job moves)."""
+    _sql(engine, "CREATE TABLE side_effect (seq INTEGER NOT NULL)")
+
+    def record(conn: Any, seq: int) -> None:
+        conn.execute(text("INSERT INTO side_effect (seq) VALUES (:seq)"), {"seq": seq})
+
+    def refuse(conn: Any, seq: int) -> None:
+        record(conn, seq)
+        raise LookupError("the job was not in a state to move")
+
+    event = log.append(action="generation.completed", actor="worker", outcome="ok", within=record)
+    assert event.seq == N + 1
+    with pytest.raises(LookupError):
+        log.append(action="generation.completed", actor="worker", outcome="ok", within=refuse)
+    with engine.connect() as conn:
+        assert [r[0] for r in conn.execute(text("SELECT seq FROM side_effect"))] == [N + 1]
+    assert log.verify().entries == N + 1  # the refused entry left no row, no gap, no checkpoint
+    assert log.append(action="generation.failed", actor="worker", outcome="error").seq == N + 2
+
+
 def test_empty_log_verifies(engine: Engine, key: Ed25519PrivateKey) -> None:
     report = AuditLog(engine, key).verify()
     assert report.entries == 0 and report.checkpoint_size == 0

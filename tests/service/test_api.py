@@ -275,11 +275,15 @@ def test_audio_over_the_policy_limit_is_denied(api: Api, example_photo: Path, tm
     assert r.status_code == 403 and r.json()["code"] == "audio_too_long", r.text
 
 
-def test_restart_requeues_or_fails_interrupted_jobs_visibly(api: Api, example_photo: Path) -> None:
+def test_jobs_whose_runner_is_gone_are_requeued_or_failed_visibly(api: Api, example_photo: Path) -> None:
+    """Running rows without a live lease (here: none at all, as rows from before leases) are the reaper's: retried
+    while attempts are left, then failed with `lease_expired` and a reason."""
     from service.jobs import Worker
+    from service.reaper import reap_expired_leases
 
+    limit = api.rt.settings.job_max_attempts
     with api.rt.session() as session:
-        for gid, attempts in (("gen_interrupted1", 1), ("gen_interrupted2", 2)):
+        for gid, attempts in (("gen_interrupted1", 1), ("gen_interrupted2", limit)):
             session.add(
                 Generation(
                     id=gid,
@@ -296,17 +300,17 @@ def test_restart_requeues_or_fails_interrupted_jobs_visibly(api: Api, example_ph
             )
         session.commit()
     worker = Worker(api.rt)
-    from service.jobs import recover_interrupted
-
-    assert set(recover_interrupted(api.rt)) >= {"gen_interrupted1", "gen_interrupted2"}
+    assert set(reap_expired_leases(api.rt)) >= {"gen_interrupted1", "gen_interrupted2"}
     with api.rt.session() as session:
         assert session.get(Generation, "gen_interrupted1").status == JobStatus.queued  # type: ignore[union-attr]
         failed = session.get(Generation, "gen_interrupted2")
-        assert failed.status == JobStatus.failed and failed.error_code == "interrupted"  # type: ignore[union-attr]
+        assert failed.status == JobStatus.failed and failed.error_code == "lease_expired"  # type: ignore[union-attr]
+        assert f"{limit} attempts" in str(failed.error_message)  # type: ignore[union-attr]
     worker.run_pending()  # the requeued job runs again and fails visibly (its audio is gone)
     with api.rt.session() as session:
         again = session.get(Generation, "gen_interrupted1")
         assert again.status == JobStatus.failed and again.error_code == "invalid_audio"  # type: ignore[union-attr]
+        assert again.attempts == 2 and again.lease_owner is None  # type: ignore[union-attr]
 
 
 def test_websocket_stream_is_authorised_policy_checked_watermarked_and_audited(

@@ -58,6 +58,15 @@ def _schema(engine: Engine) -> dict[str, object]:
 def _make_the_old_way(engine: Engine) -> None:
     """What `create_tables` did before migrations: `create_all` of every model (no alembic_version)."""
     SQLModel.metadata.create_all(engine, tables=list(migrations.target_metadata().sorted_tables))
+    _without_job_leases(engine)
+
+
+def _without_job_leases(engine: Engine) -> None:
+    """The job-lease columns came with migrations (0005): no database made by `create_all` had them."""
+    with engine.begin() as conn:
+        conn.execute(text("DROP INDEX ix_service_generation_lease_expires_at"))
+        for column in ("lease_owner", "lease_expires_at", "heartbeat_at", "enqueued_at"):
+            conn.execute(text(f"ALTER TABLE service_generation DROP COLUMN {column}"))
 
 
 def _as_second_release(engine: Engine) -> None:
@@ -156,6 +165,7 @@ def test_a_log_already_holding_a_bad_seq_still_upgrades(engine: Engine) -> None:
     for check in [c for c in audit_event.constraints if isinstance(c, CheckConstraint)]:
         audit_event.constraints.discard(check)
     before_the_check.create_all(engine)
+    _without_job_leases(engine)
     with engine.begin() as conn:
         conn.execute(
             text(

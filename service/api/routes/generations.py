@@ -172,7 +172,7 @@ async def submit_generation(
         idempotency.complete(
             rt, client_id=principal.client_id, key=key, generation_id=gen.id, status=202, response=body
         )
-    request.app.state.worker.notify()
+    await asyncio.to_thread(request.app.state.jobs.submit, gen.id)  # the broker, or the in-process worker
     return _accepted(body, 202)
 
 

@@ -7,8 +7,8 @@ the video is withheld because consent was revoked or expired (`withdrawn_at`).
 Each step is skipped when the database already has it: a database made by `create_all` from these models is adopted
 at an earlier revision (service/migrations recognises releases up to 0003) and then upgraded through this one.
 
-Revision ID: 0007
-Revises: 0004
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-11-30
 """
 
@@ -17,8 +17,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0007"
-down_revision = "0004"
+revision = "0006"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
