@@ -147,7 +147,9 @@ class Reaper:
     service/sweep.py) and, where `purge` is set (the API processes), purges outputs past retention or of erased
     subjects and announces withdrawn ones (service/retention.py; its marks are conditional, so replicas may race)."""
 
-    def __init__(self, rt: Runtime, *, enqueue: Enqueue | None = None, sweep: bool = False, purge: bool = False) -> None:
+    def __init__(
+        self, rt: Runtime, *, enqueue: Enqueue | None = None, sweep: bool = False, purge: bool = False
+    ) -> None:
         self.rt, self.enqueue = rt, enqueue
         self.sweep, self.purge = sweep, purge
         self._next_housekeeping = 0.0
