@@ -1,0 +1,134 @@
+"""End-to-end frame rate by framing: render + watermark + H.264 encode, arranged as the pipeline runs them.
+
+Run: OMP_WAIT_POLICY=PASSIVE .venv/bin/python bench/bench_framing.py [--seconds 4] [--runs 2] [--preset veryfast]
+
+Two cases on the shipped example (a 512x512 photo; for the full frame it is widened to 16:9 with a soft fill of its
+own edge colours and enlarged to 1920x1080):
+- crop: 512x512 output (the default framing);
+- full: 1920x1080 output, the head rendered at 512 and composited into the still picture.
+Each is timed as `service.pipeline.run_generation` runs these stages: render, watermark (FrameMarker) and encode
+overlapped on three threads, one torch thread. Prints the best of --runs, the serial per-stage cost per frame, and
+the load average (other processes on the machine slow every number here).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("GLOG_minloglevel", "2")
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from generation import GenerationConfig, TalkingFaceGenerator, encode_mp4, load_audio, load_image  # noqa: E402
+from generation.concurrency import threaded  # noqa: E402
+from generation.generator import PreparedFace  # noqa: E402
+from generation.media import AudioTrack  # noqa: E402
+from safeguards.watermark import Watermarker, WatermarkPayload  # noqa: E402
+from service.marking import FrameMarker  # noqa: E402
+
+PHOTO = ROOT / "examples" / "astronaut_eileen_collins.png"
+AUDIO = ROOT / "examples" / "ljspeech_LJ001-0001.wav"
+
+
+def widened(photo: np.ndarray, width: int, height: int) -> np.ndarray:
+    """``photo`` padded left and right to width:height with its edge colours, blurred (no second face, no streaks),
+    then resized to width x height."""
+    h, w = photo.shape[:2]
+    target_w = int(round(h * width / height))
+    pad = max(0, target_w - w)
+    left = pad // 2
+    padded = cv2.copyMakeBorder(photo, 0, 0, left, pad - left, cv2.BORDER_REPLICATE)
+    blurred = cv2.blur(padded, (61, 61))
+    padded[:, :left] = blurred[:, :left]
+    padded[:, left + w :] = blurred[:, left + w :]
+    return cv2.resize(padded, (width, height), interpolation=cv2.INTER_CUBIC)
+
+
+def run_once(gen: TalkingFaceGenerator, prepared: PreparedFace, audio: AudioTrack, preset: str | None) -> float:
+    """Seconds for render -> mark -> encode of the whole clip, stages overlapped as in the pipeline."""
+    marker = FrameMarker(prepared, Watermarker(WatermarkPayload.for_generation(b"b" * 32, 7)))
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        rendered = threaded(gen.crops(prepared, audio), name="bench-render")
+        frames = threaded(marker.mark_all(rendered), name="bench-watermark")
+        kwargs = {} if preset is None else {"preset": preset}
+        encode_mp4(frames, audio, Path(tmp) / "bench.mp4", fps=25, **kwargs)
+        return time.perf_counter() - t0
+
+
+def per_stage(gen: TalkingFaceGenerator, prepared: PreparedFace, audio: AudioTrack, preset: str | None
+              ) -> dict[str, float]:  # fmt: skip
+    """Milliseconds per frame of each stage run alone, one after another."""
+    motion = gen.motion(audio)
+    t0 = time.perf_counter()
+    crops = list(gen.render_motion(prepared, motion))
+    t_render = time.perf_counter() - t0
+    marker = FrameMarker(prepared, Watermarker(WatermarkPayload.for_generation(b"b" * 32, 7)))
+    scene = prepared.scene
+    t_compose = 0.0
+    if scene is not None:
+        t0 = time.perf_counter()
+        for crop in crops:
+            scene.compose_window(crop)
+        t_compose = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    frames = [marker.mark(c) for c in crops]
+    t_mark = time.perf_counter() - t0 - t_compose
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        kwargs = {} if preset is None else {"preset": preset}
+        encode_mp4(iter(frames), audio, Path(tmp) / "bench.mp4", fps=25, **kwargs)
+        t_encode = time.perf_counter() - t0
+    n = len(crops)
+    out = {"render": t_render, "watermark": t_mark, "encode": t_encode}
+    if scene is not None:
+        out = {"render": t_render, "composite": t_compose, "watermark": t_mark, "encode": t_encode}
+    return {k: 1000 * v / n for k, v in out.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=4.0, help="audio length (default 4 s = 100 frames)")
+    ap.add_argument("--runs", type=int, default=2, help="best of N overlapped runs per case")
+    ap.add_argument("--preset", default=None, help="x264 preset (default: encode_mp4's choice for the size)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (the service's default is 1)")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+
+    photo = load_image(PHOTO, max_pixels=50_000_000)
+    audio = load_audio(AUDIO).head(args.seconds)
+    cases: list[tuple[str, Callable[[], np.ndarray], str]] = [
+        ("crop", lambda: photo, "crop 512x512"),
+        ("full", lambda: widened(photo, 1920, 1080), "full 1920x1080"),
+    ]
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
+    for framing, make_photo, label in cases:
+        gen = TalkingFaceGenerator(GenerationConfig(size=512, fps=25, seed=0, framing=framing))  # type: ignore[arg-type]
+        t0 = time.perf_counter()
+        prepared = gen.prepare(make_photo())
+        t_prepare = time.perf_counter() - t0
+        n = gen.frame_count(audio)
+        width, height = prepared.output_size
+        best = min(run_once(gen, prepared, audio, args.preset) for _ in range(args.runs))
+        stages = per_stage(gen, prepared, audio, args.preset)
+        split = ", ".join(f"{k} {v:.1f}" for k, v in stages.items())
+        print(
+            f"{label}: {n / best:5.1f} fps end to end ({width}x{height}, {n} frames, best of {args.runs}; "
+            f"prepare {t_prepare:.2f} s once); serial ms/frame: {split}"
+        )
+    print(f"load average after:  {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
+if __name__ == "__main__":
+    main()
