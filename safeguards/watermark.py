@@ -283,9 +283,7 @@ class Watermarker:
             grid = self._grids[(nby, nbx)] = _tile.grid_bits(self._tile, nby, nbx)
         return _dwtdctsvd.embed_block_bits(frame_rgb, grid, scale=self.strength, block=block)
 
-    def embed_window(
-        self, window_rgb: np.ndarray, origin: tuple[int, int], frame_shape: tuple[int, int]
-    ) -> np.ndarray:
+    def embed_window(self, window_rgb: np.ndarray, origin: tuple[int, int], frame_shape: tuple[int, int]) -> np.ndarray:
         """Mark one window of a larger frame: the same pixels ``embed(frame)[window]`` gives, at the window's cost.
 
         Why: a full-frame video whose only moving part is the head (``generation.framing``) changes a small window

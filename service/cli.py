@@ -250,8 +250,10 @@ def generate(
     ] = None,
     size: Annotated[
         int | None,
-        typer.Option(help="Head crop side in pixels, even, 128..1024 (crop: the video's side; full: the most the "
-                     "head is rendered at). Default 512."),  # fmt: skip
+        typer.Option(
+            help="Head crop side in pixels, even, 128..1024 (crop: the video's side; full: the most the "
+            "head is rendered at). Default 512."
+        ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:

@@ -68,8 +68,10 @@ async def submit_generation(
     ] = None,
     size: Annotated[
         int | None,
-        Form(description="head crop side, even, 128..1024 (crop: the video's side; full: the most the head is "
-             "rendered at); default 512"),  # fmt: skip
+        Form(
+            description="head crop side, even, 128..1024 (crop: the video's side; full: the most the head is "
+            "rendered at); default 512"
+        ),
     ] = None,
     idempotency_key: Annotated[
         str | None,
