@@ -101,9 +101,11 @@ MIN_DETECT_PIXELS = 128 * 128
 
 # Served size / marked size tried by the detector, most likely first: as marked, then the usual renditions.
 DEFAULT_SCALES = (1.0, 0.5, 0.75, 1.5)
-# Sides our generator writes (service setting output_size): a frame whose side is a rendition of one of these
-# (a 512-pixel output served at 360p: 0.703) gets that scale tried too, at most `MAX_SIZE_SCALES` of them.
-DEFAULT_NATIVE_SIZES = (512,)
+# Sides our generator writes: a frame whose side is a rendition of one of these (a 512-pixel output served at 360p:
+# 0.703) gets that scale tried too, at most `MAX_SIZE_SCALES` of them. 512: the square crop (service setting
+# output_size); 1080: the short side of full-frame outputs (1920x1080, 1440x1080, 1080x1920), whose 720p rendition
+# (0.667) no default scale reads.
+DEFAULT_NATIVE_SIZES = (512, 1080)
 MAX_SIZE_SCALES = 2
 _SIZE_SCALE_RANGE = (0.3, 2.0)
 

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 import pytest
@@ -22,7 +23,7 @@ from service.api.main import create_app
 from service.runtime import Runtime, initialize
 from service.settings import Settings
 from tests.generation.test_framing import widened
-from tests.service.conftest import Cli, reencode_x264, short_speech
+from tests.service.conftest import Cli, short_speech
 
 pytestmark = pytest.mark.slow
 
@@ -89,11 +90,28 @@ def test_cli_full_framing_keeps_the_photo_size_and_carries_watermark_and_c2pa(
     assert report["watermark"]["found"] and report["watermark"]["generation_id"] == gen["generation_id"]
     if frame_size != (1920, 1080):
         return
-    # What a platform does to an upload: re-encoded at CRF 28 (no C2PA left); the mark alone names the generation.
-    stripped = reencode_x264(out, installed.work / f"{name}.crf28.mp4", crf=28)
+    # What a platform does to an upload: served at 720p, re-encoded at CRF 28 (no C2PA left); the mark alone names
+    # the generation (read at 0.667, the scale a 1080-pixel side suggests).
+    stripped = rescale_x264(out, installed.work / f"{name}.720p.mp4", (1280, 720), crf=28)
     report = json.loads(cli("detect", str(stripped), "--json").stdout)
     assert not report["c2pa"]["present"]
     assert report["watermark"]["found"] and report["watermark"]["generation_id"] == gen["generation_id"]
+    assert report["watermark"]["scale"] == pytest.approx(720 / 1080)
+
+
+def rescale_x264(src: Path, dest: Path, size: tuple[int, int], *, crf: int) -> Path:
+    """Decode, resize to ``size`` (width, height) and re-encode with x264: a platform's rendition of an upload."""
+    with av.open(str(src)) as inp, av.open(str(dest), "w") as out:
+        vin = inp.streams.video[0]
+        vout = out.add_stream("libx264", rate=vin.average_rate or 25)
+        vout.width, vout.height, vout.pix_fmt = size[0], size[1], "yuv420p"
+        vout.options = {"crf": str(crf), "preset": "veryfast"}
+        for frame in inp.decode(vin):
+            for packet in vout.encode(frame.reformat(width=size[0], height=size[1], format="yuv420p")):
+                out.mux(packet)
+        for packet in vout.encode():
+            out.mux(packet)
+    return dest
 
 
 def test_cli_refuses_bad_framing_and_size_with_exit_2_and_audits_them(
