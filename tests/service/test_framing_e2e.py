@@ -177,10 +177,11 @@ def test_api_framing_field_is_validated_audited_and_honoured(
     photo = _photo(example_photo, api.tmp / "wide.png", 1280, 853)
     audio = short_speech(example_audio, api.tmp / "speech.wav", 1.0)
 
-    def submit(**fields: str):  # type: ignore[no-untyped-def]
+    def submit(key: str | None = None, **fields: str):  # type: ignore[no-untyped-def]
         files = {"photo": ("p.png", photo.read_bytes(), "image/png"), "audio": ("a.wav", audio.read_bytes())}
         data = {"subject_id": subject, "purpose": "framing", **fields}
-        return api.client.post("/v1/generations", data=data, files=files, headers=api.bearer("generate"))
+        headers = api.bearer("generate") | ({"Idempotency-Key": key} if key else {})
+        return api.client.post("/v1/generations", data=data, files=files, headers=headers)
 
     for fields, status, code, field in (
         ({"framing": "panorama"}, 400, "invalid_controls", "framing"),
@@ -197,9 +198,12 @@ def test_api_framing_field_is_validated_audited_and_honoured(
     codes = [e["details"].get("code") for e in r.json()["items"]]
     assert codes.count("invalid_controls") >= 2 and "invalid_request" in codes
 
-    r = submit(framing="full")
+    r = submit("framing-key-1", framing="full")
     assert r.status_code == 202, r.text
     job = r.json()
+    # The framing is part of the request: the same key with another framing is not a replay.
+    r = submit("framing-key-1", framing="crop")
+    assert r.status_code == 409 and r.json()["code"] == "idempotency_key_reused", r.text
     assert api.client.app.state.worker.run_pending() == 1  # type: ignore[attr-defined]
     video = api.client.get(f"/v1/generations/{job['id']}/video", headers=api.bearer("generate"))
     assert video.status_code == 200
