@@ -184,7 +184,7 @@ class FullFrameScene:
             and left >= 0 and top >= 0 and left + side <= width and top + side <= height
         )  # fmt: skip
         self._offset = (int(top) - y0, int(left) - x0) if whole else None
-        alpha = _feather_alpha(left - x0, top - y0, side, (y1 - y0, x1 - x0), feather_fraction * side)
+        alpha = _feather_alpha(self.crop_box, self.window, (height, width), feather_fraction * side)
         # Where alpha is 1 the frame is the crop, where 0 the still picture; both regions are rectangles, so the
         # blend runs only on the four strips between them (a tenth of the window).
         self._solid = _bounds(alpha >= 1.0)
@@ -258,22 +258,24 @@ def _band_strips(outer: tuple[int, int, int, int], inner: tuple[int, int, int, i
     return [s for s in strips if s[1] > s[0] and s[3] > s[2]]
 
 
-def _feather_alpha(left: float, top: float, side: float, shape: tuple[int, int], feather: float) -> np.ndarray:
-    """(h, w) float32 weight of the crop: 1 inside, a smoothstep to 0 over ``feather`` pixels at the crop's
-    edges, 0 outside it. Edges that lie outside the picture get no band (the crop's content is real there)."""
-    h, w = shape
-    ys = np.arange(h, dtype=np.float64) + 0.5
-    xs = np.arange(w, dtype=np.float64) + 0.5
+def _feather_alpha(crop_box: tuple[float, float, float], window: tuple[int, int, int, int],
+                   picture: tuple[int, int], feather: float) -> np.ndarray:  # fmt: skip
+    """(h, w) float32 weight of the crop over ``window`` (y0, y1, x0, x1) of a ``picture`` (H, W): 1 inside, a
+    smoothstep to 0 over ``feather`` pixels at the crop's edges, 0 outside it. An edge on or past the picture's
+    border gets no band: there is no still picture beyond it to blend with."""
+    left, top, side = crop_box
+    y0, y1, x0, x1 = window
+    height, width = picture
     feather = max(feather, 1.0)
 
     def ramp(coord: np.ndarray, lo: float, hi: float, extent: int) -> np.ndarray:
-        inside_lo = (coord - lo) / feather if lo > 0 else np.where(coord >= lo, np.inf, -np.inf)
-        inside_hi = (hi - coord) / feather if hi < extent else np.where(coord <= hi, np.inf, -np.inf)
-        t = np.clip(np.minimum(inside_lo, inside_hi), 0.0, 1.0)
+        inside = np.minimum(coord - lo if lo > 0 else np.inf, hi - coord if hi < extent else np.inf) / feather
+        inside = np.where((coord < lo) | (coord > hi), -1.0, inside)  # outside the crop: none of it
+        t = np.clip(inside, 0.0, 1.0)
         return t * t * (3.0 - 2.0 * t)
 
-    ay = ramp(ys, top, top + side, h)
-    ax = ramp(xs, left, left + side, w)
+    ay = ramp(np.arange(y0, y1, dtype=np.float64) + 0.5, top, top + side, height)
+    ax = ramp(np.arange(x0, x1, dtype=np.float64) + 0.5, left, left + side, width)
     return np.minimum(ay[:, None], ax[None, :]).astype(np.float32)
 
 

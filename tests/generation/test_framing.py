@@ -94,6 +94,17 @@ def test_composite_changes_only_the_aligned_window_and_pastes_the_crop_inside() 
         scene.compose(np.zeros((256, 256, 3), np.uint8))
 
 
+def test_the_blend_band_runs_along_every_crop_edge_inside_the_picture_only() -> None:
+    still = np.zeros((480, 640, 3), np.uint8)
+    crop = np.full((128, 128, 3), 200, np.uint8)
+    # Left edge on the 16-pixel grid inside the picture: blended there (the still shows at the very edge).
+    inside = FullFrameScene(still, (16.0, 32.0, 128.0), 128).compose(crop)
+    assert inside[90, 16, 0] < 20 and inside[90, 80, 0] == 200 and inside[90, 143, 0] < 20
+    # The same crop against the picture's left border: no band there (nothing beyond it to blend with).
+    at_border = FullFrameScene(still, (0.0, 32.0, 128.0), 128).compose(crop)
+    assert at_border[90, 0, 0] == 200 and at_border[90, 127, 0] < 20
+
+
 def test_window_watermark_equals_the_whole_frame_watermark() -> None:
     rng = np.random.default_rng(2)
     scene = _scene(rng)
