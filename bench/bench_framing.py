@@ -138,6 +138,8 @@ def main() -> None:
     ap.add_argument("--preset", default=None, help="x264 preset (default: encode_mp4's choice for the size)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (the service's default is 1)")
     ap.add_argument("--ablation", action="store_true", help="also time what the 1080p path avoids")
+    ap.add_argument("--full-size", type=int, default=512, help="--size of the full-frame case (head render cap)")
+    ap.add_argument("--cases", default="crop,full", help="which cases to run (default: crop,full)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -145,11 +147,14 @@ def main() -> None:
     audio = load_audio(AUDIO).head(args.seconds)
     cases: list[tuple[str, Callable[[], np.ndarray], str]] = [
         ("crop", lambda: photo, "crop 512x512"),
-        ("full", lambda: widened(photo, 1920, 1080), "full 1920x1080"),
+        ("full", lambda: widened(photo, 1920, 1080), f"full 1920x1080 (--size {args.full_size})"),
     ]
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
     for framing, make_photo, label in cases:
-        gen = TalkingFaceGenerator(GenerationConfig(size=512, fps=25, seed=0, framing=framing))  # type: ignore[arg-type]
+        if framing not in args.cases.split(","):
+            continue
+        size = args.full_size if framing == "full" else 512
+        gen = TalkingFaceGenerator(GenerationConfig(size=size, fps=25, seed=0, framing=framing))  # type: ignore[arg-type]
         t0 = time.perf_counter()
         prepared = gen.prepare(make_photo())
         t_prepare = time.perf_counter() - t0
