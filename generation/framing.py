@@ -25,7 +25,6 @@ import cv2
 import numpy as np
 
 from generation.controls import InvalidControls
-from generation.errors import NoFaceFound
 from generation.face import FaceAnalysis, FaceConfig, analyze_face, detect_landmarks
 
 __all__ = [
@@ -173,8 +172,12 @@ class FullFrameScene:
         left, top, side = self.crop_box
         self.window = _aligned_window(left, top, side, height, width, WINDOW_ALIGN)
         y0, y1, x0, x1 = self.window
+        # A crop larger than its place is first reduced by area averaging (the bilinear warp alone would alias), to
+        # the nearest whole side; the warp then only enlarges or shifts.
+        self._reduce_to = int(round(side)) if side < self.crop_size - 1 else None
+        source_side = self._reduce_to or self.crop_size
         # Crop pixel (u, v) -> window pixel: pixel centres map to pixel centres.
-        scale = side / self.crop_size
+        scale = side / source_side
         self._affine = np.array(
             [[scale, 0.0, left - x0 + 0.5 * scale - 0.5], [0.0, scale, top - y0 + 0.5 * scale - 0.5]],
             dtype=np.float64,
@@ -207,6 +210,8 @@ class FullFrameScene:
             placed = np.zeros_like(self._still_window)  # only read where alpha > 0, i.e. inside the crop
             placed[oy : oy + self.crop_size, ox : ox + self.crop_size] = crop
         else:
+            if self._reduce_to is not None:
+                crop = cv2.resize(crop, (self._reduce_to, self._reduce_to), interpolation=cv2.INTER_AREA)
             placed = cv2.warpAffine(
                 crop, self._affine, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
             )
@@ -283,22 +288,25 @@ def _feather_alpha(crop_box: tuple[float, float, float], window: tuple[int, int,
 def prepare_full_frame(photo_rgb: np.ndarray, max_crop_size: int) -> tuple[FaceAnalysis, FullFrameScene]:
     """Analyse the face on the full-frame picture and place its crop: (the crop's analysis, the scene).
 
-    When the crop's side in the picture is at most ``max_crop_size`` and it lies inside the picture, the crop is cut
-    1:1 on whole pixels: the head is rendered at the picture's own resolution and pasted without resampling, so
-    where it does not move the frame is the photo exactly. Otherwise it is rendered at ``max_crop_size`` and scaled
-    at the paste. Raises NoFaceFound.
+    When the crop's side in the picture is between 128 and ``max_crop_size`` and it lies inside the picture, the
+    crop is cut 1:1 on whole pixels: the head is rendered at the picture's own resolution and pasted without
+    resampling, so where it does not move the frame is the photo exactly. A larger head is rendered at
+    ``max_crop_size`` and enlarged at the paste; a smaller one at 128 and reduced. Raises NoFaceFound.
     """
     still = still_frame(photo_rgb)
     height, width = still.shape[:2]
+    lo = CROP_SIZE_RANGE[0]
     face = analyze_face(still, FaceConfig(size=max_crop_size, face_fraction=FULL_FACE_FRACTION))
     left, top, side = face.crop_box
     native = int(round(side)) // 2 * 2
     x0, y0 = int(round(left)), int(round(top))
-    if CROP_SIZE_RANGE[0] <= native <= max_crop_size and 0 <= x0 <= width - native and 0 <= y0 <= height - native:
+    if lo <= native <= max_crop_size and 0 <= x0 <= width - native and 0 <= y0 <= height - native:
         crop = np.ascontiguousarray(still[y0 : y0 + native, x0 : x0 + native])
         landmarks = detect_landmarks(crop)
-        if landmarks is None:
-            raise NoFaceFound("a face was detected but lost after cropping - use a sharper, more frontal photo")
-        face = FaceAnalysis(image=crop, landmarks=landmarks, crop_box=(float(x0), float(y0), float(native)))
+        if landmarks is not None:  # else keep the resampled crop, whose mesh was found
+            face = FaceAnalysis(image=crop, landmarks=landmarks, crop_box=(float(x0), float(y0), float(native)))
+    elif native < lo < max_crop_size:
+        # A small head: rendering it at max_crop_size would cost the full render for a few pixels of output.
+        face = analyze_face(still, FaceConfig(size=lo, face_fraction=FULL_FACE_FRACTION))
     scene = FullFrameScene(still, face.crop_box, face.image.shape[0])
     return face, scene
