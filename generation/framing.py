@@ -6,8 +6,10 @@ video, so ``full`` renders only the head crop (exactly as ``crop`` does) and pas
 
 The seam: the crop's own border is pinned by the rig's fixed border anchors, so the rendered crop already equals
 the photo there and motion fades out before it; the crop is framed wider than in ``crop`` mode (the face fills
-``FULL_FACE_FRACTION`` of its side: head, hair and shoulders inside), and its outer ``feather`` band is blended into
-the still picture, which hides the resampling difference between the crop and the frame.
+``FULL_FACE_FRACTION`` of its side: head, hair and shoulders inside). A head at most ``size`` pixels across is cut
+1:1 on whole pixels, so where it does not move the frame is the photo exactly; a larger one is rendered at ``size``
+and enlarged at the paste, and the crop's outer band (``FEATHER_FRACTION`` of its side) is blended into the still
+picture, which hides the resampling difference there.
 
 Sizes: ``full`` keeps the photo's aspect ratio; the long side is at most 1920 and the short side at most 1080
 (landscape fits 1920x1080, portrait 1080x1920), larger photos are scaled down, sides are made even (H.264 yuv420p)
