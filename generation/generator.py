@@ -1,4 +1,8 @@
-"""TalkingFaceGenerator: photo + audio -> a stream of RGB frames, one per 1/fps second of audio."""
+"""TalkingFaceGenerator: photo + audio -> a stream of RGB frames, one per 1/fps second of audio.
+
+The head is always rendered as a square crop; with ``framing="full"`` the crops are composited into the whole
+(still) photo by ``generation.framing``.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ import torch
 from generation.audio_features import AudioFeatureConfig, AudioFeatures, extract_features
 from generation.controls import Controls
 from generation.face import FaceAnalysis, FaceConfig, analyze_face
+from generation.framing import FramingMode, FullFrameScene, check_crop_size, prepare_full_frame
 from generation.media import AudioTrack, frame_count
 from generation.motion import MotionConfig, MotionState, motion_from_audio
 from generation.phonemes import PhoneRecognizer
@@ -24,12 +29,16 @@ __all__ = ["GenerationConfig", "PreparedFace", "TalkingFaceGenerator"]
 @dataclass(frozen=True)
 class GenerationConfig:
     """Args:
-    size: output side in pixels. fps: frame rate. seed: blinks/head-motion randomness (same seed, same video).
+    size: the head crop's side in pixels (even, 128..1024): the output side with framing "crop"; with "full", the
+        most the head region is rendered at. fps: frame rate.
+    seed: blinks/head-motion randomness (same seed, same video).
     device: torch device ("cpu", "cuda", "cuda:1"). motion_intensity: scales head, brow and gaze motion.
     batch_frames: frames rendered per batch (memory stays bounded by this); None = 1 on CPU (measured fastest,
         cache-friendly) and 8 on CUDA (fewer kernel launches).
     controls: gaze, head distance, emotion, lip-sync path (generation.controls.Controls); its seed and
         motion_intensity, when set, override the two plain fields above. None = neutral controls.
+    framing: "crop" (size x size around the face) or "full" (the whole photo, up to 1920x1080, its own aspect
+        ratio; generation.framing).
     """
 
     size: int = 512
@@ -39,6 +48,7 @@ class GenerationConfig:
     motion_intensity: float = 1.0
     batch_frames: int | None = None
     controls: Controls | None = None
+    framing: FramingMode = "crop"
 
     @property
     def effective_controls(self) -> Controls:
@@ -60,10 +70,26 @@ class GenerationConfig:
 
 @dataclass(frozen=True)
 class PreparedFace:
-    """A photo analysed once and rigged for rendering; reuse it for many audio tracks."""
+    """A photo analysed once and rigged for rendering; reuse it for many audio tracks.
+
+    scene: with full framing, the still picture the head crops are composited into; None for crop framing.
+    """
 
     face: FaceAnalysis
     rig: FaceRig
+    scene: FullFrameScene | None = None
+
+    @property
+    def output_size(self) -> tuple[int, int]:
+        """(width, height) of the frames ``TalkingFaceGenerator.frames`` yields for this face."""
+        if self.scene is not None:
+            return self.scene.size
+        side = self.face.image.shape[0]
+        return side, side
+
+    def compose(self, crop: np.ndarray) -> np.ndarray:
+        """The output frame for one rendered head crop: the crop itself, or the full frame showing it."""
+        return crop if self.scene is None else self.scene.compose(crop)
 
 
 class TalkingFaceGenerator:
@@ -74,10 +100,17 @@ class TalkingFaceGenerator:
         self.device = torch.device(self.config.device)
         self.render_config = render or RenderConfig()
         self.controls = self.config.effective_controls  # validated once, here
+        check_crop_size(self.config.size)
+        if self.config.framing not in ("crop", "full"):
+            raise ValueError(f"framing must be 'crop' or 'full', got {self.config.framing!r}")
         self._phones = PhoneRecognizer()
 
     def prepare(self, photo_rgb: np.ndarray) -> PreparedFace:
-        """Find, crop and mesh the face (slow part, done once). Raises NoFaceFound."""
+        """Find, crop and mesh the face (slow part, done once); with full framing also place the crop in the
+        still picture. Raises NoFaceFound."""
+        if self.config.framing == "full":
+            face, scene = prepare_full_frame(photo_rgb, self.config.size)
+            return PreparedFace(face=face, rig=FaceRig(face, self.render_config, self.device), scene=scene)
         face = analyze_face(photo_rgb, FaceConfig(size=self.config.size))
         return PreparedFace(face=face, rig=FaceRig(face, self.render_config, self.device))
 
@@ -104,15 +137,20 @@ class TalkingFaceGenerator:
             return lips_from_acoustics(features)
         return lips_from_phones(transcript, features)
 
-    @torch.no_grad()
     def frames(self, prepared: PreparedFace, audio: AudioTrack) -> Iterator[np.ndarray]:
-        """Yield exactly frame_count(audio) frames, (size, size, 3) uint8 RGB, rendered a batch at a time."""
+        """Yield exactly frame_count(audio) output frames, (H, W, 3) uint8 RGB (``prepared.output_size``)."""
+        for crop in self.crops(prepared, audio):
+            yield prepared.compose(crop)
+
+    def crops(self, prepared: PreparedFace, audio: AudioTrack) -> Iterator[np.ndarray]:
+        """Yield exactly frame_count(audio) rendered head crops, (size, size, 3) uint8 RGB, a batch at a time
+        (the output frames themselves with crop framing)."""
         motion = self.motion(audio)
         yield from self.render_motion(prepared, motion)
 
     @torch.no_grad()
     def render_motion(self, prepared: PreparedFace, motion: MotionState) -> Iterator[np.ndarray]:
-        """Render a given MotionState (e.g. edited or streamed), batch by batch."""
+        """Render the head crops of a given MotionState (e.g. edited or streamed), batch by batch."""
         renderer = Renderer(prepared.rig)
         step = self.config.batch_frames or (8 if self.device.type == "cuda" else 1)
         for start in range(0, len(motion), step):

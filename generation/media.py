@@ -17,6 +17,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -364,7 +365,10 @@ def _encode(
             if index >= n_frames:
                 raise EncodeFailed(f"more frames than the audio needs ({n_frames} expected)")
             _check_frame(frame, (height, width))
-            video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+            # RGB -> yuv420p by OpenCV (BT.601, video range, as swscale's default): about 1 ms at 1920x1080 where
+            # PyAV's swscale conversion takes 10, the single largest cost of a 1080p frame after x264 itself.
+            i420 = cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2YUV_I420)  # (H * 3 / 2, W)
+            video_frame = av.VideoFrame.from_ndarray(i420, format="yuv420p")
             video_frame.pts = index
             video_frame.time_base = Fraction(1, fps)
             container.mux(vstream.encode(video_frame))

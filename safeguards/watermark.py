@@ -101,9 +101,11 @@ MIN_DETECT_PIXELS = 128 * 128
 
 # Served size / marked size tried by the detector, most likely first: as marked, then the usual renditions.
 DEFAULT_SCALES = (1.0, 0.5, 0.75, 1.5)
-# Sides our generator writes (service setting output_size): a frame whose side is a rendition of one of these
-# (a 512-pixel output served at 360p: 0.703) gets that scale tried too, at most `MAX_SIZE_SCALES` of them.
-DEFAULT_NATIVE_SIZES = (512,)
+# Sides our generator writes: a frame whose side is a rendition of one of these (a 512-pixel output served at 360p:
+# 0.703) gets that scale tried too, at most `MAX_SIZE_SCALES` of them. 512: the square crop (service setting
+# output_size); 1080: the short side of full-frame outputs (1920x1080, 1440x1080, 1080x1920), whose 720p rendition
+# (0.667) no default scale reads.
+DEFAULT_NATIVE_SIZES = (512, 1080)
 MAX_SIZE_SCALES = 2
 _SIZE_SCALE_RANGE = (0.3, 2.0)
 
@@ -227,9 +229,13 @@ def _frame_error(frame: np.ndarray, *, min_pixels: int, min_side: int) -> str | 
         shape = getattr(frame, "shape", None)
         dtype = getattr(frame, "dtype", type(frame).__name__)
         return f"expected an (H, W, 3) uint8 RGB frame, got shape {shape} dtype {dtype}"
-    if frame.shape[0] * frame.shape[1] < min_pixels or min(frame.shape[:2]) < min_side:
+    return _size_error(frame.shape[0], frame.shape[1], min_pixels=min_pixels, min_side=min_side)
+
+
+def _size_error(height: int, width: int, *, min_pixels: int, min_side: int) -> str | None:
+    if height * width < min_pixels or min(height, width) < min_side:
         return (
-            f"a {frame.shape[1]}x{frame.shape[0]} frame is too small to carry the watermark "
+            f"a {width}x{height} frame is too small to carry the watermark "
             f"(needs >= {min_pixels} pixels and sides >= {min_side})"
         )
     return None
@@ -278,6 +284,49 @@ class Watermarker:
         if grid is None:  # benign race under threads: both compute the same array
             grid = self._grids[(nby, nbx)] = _tile.grid_bits(self._tile, nby, nbx)
         return _dwtdctsvd.embed_block_bits(frame_rgb, grid, scale=self.strength, block=block)
+
+    def embed_window(self, window_rgb: np.ndarray, origin: tuple[int, int], frame_shape: tuple[int, int]) -> np.ndarray:
+        """Mark one window of a larger frame: the same pixels ``embed(frame)[window]`` gives, at the window's cost.
+
+        Why: a full-frame video whose only moving part is the head (``generation.framing``) changes a small window
+        per frame; marking is local to each block (its own Haar LL band, DCT and SVD), so the still picture is
+        marked once and each frame marks only its window. The window must start on the block grid (``origin``
+        a multiple of the block's pixel side) and end on it or at the frame's edge.
+
+        Args:
+            window_rgb: (h, w, 3) uint8 RGB, the frame's pixels [y0:y0+h, x0:x0+w].
+            origin: (y0, x0) of the window in the frame. frame_shape: (H, W) of the whole frame.
+        Returns:
+            A marked copy of the window.
+        """
+        height, width = frame_shape
+        error = _size_error(height, width, min_pixels=MIN_PIXELS, min_side=MIN_SIDE)
+        if error:
+            raise InvalidFrame(error)
+        if window_rgb.dtype != np.uint8 or window_rgb.ndim != 3 or window_rgb.shape[2] != 3:
+            raise InvalidFrame(f"expected an (h, w, 3) uint8 RGB window, got {window_rgb.shape} {window_rgb.dtype}")
+        side = self.scheme.pixels_per_block
+        y0, x0 = origin
+        h, w = window_rgb.shape[:2]
+        if y0 % side or x0 % side or y0 < 0 or x0 < 0 or y0 + h > height or x0 + w > width:
+            raise ValueError(f"a window must start on the {side}-pixel block grid inside the frame, got {origin}")
+        if (h % side and y0 + h != height) or (w % side and x0 + w != width):
+            raise ValueError(f"a window must end on the {side}-pixel block grid or at the frame's edge")
+        nby, nbx = _dwtdctsvd.grid_shape(height, width, block=self.scheme.block)
+        by0, bx0 = y0 // side, x0 // side
+        wy, wx = max(0, min(h // side, nby - by0)), max(0, min(w // side, nbx - bx0))
+        out = window_rgb.copy()
+        if wy == 0 or wx == 0:  # only pixels right of / below the frame's last whole block: never marked
+            return out
+        grid = self._grids.get((nby, nbx))
+        if grid is None:
+            grid = self._grids[(nby, nbx)] = _tile.grid_bits(self._tile, nby, nbx)
+        bits = grid[by0 : by0 + wy, bx0 : bx0 + wx]
+        region = np.ascontiguousarray(window_rgb[: wy * side, : wx * side])
+        out[: wy * side, : wx * side] = _dwtdctsvd.embed_block_bits(
+            region, bits, scale=self.strength, block=self.scheme.block
+        )
+        return out
 
     def embed_many(self, frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         """Mark frames lazily, one at a time, so long videos stream with flat memory."""

@@ -267,10 +267,22 @@ def generate(
     emotion_intensity: Annotated[float | None, typer.Option(help="Emotion strength 0..1.")] = None,
     motion_intensity: Annotated[float | None, typer.Option(help="Head/brow/gaze motion 0..3.")] = None,
     lipsync: Annotated[str | None, typer.Option(help="auto, phonemes (English) or acoustic (any language).")] = None,
+    framing: Annotated[
+        str | None,
+        typer.Option(help="crop (a square around the face, the default) or full (the whole photo, up to 1920x1080)."),
+    ] = None,
+    size: Annotated[
+        int | None,
+        typer.Option(
+            help="Head crop side in pixels, even, 128..1024 (crop: the video's side; full: the most the "
+            "head is rendered at). Default 512."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Generate a watermarked, C2PA-signed talking-face MP4 (only with the subject's consent)."""
     from generation.controls import Controls
+    from generation.framing import Framing
     from service.pipeline import check_output_path, generate_file
     from service.validation import check_text
 
@@ -295,6 +307,7 @@ def generate(
         }
         controls = {k: v for k, v in raw.items() if v is not None}
         Controls.from_mapping(controls)
+        framed = Framing.from_values(framing, size, default_size=get_settings().output_size)
         with runtime() as rt, progress_bar("generating") as bar:
             gen = generate_file(
                 rt,
@@ -306,6 +319,7 @@ def generate(
                 output_path=output.resolve(),
                 actor=actor(),
                 controls=controls,
+                framing=framed,
                 progress=bar,
             )
             if gen.status != "succeeded":
@@ -316,6 +330,7 @@ def generate(
                 "generation_id": gen.id,
                 "output": gen.output_path,
                 "watermark_tag": f"{gen.watermark_tag:08x}",
+                "framing": framed.mode,
                 "consent_record_id": gen.consent_record_id,
                 "policy_decision_id": gen.policy_decision_id,
                 "audit_seq": gen.audit_seq,

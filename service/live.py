@@ -17,12 +17,14 @@ import cv2
 import numpy as np
 
 from generation.controls import Controls
+from generation.framing import Framing
 from generation.media import load_image
 from generation.streaming import StreamingSession
 from policies import PolicyDecision
 from safeguards.watermark import Watermarker, WatermarkPayload
 from service import job_state, leases
 from service.errors import Denied, describe
+from service.marking import FrameMarker
 from service.models import JobStatus
 from service.pipeline import (
     ValidatedInputs,
@@ -48,7 +50,7 @@ class LiveStream:
     request_id: str
     decision: PolicyDecision
     session: StreamingSession
-    marker: Watermarker
+    marker: FrameMarker
     heartbeat: leases.Heartbeat
     started: float = field(default_factory=time.perf_counter)
     frames_sent: int = 0
@@ -57,6 +59,11 @@ class LiveStream:
     @property
     def fps(self) -> int:
         return self.session.fps
+
+    @property
+    def frame_size(self) -> tuple[int, int]:
+        """(width, height) of the frames sent."""
+        return self.marker.output_size
 
     def push(self, samples: np.ndarray) -> list[bytes]:
         """Add mono float32 audio; returns the frames now ready (JPEG). Enforces the audio-length limit."""
@@ -76,8 +83,8 @@ class LiveStream:
 
     def _encode(self, frames: list[np.ndarray]) -> list[bytes]:
         out = []
-        for frame in frames:
-            marked = self.marker.embed(frame)
+        for crop in frames:
+            marked = self.marker.mark(crop)
             ok, buf = cv2.imencode(
                 ".jpg", cv2.cvtColor(marked, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]
             )
@@ -134,6 +141,7 @@ def open_live_stream(
     sample_rate: int,
     staging: Path,
     controls: dict[str, Any] | None = None,
+    framing: Framing | None = None,
 ) -> LiveStream:
     """Check the photo and the policy (consent, identity, limits), then prepare the face for streaming.
 
@@ -164,7 +172,7 @@ def open_live_stream(
         audio_path=staging / "live-audio",
         output_path=None,
         request_id=request_id,
-        params={"live": True, "controls": controls or {}},
+        params={"live": True, "controls": controls or {}, **({"framing": framing.to_params()} if framing else {})},
     )
     # Held under a lease renewed while the stream is open: if this process dies, the reaper fails the stream
     # (it cannot be resumed) instead of leaving it running; no other replica touches it while it is alive.
@@ -175,12 +183,14 @@ def open_live_stream(
         gen = update_generation(
             rt, gen.id, consent_record_id=facts.consent_record_id, policy_decision_id=decision.decision_id
         )
-        generator = job_generator(rt, controls or {})  # the session switches lip sync to the acoustic path
-        session = StreamingSession(generator, generator.prepare(image), sample_rate=sample_rate)
-        marker = Watermarker(WatermarkPayload.for_generation(rt.watermark_key, gen.watermark_tag))
+        generator = job_generator(rt, controls or {}, framing)  # the session switches lip sync to the acoustic path
+        prepared = generator.prepare(image)
+        session = StreamingSession(generator, prepared, sample_rate=sample_rate)
+        marker = FrameMarker(
+            prepared, Watermarker(WatermarkPayload.for_generation(rt.watermark_key, gen.watermark_tag))
+        )
         # Warm the watermark and the JPEG encoder before "ready", so the first audio chunk pays only for its frames.
-        blank = np.zeros((rt.settings.output_size, rt.settings.output_size, 3), np.uint8)
-        cv2.imencode(".jpg", marker.embed(blank))
+        cv2.imencode(".jpg", marker.mark(prepared.face.image))
     except BaseException as exc:  # the stream never started: end its job now rather than when the lease lapses
         problem = describe(exc)
         job_state.move(

@@ -32,6 +32,7 @@ from generation import TalkingFaceGenerator
 from generation.concurrency import threaded
 from generation.controls import Controls
 from generation.errors import AudioTooLong, InvalidAudio, InvalidImage
+from generation.framing import Framing
 from generation.media import AudioTrack, MediaType, encode_mp4, load_audio, load_image, sniff_media_type
 from policies import PolicyDecision, evaluate_generation
 from policies.facts import GenerationFacts
@@ -40,6 +41,7 @@ from safeguards.provenance import ManifestSpec, Signer, read_provenance, sign_mp
 from safeguards.watermark import TAG_BITS, WATERMARK_ALGORITHM, Watermarker, WatermarkPayload
 from service import consent_ops, job_state, leases
 from service.errors import Denied, describe, unavailable_code
+from service.marking import FrameMarker
 from service.models import Generation, JobStatus
 from service.runtime import Runtime
 from service.storage import OUTPUTS_PREFIX, StagedOutput, check_output_path
@@ -206,9 +208,20 @@ def _audited_facts(rt: Runtime, facts: GenerationFacts) -> dict[str, Any]:
     return audited
 
 
-def job_generator(rt: Runtime, controls: dict[str, Any]) -> TalkingFaceGenerator:
-    """The runtime's generator with this job's controls (gaze, distance, emotion, intensity, seed, lip-sync)."""
-    return TalkingFaceGenerator(replace(rt.generator.config, controls=Controls.from_mapping(controls)))
+def job_framing(rt: Runtime, params: dict[str, Any] | None) -> Framing:
+    """A job's framing (stored as `{"mode", "size"}`; absent = the default crop at the configured output size).
+    Raises InvalidControls for a bad value."""
+    params = params or {}
+    return Framing.from_values(params.get("mode"), params.get("size"), default_size=rt.settings.output_size)
+
+
+def job_generator(rt: Runtime, controls: dict[str, Any], framing: Framing | None = None) -> TalkingFaceGenerator:
+    """The runtime's generator with this job's controls (gaze, distance, emotion, intensity, seed, lip-sync) and
+    framing (crop or full frame, crop size)."""
+    config = replace(rt.generator.config, controls=Controls.from_mapping(controls))
+    if framing is not None:
+        config = replace(config, framing=framing.mode, size=framing.size)
+    return TalkingFaceGenerator(config)
 
 
 def create_generation(
@@ -266,6 +279,7 @@ def generate_file(
     output_path: Path,
     actor: str,
     controls: dict[str, Any] | None = None,
+    framing: Framing | None = None,
     progress: ProgressFn | None = None,
 ) -> Generation:
     """Generate synchronously (CLI, demo, benchmarks): persist the job, then run the whole chain in this thread.
@@ -286,7 +300,11 @@ def generate_file(
         output_path=output_path,
         request_id=uuid.uuid4().hex,
         # Owned by this process (issue 14): if it dies, the reaper fails the job; no server finishes it into -o.
-        params={"controls": controls or {}, "in_process": True},
+        params={
+            "controls": controls or {},
+            "in_process": True,
+            **({"framing": framing.to_params()} if framing else {}),
+        },
     )
     return run_generation(rt, gen.id, actor=actor, progress=progress, should_stop=CancelCheck(rt, gen.id), owner=owner)
 
@@ -393,14 +411,16 @@ def _run_leased(
 
         # 2. generate, 3. watermark every frame, 4. encode
         check_stop()
-        generator = job_generator(rt, gen.params.get("controls") or {})
+        framing = job_framing(rt, gen.params.get("framing"))
+        generator = job_generator(rt, gen.params.get("controls") or {}, framing)
         prepared = generator.prepare(inputs.photo)
         total = generator.frame_count(inputs.audio)
         payload = WatermarkPayload.for_generation(rt.watermark_key, gen.watermark_tag)
-        marker = Watermarker(payload)
-        # Render, watermark and encode overlap on separate threads (each stage releases the GIL).
-        rendered = threaded(generator.frames(prepared, inputs.audio), name="provatar-render")
-        frames: Iterator[np.ndarray] = threaded((marker.embed(f) for f in rendered), name="provatar-watermark")
+        marker = FrameMarker(prepared, Watermarker(payload))
+        # Render, watermark and encode overlap on separate threads (each stage releases the GIL). The render stage
+        # yields head crops; the watermark stage turns them into marked output frames (full framing: composited).
+        rendered = threaded(generator.crops(prepared, inputs.audio), name="provatar-render")
+        frames: Iterator[np.ndarray] = threaded(marker.mark_all(rendered), name="provatar-watermark")
         stages += [frames, rendered]
         encode_mp4(
             frames,
@@ -472,6 +492,8 @@ def _run_leased(
                     "human_review": consent_ops.human_review_summary(facts),
                     "watermark_tag": f"{gen.watermark_tag:08x}",
                     "frames": total,
+                    "framing": framing.mode,
+                    "frame_size": "{}x{}".format(*prepared.output_size),
                     "duration_s": round(inputs.audio.duration_s, 3),
                     # Keyed fingerprints, not plain hashes, of the inputs (see _audited_facts).
                     "photo_fingerprint": consent_ops.keyed_fingerprint(rt, sha256_file(photo_path)),

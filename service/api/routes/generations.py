@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from sqlmodel import Session, col, select
 
 from generation.controls import Controls
+from generation.framing import Framing
 from service import idempotency, job_state, output_access
 from service.api.deps import RequestId, RequireScope, RuntimeDep, SessionDep
 from service.api.downloads import stored_file_response
@@ -73,6 +74,17 @@ async def submit_generation(
     emotion_intensity: Annotated[float | None, Form(description="0..1")] = None,
     motion_intensity: Annotated[float | None, Form(description="0..3 (head, brows, gaze)")] = None,
     lipsync: Annotated[str | None, Form(description="auto|phonemes|acoustic")] = None,
+    framing: Annotated[
+        str | None,
+        Form(description="crop (a square around the face, default) | full (the whole photo, up to 1920x1080)"),
+    ] = None,
+    size: Annotated[
+        int | None,
+        Form(
+            description="head crop side, even, 128..1024 (crop: the video's side; full: the most the head is "
+            "rendered at); default 512"
+        ),
+    ] = None,
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -100,6 +112,7 @@ async def submit_generation(
     }
     controls = {k: v for k, v in controls.items() if v is not None}
     Controls.from_mapping(controls)  # invalid controls are a 400 before anything is stored
+    framed = Framing.from_values(framing, size, default_size=rt.settings.output_size)  # the same for the framing
     key = idempotency.check_key(idempotency_key) if idempotency_key is not None else None
     staging = rt.settings.uploads_dir / f"req_{secrets.token_hex(8)}"
     limit = rt.settings.max_upload_bytes
@@ -114,6 +127,8 @@ async def submit_generation(
         if key is not None:
             digests = {"photo": sha256_file(photo_path), "audio": sha256_file(audio_path)}
             fields = {"subject_id": subject_id, "purpose": purpose, "controls": controls}
+            if framed != Framing(size=rt.settings.output_size):  # the default leaves the fingerprint as it was
+                fields["framing"] = framed.to_params()
             replay = idempotency.claim(
                 rt,
                 client_id=principal.client_id,
@@ -148,7 +163,11 @@ async def submit_generation(
             audio_path=audio_at,
             output_path=None,
             request_id=rid,
-            params={"controls": controls, **({"idempotency_key": key} if key else {})},
+            params={
+                "controls": controls,
+                "framing": framed.to_params(),
+                **({"idempotency_key": key} if key else {}),
+            },
         )
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

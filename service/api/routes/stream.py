@@ -2,7 +2,8 @@
 
 Protocol (all on `/v1/stream`, token in `Authorization: Bearer` or `?access_token=`; scope `generate`):
 1. client -> text  {"subject_id": ..., "purpose": ..., "sample_rate": 16000, "encoding": "pcm_s16le"|"pcm_f32le",
-   "controls": {"gaze_x": 0.2, "emotion": "happy", "seed": 3, ...}}  (controls optional; lip sync is acoustic)
+   "controls": {"gaze_x": 0.2, "emotion": "happy", "seed": 3, ...}, "framing": "crop"|"full", "size": 512}
+   (controls, framing and size optional; lip sync is acoustic; "full" streams the whole photo, up to 1920x1080)
 2. client -> binary  the photo (JPEG/PNG/WebP)
 3. server -> text  {"type": "ready", "generation_id", "fps", "width", "height", "lookahead_ms"}  (or an error)
 4. client -> binary  mono PCM chunks; server -> binary  4-byte big-endian frame index + JPEG, for each ready frame
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
+from generation.framing import Framing
 from service.errors import Forbidden, InvalidInput, Unauthorized, describe
 from service.live import LiveStream, open_live_stream
 from service.runtime import Runtime
@@ -82,6 +84,9 @@ async def stream(ws: WebSocket) -> None:
             encoding = str(config.get("encoding", "pcm_s16le"))
             subject_id, purpose = str(config["subject_id"]), str(config["purpose"])
             controls = dict(config.get("controls") or {})
+            framing = Framing.from_values(
+                config.get("framing"), config.get("size"), default_size=rt.settings.output_size
+            )
         except (KeyError, ValueError, TypeError) as exc:
             raise InvalidInput(f"the first message must be the JSON stream config: {exc}") from exc
         if not 8000 <= sample_rate <= 96000 or encoding not in ("pcm_s16le", "pcm_f32le"):
@@ -103,16 +108,17 @@ async def stream(ws: WebSocket) -> None:
             sample_rate=sample_rate,
             staging=staging,
             controls=controls,
+            framing=framing,
         )
-        size = rt.settings.output_size
+        width, height = live.frame_size
         await ws.send_text(
             json.dumps(
                 {
                     "type": "ready",
                     "generation_id": live.generation_id,
                     "fps": live.fps,
-                    "width": size,
-                    "height": size,
+                    "width": width,
+                    "height": height,
                     "lookahead_ms": round(live.session.config.lookahead_s * 1000),
                 }
             )
