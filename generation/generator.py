@@ -65,6 +65,12 @@ class PreparedFace:
     face: FaceAnalysis
     rig: FaceRig
 
+    @property
+    def warnings(self) -> list[str]:
+        """What could not be animated as usual on this photo (e.g. a mouth covered by a hand), in plain words:
+        the job result and the CLI report them; the video is still made."""
+        return self.rig.warnings
+
 
 class TalkingFaceGenerator:
     """Generates talking-face frames from one photo and one audio track, on CPU or CUDA."""
