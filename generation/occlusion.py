@@ -36,8 +36,8 @@ MOUTH_HIDDEN_SHARE = 0.5
 EYE_COVERED_SHARE = 0.6
 # Cheek points whose neighbourhood is sampled for the photo's skin colour (both cheeks, below the eyes).
 _CHEEKS = (50, 280, 205, 425, 187, 411, 123, 352, 117, 346)
-# Nose bridge and back: lit differently from the cheeks (blush, make-up, painted shading), so a second skin model.
-_NOSE = (6, 197, 195, 5, 4)
+# The lower nose: lit differently from the cheeks (blush, make-up, painted shading), so a second skin model.
+_NOSE = (195, 5, 4, 1)
 
 _HANDS_LOCK = threading.Lock()
 _HANDS: object | None = None
@@ -109,9 +109,11 @@ def find_occluders(image: np.ndarray, landmarks: np.ndarray, iod: float) -> Occl
     lab = cv2.cvtColor(image, cv2.COLOR_RGB2LAB).astype(np.float32)
     cheeks = _colour_model(lab, _disks(shape, lm[list(_CHEEKS)], 0.07 * iod))
     nose = _colour_model(lab, _disks(shape, lm[list(_NOSE)], 0.05 * iod))
+    if cheeks is not None and nose is not None and _far_from(nose.median[None, None], cheeks)[0, 0]:
+        nose = None  # not skin after all (a brim or a hand over the nose): the cheeks alone say what skin is
     lip_band = _polygon(shape, _ring(lm, LANDMARKS.OUTER_UPPER, LANDMARKS.OUTER_LOWER))
     opening = _polygon(shape, _ring(lm, LANDMARKS.INNER_UPPER, LANDMARKS.INNER_LOWER))
-    lip = _colour_model(lab, lip_band & ~opening)
+    lip = _lip_model(lab, lip_band & ~opening, cheeks)
     # Hair above the forehead: beards, moustaches and strands over the cheek are hair-coloured and belong to the
     # face (they move with it); so does a hat.
     hair = _colour_model(lab, _disks(shape, lm[[10, 109, 338]] - np.array([0.0, 0.3 * iod]), 0.08 * iod))
@@ -123,7 +125,10 @@ def find_occluders(image: np.ndarray, landmarks: np.ndarray, iod: float) -> Occl
         hands |= _hand_mask(shape, points)
     if hands.any():
         sources.append("hand")
-    objects = _objects_near_mouth(lab, lm, iod, non_skin & _far_from(lab, lip) & _far_from(lab, hair, lightness=False), opening)
+    foreign = non_skin & _far_from(lab, hair, lightness=False)
+    if lip is not None:
+        foreign &= _far_from(lab, lip)
+    objects = _objects_near_mouth(lab, lm, iod, foreign, opening)
     if objects.any():
         sources.append("colour")
     mask = hands | objects
@@ -241,9 +246,26 @@ def _objects_near_mouth(lab: np.ndarray, lm: np.ndarray, iod: float, foreign: np
     found = keep[labels]
     if not found.any():
         return found
+    # The whole object, not only its part near the mouth: fingertips over the nose, the arm below the chin (both
+    # within the warp's reach). Everything below the eyes that is foreign, smooth and connected to what was found.
+    below_eyes = np.zeros(shape, dtype=bool)
+    below_eyes[max(int(lm[[33, 263], 1].max() + 0.1 * iod), 0) :] = True
+    wide = foreign & ~opening & (spread < 12.0) & below_eyes
+    wide = cv2.morphologyEx(wide.astype(np.uint8), cv2.MORPH_OPEN, _disk(1)).astype(bool) | found
+    _, wide_labels = cv2.connectedComponents(wide.astype(np.uint8), connectivity=8)
+    hit = np.unique(wide_labels[found])
+    found = np.isin(wide_labels, hit[hit > 0])
+    # Where the mesh put the mouth opening over the object, its pixels were left out above (an opening is foreign
+    # by nature); those of the object's own colour, next to it, are the object.
+    own = _colour_model(lab, found)
+    if own is not None and (found & ~opening).any():
+        similar = opening & ~_far_from(lab, own) & below_eyes
+        _, near_labels = cv2.connectedComponents((found | similar).astype(np.uint8), connectivity=8)
+        linked = np.unique(near_labels[found])
+        found |= similar & np.isin(near_labels, linked[linked > 0])
     # The object's own edges and highlights (high spread) belong to it: close small gaps and fill small holes.
     closed = cv2.morphologyEx(found.astype(np.uint8), cv2.MORPH_CLOSE, _disk(max(2, int(0.03 * iod)))).astype(bool)
-    return _fill_holes(closed, max_area=(0.15 * iod) ** 2) & region
+    return _fill_holes(closed, max_area=(0.15 * iod) ** 2) & below_eyes
 
 
 def _eye_covered(shape: tuple[int, int], lm: np.ndarray, iod: float, foreign: np.ndarray,
@@ -275,6 +297,22 @@ def _colour_model(lab: np.ndarray, where: np.ndarray) -> _Colour | None:
     spread = 1.4826 * np.median(np.abs(pixels - median), axis=0)
     # Floors: lighting varies over a face far more than the cheeks' own spread, chroma much less.
     return _Colour(median=median, spread=np.maximum(spread, np.array([10.0, 4.0, 4.0], dtype=np.float32)))
+
+
+def _lip_model(lab: np.ndarray, band: np.ndarray, skin: _Colour | None) -> _Colour | None:
+    """The photo's lip colour, learned from the pixels under the mesh's lip contours that can be lips: as red as
+    the skin or redder, and near its yellow-blue balance. A hand, a glove or a microphone over part of the mouth
+    is left out of the model; over most of it (under 30 % plausible) there is no lip colour to learn, and nothing
+    is excused as lip."""
+    if skin is None or band.sum() < 12:
+        return None
+    pixels = lab[band]
+    plausible = (pixels[:, 1] >= skin.median[1] - 4.0) & (np.abs(pixels[:, 2] - skin.median[2]) <= 25.0)
+    if plausible.mean() < 0.3:
+        return None
+    where = np.zeros(lab.shape[:2], dtype=bool)
+    where[band] = plausible
+    return _colour_model(lab, where)
 
 
 def _far_from(lab: np.ndarray, model: _Colour | None, lightness: bool = True) -> np.ndarray:
