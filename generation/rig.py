@@ -48,6 +48,9 @@ class RenderConfig:
         upper incisors' exposure; below it a wider opening shows the cavity, not the photo's lower rows again.
     occlusion: find what covers the mouth or eyes (``generation.occlusion``: a hand, a cup, a hat brim) and keep
         it on top and unmoved in every frame; a mostly covered mouth is not opened, a covered eye not blinked.
+    rebuild_closed_lips: when closing an open photo mouth, refill whatever of the interior lies inside the mesh's
+        lip contours (teeth, tongue) with the lips' own texture first; False closes by the warp alone (the naive
+        path, kept as the tests' negative control).
     """
 
     ring_scale: float = 1.45
@@ -64,6 +67,7 @@ class RenderConfig:
     still_background: bool = True
     own_teeth_max: float = 0.11
     occlusion: bool = True
+    rebuild_closed_lips: bool = True
 
 
 def _smoothstep(x: np.ndarray) -> np.ndarray:
