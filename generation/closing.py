@@ -71,7 +71,8 @@ def _lips_over_opening(face: FaceAnalysis, rebuild: bool = True) -> np.ndarray:
     lab = cv2.cvtColor(face.image, cv2.COLOR_RGB2LAB).astype(np.float32)
     interior = np.zeros(shape, dtype=bool)
     upper_model: tuple[np.ndarray, np.ndarray] | None = None
-    for outer, inner in ((LANDMARKS.OUTER_UPPER, LANDMARKS.INNER_UPPER), (LANDMARKS.OUTER_LOWER, LANDMARKS.INNER_LOWER)):
+    contours = ((LANDMARKS.OUTER_UPPER, LANDMARKS.INNER_UPPER), (LANDMARKS.OUTER_LOWER, LANDMARKS.INNER_LOWER))
+    for outer, inner in contours:
         lip = (_band(shape, lm2, outer, inner, line=cv2.LINE_8) > 0) & lips
         # The outer 40 % of the lip's thickness: lip for certain.
         middle = lm2[list(outer)] + 0.4 * (lm2[list(inner)] - lm2[list(outer)])

@@ -100,6 +100,9 @@ class GenerationPublic(GenerationBase):
     watermark_tag: int
     audit_seq: int | None
     download_url: str | None = None
+    # What the generator could not animate as usual on this photo (e.g. a mouth covered by a hand); kept in
+    # Generation.params["warnings"], so no schema change.
+    warnings: list[str] = Field(default_factory=list)
 
 
 class WebhookStatus(StrEnum):

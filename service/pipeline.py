@@ -339,6 +339,8 @@ def run_generation(
             raise job_state.JobCancelled(gen.id)
         generator = job_generator(rt, gen.params.get("controls") or {})
         prepared = generator.prepare(inputs.photo)
+        if prepared.warnings:  # e.g. a mouth under a hand: the video is made, the result says what was not animated
+            gen = update_generation(rt, gen.id, params={**gen.params, "warnings": prepared.warnings})
         total = generator.frame_count(inputs.audio)
         payload = WatermarkPayload.for_generation(rt.watermark_key, gen.watermark_tag)
         marker = Watermarker(payload)
@@ -414,6 +416,7 @@ def run_generation(
                 "audio_type": inputs.audio_type.mime if inputs.audio_type else None,
                 "output_sha256": output_sha256,
                 "c2pa_state": report.state,
+                "warnings": prepared.warnings,
                 "seconds": round(time.perf_counter() - t0, 3),
             },
         )

@@ -33,6 +33,7 @@ GeneratePrincipal = Annotated[Principal, RequireScope("generate")]
 
 def _public(gen: Generation, request: Request) -> GenerationPublic:
     out = GenerationPublic.model_validate(gen, from_attributes=True)
+    out.warnings = [str(w) for w in (gen.params or {}).get("warnings") or []]
     if gen.status == JobStatus.succeeded and gen.output_deleted_at is None:
         out.download_url = str(request.url_for("download_generation", generation_id=gen.id))
     return out
