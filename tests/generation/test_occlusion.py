@@ -120,3 +120,29 @@ def test_warnings_survive_a_reused_generator(example_photo: Path) -> None:
     prepared = small.prepare(with_glove(photo, "full"))
     assert prepared.face.image.shape[:2] == (256, 256)
     assert prepared.rig.occlusion.mouth_hidden and prepared.warnings
+
+
+@pytest.mark.shared_media
+@pytest.mark.slow
+def test_real_photos_occluders_found_and_clear_faces_left_alone(shared_media: Path) -> None:
+    """Every development portrait: the hand over a mouth, the hand on a chin and the hat over the eyes are found;
+    no other face (beards, glasses, paintings, a statue, cartoons, a turned head) gets an occluder or a warning."""
+    from generation.face import analyze_face
+    from generation.occlusion import find_occluders
+
+    expected = {
+        "occluded_hand_over_mouth_": lambda o: o.mouth_hidden and "hand" in o.sources,
+        "hand_on_chin_": lambda o: "hand" in o.sources and not o.mouth_hidden,
+        "hat_over_eyes_": lambda o: o.eyes_covered == (True, True) and not o.mouth_hidden,
+    }
+    wrong: list[str] = []
+    for path in sorted((shared_media / "portraits").iterdir()):
+        face = analyze_face(load_image(path.read_bytes(), max_pixels=50_000_000))
+        found = find_occluders(face.image, face.landmarks, face.inter_ocular)
+        rule = next((check for prefix, check in expected.items() if path.name.startswith(prefix)), None)
+        if rule is not None:
+            if not rule(found):
+                wrong.append(f"{path.name}: missed ({found.sources}, mouth {found.mouth_covered:.2f})")
+        elif found.any or any(found.eyes_covered) or found.warnings:
+            wrong.append(f"{path.name}: false occluder ({found.sources}, {100 * found.mask.mean():.1f} % of the crop)")
+    assert not wrong, wrong
