@@ -78,7 +78,9 @@ class Renderer:
                 shade_closing_lids(self.rig, out[b], targets[b], open_targets[j], amounts)
         if self.rig.occluder_alpha is not None:
             assert self.rig.occluder_rgb is not None
-            out.add_((self.rig.occluder_rgb - out).mul_(self.rig.occluder_alpha))
+            y0, y1, x0, x1 = self.rig.occluder_box
+            region = out[:, y0:y1, x0:x1]
+            region.add_((self.rig.occluder_rgb - region).mul_(self.rig.occluder_alpha))
         return out.clamp_(0, 255).round_().to(torch.uint8).cpu().numpy()
 
     @torch.no_grad()

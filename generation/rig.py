@@ -98,12 +98,19 @@ class FaceRig:
             find_occluders(face.image, face.landmarks, face.inter_ocular) if config.occlusion
             else Occlusion.nothing(shape)
         )  # fmt: skip
-        self.occluder_rgb: torch.Tensor | None = None  # (H, W, 3) the photo's own pixels, pasted over every frame
-        self.occluder_alpha: torch.Tensor | None = None  # (H, W, 1) their weight
+        # The photo's own pixels pasted over every frame, and their weight, inside the box (y0, y1, x0, x1) that
+        # holds the occluder and its feathered edge: (h, w, 3) and (h, w, 1).
+        self.occluder_rgb: torch.Tensor | None = None
+        self.occluder_alpha: torch.Tensor | None = None
+        self.occluder_box = (0, 0, 0, 0)
         if self.occlusion.any:
-            self.occluder_rgb = torch.from_numpy(face.image).to(device=device, dtype=torch.float32).contiguous()
-            alpha = torch.from_numpy(self.occlusion.alpha).to(device=device, dtype=torch.float32)
-            self.occluder_alpha = alpha[..., None].contiguous()
+            ys, xs = np.nonzero(self.occlusion.alpha > 0)
+            y0, y1, x0, x1 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
+            self.occluder_box = (y0, y1, x0, x1)
+            rgb = torch.from_numpy(face.image[y0:y1, x0:x1].copy())
+            self.occluder_rgb = rgb.to(device=device, dtype=torch.float32).contiguous()
+            alpha = torch.from_numpy(self.occlusion.alpha[y0:y1, x0:x1].copy())
+            self.occluder_alpha = alpha.to(device=device, dtype=torch.float32)[..., None].contiguous()
             # The face layer is warped from the photo with the occluder painted out: a moving head would otherwise
             # carry a second copy of the occluder's edge out from under the still one.
             face = FaceAnalysis(image=fill_occluded(face.image, self.occlusion.mask), landmarks=face.landmarks,
