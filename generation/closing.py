@@ -38,7 +38,8 @@ def closed_face(rig: FaceRig, face: FaceAnalysis) -> FaceAnalysis:
     # Triangulate the closed pose itself: triangles of a mesh built on the open photo would fold when the lips
     # travel a whole mouth height; triangles between the meeting lips simply have no area here.
     triangles = Delaunay(targets[0]).simplices.astype(np.int64)  # (K, 3)
-    image = Renderer(rig).warp(targets, triangles, source=_lips_over_opening(face))[0]  # (H, W, 3) uint8
+    source = _lips_over_opening(face, rebuild=rig.config.rebuild_closed_lips)
+    image = Renderer(rig).warp(targets, triangles, source=source)[0]  # (H, W, 3) uint8
     image = _relaxed_upper_lip(image, targets[0, :N_MESH])
     image = _lip_seam(image, targets[0, list(LANDMARKS.INNER_UPPER)], rig.lip_color, rig.iod)
     landmarks = face.landmarks.copy()
@@ -46,26 +47,102 @@ def closed_face(rig: FaceRig, face: FaceAnalysis) -> FaceAnalysis:
     return FaceAnalysis(image=image, landmarks=landmarks.astype(np.float32), crop_box=face.crop_box)
 
 
-def _lips_over_opening(face: FaceAnalysis) -> np.ndarray:
-    """The photo with its mouth opening filled from the lips around it (inpainted), for drawing the closed mouth.
+def _lips_over_opening(face: FaceAnalysis, rebuild: bool = True) -> np.ndarray:
+    """The photo with its mouth opening, and whatever of the interior lies inside the mesh's lip contours, replaced
+    by the lips' own texture: the source for drawing the closed mouth.
 
-    The inner-lip landmarks sit a pixel or two inside the dark opening; sampled as they are, the closed lips would
-    show a jagged dark seam of cavity along the line where they meet.
+    The mesh's inner-lip contours often sit on the teeth or the tongue (a laugh, a scream): the band it calls
+    "lip" then starts with a strip of interior, which closing would squeeze between the lips as a line of teeth
+    or tongue. Each lip's colour is learned from the part of it next to its outer contour (which the mesh places
+    well); pixels of the lip band unlike it, or much darker (the shadow between interior and lip), that touch the
+    opening are interior too. That whole region is refilled: its colour from a smooth inpainting of the lips
+    around it, its fine detail mirrored column by column from the lip above (upper half) and below (lower half),
+    so the closed lips carry the photo's own lip texture, not a smear.
+
+    Args:
+        rebuild: False gives the photo as it is (the naive closing: the warp alone brings the lips together).
     """
-    lm2 = face.landmarks[:, :2]
+    if not rebuild:
+        return face.image.copy()
+    lm2 = face.landmarks[:, :2].astype(np.float64)
     shape = face.image.shape[:2]
     opening = _band(shape, lm2, LANDMARKS.INNER_UPPER, LANDMARKS.INNER_LOWER, line=cv2.LINE_8) > 0
     lips = (_band(shape, lm2, LANDMARKS.OUTER_UPPER, LANDMARKS.OUTER_LOWER, line=cv2.LINE_8) > 0) & ~opening
+    lab = cv2.cvtColor(face.image, cv2.COLOR_RGB2LAB).astype(np.float32)
+    interior = np.zeros(shape, dtype=bool)
+    upper_model: tuple[np.ndarray, np.ndarray] | None = None
+    contours = ((LANDMARKS.OUTER_UPPER, LANDMARKS.INNER_UPPER), (LANDMARKS.OUTER_LOWER, LANDMARKS.INNER_LOWER))
+    for outer, inner in contours:
+        lip = (_band(shape, lm2, outer, inner, line=cv2.LINE_8) > 0) & lips
+        # The outer 40 % of the lip's thickness: lip for certain.
+        middle = lm2[list(outer)] + 0.4 * (lm2[list(inner)] - lm2[list(outer)])
+        rim = (_band_between(shape, lm2[list(outer)], middle) > 0) & lip
+        if rim.sum() < 8:
+            continue
+        model = lab[rim]
+        median = np.median(model, axis=0)
+        spread = np.maximum(1.4826 * np.median(np.abs(model - median), axis=0), np.array([12.0, 4.0, 4.0]))
+        d = (lab - median) / spread
+        unlike = (np.hypot(d[..., 1], d[..., 2]) > 4.0) | (np.abs(d[..., 0]) > 4.0)
+        if upper_model is None:
+            upper_model = (median, spread)
+        else:
+            # A tongue the mesh took for the lower lip fills its whole band, rim included: the lower lip must then
+            # be much redder than the upper one (a tongue is; a lower lip differs in lightness, not hue).
+            up_median, up_spread = upper_model
+            du = (lab - up_median) / up_spread
+            unlike |= (np.hypot(du[..., 1], du[..., 2]) > 5.0) & (du[..., 1] > 3.0)
+        interior |= lip & unlike
     # The mesh may put a lip contour on the tongue or the teeth: the shadow between them and the real lip edge
     # then lies inside the "lip". Dark pixels of the lip band are filled too.
     luma = face.image.astype(np.float32).mean(-1)
     dark = lips & (luma < 0.8 * float(np.median(luma[lips]))) if lips.any() else np.zeros_like(lips)
-    # Only shadow that touches the opening: the dark rim of the lips' outer edge is the lips' own shading.
-    _, labels = cv2.connectedComponents((opening | dark).astype(np.uint8), connectivity=8)
+    # Only what touches the opening: the dark rim of the lips' outer edge is the lips' own shading.
+    _, labels = cv2.connectedComponents((opening | dark | interior).astype(np.uint8), connectivity=8)
     inside = np.unique(labels[opening])
     fill = np.isin(labels, inside[inside > 0])
-    mask = cv2.dilate(fill.astype(np.uint8) * 255, np.ones((7, 7), np.uint8))
-    return cv2.inpaint(face.image, mask, 5, cv2.INPAINT_TELEA)
+    mask = cv2.dilate(fill.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool)
+    return _mirror_lips(face.image, mask, lm2)
+
+
+def _mirror_lips(image: np.ndarray, hole: np.ndarray, lm2: np.ndarray) -> np.ndarray:
+    """``image`` with every vertical run of ``hole`` refilled: its upper half mirrors the pixels above it, its lower
+    half those below, each within its lip's thickness (repeated when the lip is thinner than half the run)."""
+    out = image.copy()
+    trust = np.zeros(hole.shape, dtype=np.float32)  # how little the mirrored texture repeats itself, 0..1
+    height = image.shape[0]
+    top_x, top_y = lm2[list(LANDMARKS.OUTER_UPPER), 0], lm2[list(LANDMARKS.OUTER_UPPER), 1]
+    bottom_x, bottom_y = lm2[list(LANDMARKS.OUTER_LOWER), 0], lm2[list(LANDMARKS.OUTER_LOWER), 1]
+    order_t, order_b = np.argsort(top_x), np.argsort(bottom_x)
+    for x in np.nonzero(hole.any(0))[0]:
+        column = hole[:, x]
+        edges = np.diff(np.concatenate([[0], column.astype(np.int8), [0]]))
+        starts, stops = np.nonzero(edges == 1)[0], np.nonzero(edges == -1)[0]  # runs [start, stop)
+        lip_top = float(np.interp(x, top_x[order_t], top_y[order_t]))
+        lip_bottom = float(np.interp(x, bottom_x[order_b], bottom_y[order_b]))
+        for start, stop in zip(starts, stops, strict=True):
+            if start == 0 or stop >= height:
+                continue
+            mid = (start + stop) // 2
+            up = max(1, int(start - lip_top))  # the upper lip's thickness above the run
+            down = max(1, int(lip_bottom - stop))
+            ys = np.arange(start, mid)
+            out[ys, x] = image[np.clip(start - 1 - (ys - start) % up, 0, height - 1), x]
+            trust[ys, x] = min(1.0, up / max(mid - start, 1))
+            ys = np.arange(mid, stop)
+            out[ys, x] = image[np.clip(stop + (stop - 1 - ys) % down, 0, height - 1), x]
+            trust[ys, x] = min(1.0, down / max(stop - mid, 1))
+    # Columns mirrored independently repeat a thin lip's highlight into vertical streaks. The hole takes its
+    # colour from a smooth inpainting of the lips around it, and only its fine detail (pores, lip lines) from
+    # the mirrored texture, where the lip was thick enough to mirror without repeating itself much.
+    base = cv2.inpaint(image, hole.astype(np.uint8) * 255, 5, cv2.INPAINT_TELEA).astype(np.float32)
+    mirrored = out.astype(np.float32)
+    detail = mirrored - cv2.GaussianBlur(mirrored, (0, 0), 2.0)
+    weight = 0.6 * cv2.blur(trust, (5, 5))[..., None]
+    rebuilt = np.clip(base + weight * detail, 0, 255)
+    result = image.copy()
+    result[hole] = np.round(rebuilt[hole]).astype(np.uint8)
+    return result
 
 
 def _relaxed_upper_lip(image: np.ndarray, landmarks: np.ndarray, strength: float = 0.6) -> np.ndarray:
@@ -167,6 +244,14 @@ def _upper_lip_descent(a_up: np.ndarray, b_up: np.ndarray, iod: float) -> np.nda
     corner_line = b_up[0] + t * (b_up[-1] - b_up[0])
     arch = 0.02 * iod * (1.0 - (2.0 * t - 1.0) ** 2)
     return np.maximum(corner_line - arch - b_up, 0.0)
+
+
+def _band_between(shape: tuple[int, ...], first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """(H, W) uint8 mask (0/255, hard-edged) of the band between two point chains of equal length."""
+    mask = np.zeros(shape, dtype=np.uint8)
+    points = np.concatenate([first, second[::-1]])
+    cv2.fillPoly(mask, [np.round(points * 16).astype(np.int32)], 255, lineType=cv2.LINE_8, shift=4)
+    return mask
 
 
 def _band(shape: tuple[int, ...], landmarks: np.ndarray, first: tuple[int, ...], second: tuple[int, ...],

@@ -91,6 +91,12 @@ class PreparedFace:
         """The output frame for one rendered head crop: the crop itself, or the full frame showing it."""
         return crop if self.scene is None else self.scene.compose(crop)
 
+    @property
+    def warnings(self) -> list[str]:
+        """What could not be animated as usual on this photo (e.g. a mouth covered by a hand), in plain words:
+        the job result and the CLI report them; the video is still made."""
+        return self.rig.warnings
+
 
 class TalkingFaceGenerator:
     """Generates talking-face frames from one photo and one audio track, on CPU or CUDA."""

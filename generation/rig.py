@@ -21,6 +21,7 @@ from generation.eyes import lid_tone
 from generation.face import LANDMARKS, FaceAnalysis, segment_person
 from generation.motion import MotionState
 from generation.mouth import MouthSource
+from generation.occlusion import Occlusion, fill_occluded, find_occluders
 
 __all__ = ["RenderConfig", "FaceRig"]
 
@@ -45,6 +46,11 @@ class RenderConfig:
         from a clean plate: the photo's background with the person inpainted away.
     own_teeth_max: the longest stretch (IOD) of the photo's interior shown hanging from the upper lip: about the
         upper incisors' exposure; below it a wider opening shows the cavity, not the photo's lower rows again.
+    occlusion: find what covers the mouth or eyes (``generation.occlusion``: a hand, a cup, a hat brim) and keep
+        it on top and unmoved in every frame; a mostly covered mouth is not opened, a covered eye not blinked.
+    rebuild_closed_lips: when closing an open photo mouth, refill whatever of the interior lies inside the mesh's
+        lip contours (teeth, tongue) with the lips' own texture first; False closes by the warp alone (the naive
+        path, kept as the tests' negative control).
     """
 
     ring_scale: float = 1.45
@@ -60,6 +66,8 @@ class RenderConfig:
     open_mouth_gap: float = 0.06
     still_background: bool = True
     own_teeth_max: float = 0.11
+    occlusion: bool = True
+    rebuild_closed_lips: bool = True
 
 
 def _smoothstep(x: np.ndarray) -> np.ndarray:
@@ -85,12 +93,35 @@ class FaceRig:
             self.person = torch.from_numpy(mask).to(device=device, dtype=torch.float32)[None, None].contiguous()
             plate = background_plate(face.image, mask)  # a mouth-closed base has the same background
             self.plate_hwc = torch.from_numpy(plate).to(device=device, dtype=torch.float32).contiguous()
+        shape = face.image.shape[:2]
+        self.occlusion = (
+            find_occluders(face.image, face.landmarks, face.inter_ocular) if config.occlusion
+            else Occlusion.nothing(shape)
+        )  # fmt: skip
+        # The photo's own pixels pasted over every frame, and their weight, inside the box (y0, y1, x0, x1) that
+        # holds the occluder and its feathered edge: (h, w, 3) and (h, w, 1).
+        self.occluder_rgb: torch.Tensor | None = None
+        self.occluder_alpha: torch.Tensor | None = None
+        self.occluder_box = (0, 0, 0, 0)
+        if self.occlusion.any:
+            ys, xs = np.nonzero(self.occlusion.alpha > 0)
+            y0, y1, x0, x1 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
+            self.occluder_box = (y0, y1, x0, x1)
+            rgb = torch.from_numpy(face.image[y0:y1, x0:x1].copy())
+            self.occluder_rgb = rgb.to(device=device, dtype=torch.float32).contiguous()
+            alpha = torch.from_numpy(self.occlusion.alpha[y0:y1, x0:x1].copy())
+            self.occluder_alpha = alpha.to(device=device, dtype=torch.float32)[..., None].contiguous()
+            # The face layer is warped from the photo with the occluder painted out: a moving head would otherwise
+            # carry a second copy of the occluder's edge out from under the still one.
+            face = FaceAnalysis(image=fill_occluded(face.image, self.occlusion.mask), landmarks=face.landmarks,
+                                crop_box=face.crop_box)  # fmt: skip
         self._setup(face)
         self.photo_gap = self.rest_gap
-        if self.rest_gap > config.open_mouth_gap:
+        if self.rest_gap > config.open_mouth_gap and not self.occlusion.mouth_hidden:
             # An open source mouth would stretch its tongue and palate into a tube on every frame: close it once
             # (lips meet, the chin comes up), animate from that closed base, and keep the photo's own interior
-            # (its real teeth) as the texture drawn into later openings.
+            # (its real teeth) as the texture drawn into later openings. A mouth under a hand is left as the mesh
+            # sees it: its lip points lie on the hand, and closing them would warp the hand's pixels.
             source = MouthSource.from_face(face, device)
             self._setup(closed_face(self, face))
             self.mouth_source = source
@@ -274,6 +305,11 @@ class FaceRig:
         ) / 2
         ij = np.clip(np.round(pts).astype(int), 0, self.size - 1)
         return image[ij[:, 1], ij[:, 0]].astype(np.float64).mean(0)
+
+    @property
+    def warnings(self) -> list[str]:
+        """What the rig could not animate as usual, in plain words (occluded mouth or eyes)."""
+        return self.occlusion.warnings
 
     # ------------------------------------------------------------------------------------------- per frame
     def rest_state(self, n_frames: int) -> MotionState:

@@ -334,6 +334,7 @@ def generate(
                 "consent_record_id": gen.consent_record_id,
                 "policy_decision_id": gen.policy_decision_id,
                 "audit_seq": gen.audit_seq,
+                "warnings": list(gen.params.get("warnings") or []),
             }
         if as_json:
             emit(data, True)
@@ -343,6 +344,8 @@ def generate(
                 f"consent {data['consent_record_id']})"
             )
             out.print(f"output: {shown(data['output'])}")
+            for warning in data["warnings"]:
+                out.print(f"warning: {warning}")
 
     guarded(body)
 

@@ -119,6 +119,9 @@ class GenerationPublic(GenerationBase):
     # Why a succeeded generation's video is not served (consent_revoked, consent_expired, subject_erased,
     # retention_expired, output_deleted); None while it is.
     output_withheld: str | None = None
+    # What the generator could not animate as usual on this photo (e.g. a mouth covered by a hand); kept in
+    # Generation.params["warnings"], so no schema change.
+    warnings: list[str] = Field(default_factory=list)
 
 
 class WebhookStatus(StrEnum):

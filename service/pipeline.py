@@ -414,6 +414,8 @@ def _run_leased(
         framing = job_framing(rt, gen.params.get("framing"))
         generator = job_generator(rt, gen.params.get("controls") or {}, framing)
         prepared = generator.prepare(inputs.photo)
+        if prepared.warnings:  # e.g. a mouth under a hand: the video is made, the result says what was not animated
+            gen = update_generation(rt, gen.id, params={**gen.params, "warnings": prepared.warnings})
         total = generator.frame_count(inputs.audio)
         payload = WatermarkPayload.for_generation(rt.watermark_key, gen.watermark_tag)
         marker = FrameMarker(prepared, Watermarker(payload))
@@ -503,6 +505,7 @@ def _run_leased(
                     "audio_type": inputs.audio_type.mime if inputs.audio_type else None,
                     "output_sha256": output_sha256,
                     "c2pa_state": report.state,
+                    "warnings": prepared.warnings,
                     "seconds": round(time.perf_counter() - t0, 3),
                     "stage_seconds": lap.seconds,
                     "attempt": gen.attempts,

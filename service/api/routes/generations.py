@@ -37,6 +37,7 @@ def _public(gen: Generation, request: Request, session: Session | None = None) -
     """The job as the API shows it; with a session, a succeeded job's video is offered only while it may be served
     (output_access decides, from the consent records as they are now)."""
     out = GenerationPublic.model_validate(gen, from_attributes=True)
+    out.warnings = [str(w) for w in (gen.params or {}).get("warnings") or []]
     if gen.status != JobStatus.succeeded:
         return out
     if session is not None:
