@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from dataclasses import asdict, is_dataclass
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse
@@ -15,7 +14,7 @@ from safeguards.consent import BlockedIdentityPublic, SubjectPublic, list_blocke
 from service import consent_ops
 from service.console.subject_view import subject_view
 from service.console.web import PREFIX, ConsoleUser, audit_console, render, request_id, require, require_post, runtime
-from service.errors import ConfirmationMismatch, InvalidInput, NotFound, PayloadTooLarge
+from service.errors import ConfirmationMismatch, InvalidInput, PayloadTooLarge
 
 router = APIRouter()
 Reader = Annotated[ConsoleUser, require("consent:read")]
@@ -49,19 +48,6 @@ async def _read_limited(upload: UploadFile | None, limit: int, field: str) -> by
     return data
 
 
-def erase_available() -> bool:
-    """Whether this build can erase a subject (`consent_ops.erase_subject`, GDPR Art. 17)."""
-    return callable(getattr(consent_ops, "erase_subject", None))
-
-
-def _report_fields(report: Any) -> dict[str, Any]:
-    if is_dataclass(report) and not isinstance(report, type):
-        return asdict(report)
-    if hasattr(report, "model_dump"):
-        return dict(report.model_dump(mode="json"))
-    return dict(vars(report)) if hasattr(report, "__dict__") else {"result": str(report)}
-
-
 # --- reading ---------------------------------------------------------------------------------------------------
 
 
@@ -86,7 +72,7 @@ def subject_page(
     return render(
         request,
         "subject.html",
-        {"view": view, "done": DONE.get(done), "erase_available": erase_available()},
+        {"view": view, "done": DONE.get(done)},
         user=user,
     )
 
@@ -229,16 +215,16 @@ async def erase(
     subject_id: str,
     confirmation: Annotated[str | None, Form(max_length=200)] = None,
 ) -> HTMLResponse:
-    """Erase a subject (GDPR Art. 17): two steps like revoke; needs `consent_ops.erase_subject`."""
-    if not erase_available():
-        raise NotFound("erasing subjects is not available in this version", code="not_found")
+    """Erase a subject (GDPR Art. 17): two steps like revoke, then the ErasureReport (counts and ids only)."""
     rt = runtime(request)
     view = subject_view(rt, subject_id, with_generations=False)
     expected = f"erase {subject_id}"
     page = {
         "title": f"Erase {view.subject.display_name}",
-        "warning": "This deletes the subject's reference embeddings, photo hashes, evidence and outputs. It cannot "
-        "be undone. The audit log keeps its entries (they hold hashes, not the personal data).",
+        "warning": "This deletes the subject's name, reference embeddings, photo hashes, stored photos and the "
+        "videos and uploads of their generations, and revokes their consent. It cannot be undone. Kept: the consent "
+        "records (proof of lawful processing before the erasure), keyed fingerprints that stop the same photos "
+        "re-enrolling without a new consent, and the audit log (it holds fingerprints, not the personal data).",
         "action": f"{PREFIX}/subjects/{subject_id}/erase",
         "expected": expected,
         "fields": {},
@@ -248,15 +234,14 @@ async def erase(
         return _confirm_page(request, user, **page)
     if confirmation.strip() != expected:
         return _confirm_page(request, user, **page, error="The text typed does not match. Nothing was erased.")
-    erase_subject = consent_ops.erase_subject  # type: ignore[attr-defined]
-    report = await asyncio.to_thread(erase_subject, rt, subject_id, actor=user.actor, request_id=request_id(request))
-    audit_console(request, action="console.subject_erased", actor=user.actor, subject=subject_id)
-    return render(
-        request,
-        "done.html",
-        {"title": "Subject erased", "message": f"{subject_id} was erased.", "report": _report_fields(report)},
-        user=user,
+    report = await asyncio.to_thread(
+        consent_ops.erase_subject, rt, subject_id, actor=user.actor, request_id=request_id(request)
     )
+    audit_console(
+        request, action="console.subject_erased", actor=user.actor, subject=subject_id,
+        details={"already_erased": report.already_erased, "erasure_audit_seq": report.audit_seq},
+    )  # fmt: skip
+    return render(request, "erased.html", {"report": report}, user=user)
 
 
 @router.post("/blocklist", response_model=None)
