@@ -105,10 +105,16 @@ async def enroll(
     allowed_clients: Annotated[str, Form(max_length=2000)] = "",
     expires_days: Annotated[float, Form(gt=0, le=3650)] = 365.0,
     confirm: Annotated[str | None, Form()] = None,
+    new_consent_after_erasure: Annotated[str | None, Form()] = None,
+    review_justification: Annotated[str, Form(max_length=2000)] = "",
 ) -> RedirectResponse:
     """Enroll from reference photos and record the consent (one step, confirmed by a checkbox: an upload cannot be
-    carried over a confirmation page without keeping the photo)."""
+    carried over a confirmation page without keeping the photo). The two overrides consent_ops.enroll knows (a new
+    consent for an erased person; a photo near a blocked identity, with the officer's reason) are opt-in fields."""
     _require_checkbox(confirm, "that the consent evidence covers this person and these purposes")
+    justification = review_justification.strip()
+    if justification and len(justification) < 10:
+        raise InvalidInput("the reason for enrolling a photo close to a blocked identity needs at least 10 characters")
     rt = runtime(request)
     limit = rt.settings.max_upload_bytes
     contents = [c for c in [await _read_limited(p, limit, "photo") for p in photos] if c is not None]
@@ -126,6 +132,8 @@ async def enroll(
         evidence_sha256=digest,
         actor=user.actor,
         request_id=request_id(request),
+        review_justification=justification or None,
+        new_consent_after_erasure=new_consent_after_erasure == "yes",
     )
     audit_console(request, action="console.subject_enrolled", actor=user.actor, subject=subject.id)
     return RedirectResponse(f"{PREFIX}/subjects/{subject.id}?done=enrolled", status_code=303)

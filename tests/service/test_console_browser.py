@@ -338,3 +338,25 @@ def test_officer_erases_a_subject_after_typing_the_confirmation(
     assert page.get_by_role("button", name="Grant").count() == 0
     page.set_viewport_size({"width": 375, "height": 800})
     assert no_horizontal_overflow(page), "the erased subject's page scrolls sideways at 375 px"
+    page.set_viewport_size({"width": 1280, "height": 900})
+
+    # The same photo enrolls again only with a new consent, confirmed by the officer, with new evidence.
+    def enroll_again(*, new_consent: bool) -> None:
+        page.goto(f"{console.base}/console/subjects/new")
+        page.get_by_label("Name").fill("Back again")
+        page.get_by_label("Reference photo(s)").set_input_files(str(example_photo))
+        page.get_by_label("Purposes consented to").fill("marketing")
+        page.get_by_label("…or its SHA-256").fill("ef" * 32)
+        page.get_by_label("I checked that the evidence").check()
+        if new_consent:
+            page.get_by_text("Only when the enrolment was refused").click()
+            page.get_by_label(re.compile("This person was erased before")).check()
+        page.get_by_role("button", name="Enroll").click()
+
+    enroll_again(new_consent=False)
+    refusal = page.get_by_role("alert")
+    refusal.wait_for(timeout=180_000)
+    assert "409 · subject_erased" in refusal.inner_text()
+    enroll_again(new_consent=True)
+    page.get_by_text("Subject enrolled and consent recorded.").wait_for(timeout=180_000)
+    assert page.locator(".st-active").count() == 1 and "Back again" in page.locator("h1").inner_text()
