@@ -725,3 +725,21 @@ def test_the_evidence_bundle_download_verifies_offline_and_is_audited(env: Env, 
     assert not verify_bundle(tampered, trusted_keys=[env.rt.audit.public_key]).intact
     analyst = sign_in(env, "analyst")
     assert analyst.post("/console/audit/bundle", data={"csrf_token": page_csrf(analyst)}).status_code == 403
+
+
+def test_a_log_that_does_not_verify_is_not_packaged_into_a_bundle(env: Env) -> None:
+    victim = env.rt.audit.append(action="test.bundle.victim", actor="test", outcome="ok")
+    env.rt.audit.append(action="test.bundle.after", actor="test", outcome="ok")
+    reviewer = sign_in(env, "reviewer")
+    token = page_csrf(reviewer, "/console/audit/verify")
+    with env.rt.engine.begin() as conn:
+        conn.execute(text("UPDATE audit_event SET actor = 'mallory' WHERE seq = :s"), {"s": victim.seq})
+    try:
+        r = reviewer.post("/console/audit/bundle", data={"csrf_token": token})
+        assert r.status_code == 500 and r.headers["content-type"].startswith("text/html"), r.status_code
+        assert "chain_broken" in r.text
+        assert not any(env.rt.settings.uploads_dir.glob("bundle_*"))
+    finally:
+        with env.rt.engine.begin() as conn:
+            conn.execute(text("UPDATE audit_event SET actor = 'test' WHERE seq = :s"), {"s": victim.seq})
+    assert not [e for e in last_entries(env, "audit.exported", 3) if e.seq > victim.seq and e.details.get("format")]
