@@ -1,6 +1,7 @@
 """Screenshots of every console page, for a person to look at: starts `provatar serve` on a loopback port with a fresh
 data dir, seeds it (a subject, one short generation, a detection), signs in as each role in Debian's Chromium and
-saves full-page PNGs at 1280 and 375 px wide to bench/out/console/.
+saves full-page PNGs at 1280 and 375 px wide to bench/out/console/. Last, the officer erases subjects (the subject
+with the generation at 1280 px, a second one at 375 px) and both roles' views of the erased subject are saved.
 
     python bench/console_screenshots.py [--out bench/out/console] [--no-generation]
 
@@ -89,8 +90,26 @@ def token(base: str, creds: tuple[str, str]) -> dict[str, str]:
     return {"Authorization": f"Bearer {r.json()['access_token']}"}
 
 
-def seed(base: str, admin: tuple[str, str], tmp: Path, *, generation: bool) -> tuple[dict[str, tuple[str, str]], str]:
-    """Clients for each role, one enrolled subject, a block-list entry, and (optionally) one short generation."""
+def enroll(base: str, officer: dict[str, str], name: str) -> str:
+    r = httpx.post(
+        f"{base}/v1/subjects",
+        data={"name": name, "purposes": ["education", "marketing"]},
+        files=[
+            ("photos", (PHOTO.name, PHOTO.read_bytes(), "image/png")),
+            ("evidence", ("consent.pdf", f"signed consent form of {name}".encode(), "application/pdf")),
+        ],
+        headers=officer,
+        timeout=300,
+    )
+    r.raise_for_status()
+    return str(r.json()["id"])
+
+
+def seed(
+    base: str, admin: tuple[str, str], tmp: Path, *, generation: bool
+) -> tuple[dict[str, tuple[str, str]], str, str]:
+    """Clients for each role, two enrolled subjects (the second only to be erased), and (optionally) one short
+    generation of the first."""
     headers = token(base, admin)
     creds = {}
     for role, scopes in ROLES.items():
@@ -98,18 +117,8 @@ def seed(base: str, admin: tuple[str, str], tmp: Path, *, generation: bool) -> t
         r.raise_for_status()
         creds[role] = (r.json()["client_id"], r.json()["client_secret"])
     officer = token(base, creds["officer"])
-    r = httpx.post(
-        f"{base}/v1/subjects",
-        data={"name": "Eileen Collins", "purposes": ["education", "marketing"]},
-        files=[
-            ("photos", (PHOTO.name, PHOTO.read_bytes(), "image/png")),
-            ("evidence", ("consent.pdf", b"signed consent form", "application/pdf")),
-        ],
-        headers=officer,
-        timeout=300,
-    )
-    r.raise_for_status()
-    subject = r.json()["id"]
+    subject = enroll(base, officer, "Eileen Collins")
+    second = enroll(base, officer, "Second Subject")
     if generation:
         from generation import load_audio
 
@@ -139,7 +148,7 @@ def seed(base: str, admin: tuple[str, str], tmp: Path, *, generation: bool) -> t
         if gen["status"] == "succeeded":
             video = httpx.get(f"{base}/v1/generations/{gen['id']}/video", headers=gen_headers, timeout=60)
             (tmp / "generated.mp4").write_bytes(video.content)
-    return creds, subject
+    return creds, subject, second
 
 
 def main() -> None:
@@ -154,34 +163,51 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="provatar-console-") as tmpdir:
         tmp = Path(tmpdir)
         with server(tmp / "data") as (base, admin):
-            creds, subject = seed(base, admin, tmp, generation=not args.no_generation)
+            creds, subject, second = seed(base, admin, tmp, generation=not args.no_generation)
             clip = tmp / "generated.mp4" if (tmp / "generated.mp4").exists() else None
             with sync_playwright() as p:
                 browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+
+                def signed_in(role: str, width: int, *, first_shots: bool):  # type: ignore[no-untyped-def]
+                    context = browser.new_context(viewport={"width": width, "height": 900})
+                    page = context.new_page()
+                    page.set_default_timeout(300_000)
+
+                    def shot(name: str) -> None:
+                        path = args.out / f"{role}-{name}-{width}.png"
+                        page.screenshot(path=str(path), full_page=True)
+                        fits = page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+                        if not fits:
+                            overflow.append(path.name)
+                        print(f"{path.name}: {'fits' if fits else 'SCROLLS SIDEWAYS'}")
+
+                    page.goto(f"{base}/console/sign-in")
+                    if first_shots and role == "reviewer":
+                        shot("sign-in")
+                    page.get_by_label("Client id").fill(creds[role][0])
+                    page.get_by_label("Client secret").fill(creds[role][1])
+                    page.get_by_role("button", name="Sign in").click()
+                    page.wait_for_url(f"{base}/console/")
+                    if first_shots:
+                        shot("home")
+                    return context, page, shot
+
                 for width in WIDTHS:
                     for role in ("reviewer", "officer", "analyst"):
-                        context = browser.new_context(viewport={"width": width, "height": 900})
-                        page = context.new_page()
-                        page.set_default_timeout(300_000)
-
-                        def shot(name: str, role: str = role, width: int = width, page=page) -> None:  # type: ignore[no-untyped-def]
-                            path = args.out / f"{role}-{name}-{width}.png"
-                            page.screenshot(path=str(path), full_page=True)
-                            fits = page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
-                            if not fits:
-                                overflow.append(path.name)
-                            print(f"{path.name}: {'fits' if fits else 'SCROLLS SIDEWAYS'}")
-
-                        page.goto(f"{base}/console/sign-in")
-                        if role == "reviewer":
-                            shot("sign-in")
-                        page.get_by_label("Client id").fill(creds[role][0])
-                        page.get_by_label("Client secret").fill(creds[role][1])
-                        page.get_by_role("button", name="Sign in").click()
-                        page.wait_for_url(f"{base}/console/")
-                        shot("home")
+                        context, page, shot = signed_in(role, width, first_shots=True)
                         flows[role](page, base, subject, clip, shot)
                         context.close()
+                # Erasure last: the pages above show the subject as it was.
+                for width, victim in zip(WIDTHS, (subject, second), strict=True):
+                    context, page, shot = signed_in("officer", width, first_shots=False)
+                    erase_flow(page, base, victim, shot)
+                    context.close()
+                    context, page, shot = signed_in("reviewer", width, first_shots=False)
+                    page.goto(f"{base}/console/subjects/{subject}")
+                    shot("subject-erased")
+                    page.goto(f"{base}/console/subjects")
+                    shot("subjects-after-erasure")
+                    context.close()
                 browser.close()
     print(f"screenshots in {args.out}")
     if overflow:
@@ -219,6 +245,18 @@ def officer_flow(page, base: str, subject: str, clip: Path | None, shot: Callabl
     shot("subject")
     page.get_by_role("button", name="Revoke…").click()
     shot("revoke-confirm")
+
+
+def erase_flow(page, base: str, subject: str, shot: Callable[[str], None]) -> None:  # type: ignore[no-untyped-def]
+    page.goto(f"{base}/console/subjects/{subject}")
+    page.get_by_role("button", name="Erase…").click()
+    shot("erase-confirm")
+    page.get_by_label(re.compile("To confirm, type")).fill(f"erase {subject}")
+    page.get_by_role("button", name="Confirm").click()
+    page.get_by_text(f"{subject} was erased.").wait_for()
+    shot("erased")
+    page.get_by_role("link", name="The subject's record").click()
+    shot("subject-erased")
 
 
 def analyst_flow(page, base: str, subject: str, clip: Path | None, shot: Callable[[str], None]) -> None:  # type: ignore[no-untyped-def]

@@ -17,6 +17,7 @@ from sqlalchemy import Engine, select
 from audit import GENESIS_HASH, AuditCheckpoint, AuditEvent, AuditLog, compute_entry_hash, utc_timestamp
 from audit import verify_checkpoint_signature as _verify_signature
 from audit.errors import AuditError
+from audit.evidence import EntryEvidence, entry_evidence
 from service.errors import InvalidInput
 
 _EVENTS = AuditEvent.__table__  # type: ignore[attr-defined]
@@ -111,7 +112,8 @@ def iter_matching(engine: Engine, f: TimelineFilters, *, batch: int = 1000) -> I
 
 @dataclass(frozen=True)
 class EntryPlace:
-    """An entry and what links it into the log: its own hash, its predecessor, the signed checkpoint over it."""
+    """An entry and what links it into the log: its own hash, its predecessor, the earliest signed checkpoint that
+    covers it with the entry's inclusion proof in that checkpoint's tree (checked), and the current checkpoint."""
 
     event: AuditEvent
     hash_ok: bool  # the stored entry_hash is the hash of the stored fields
@@ -122,6 +124,8 @@ class EntryPlace:
     checkpoint_covers: bool  # the signed checkpoint's size >= seq
     checkpoint_signature_ok: bool
     checkpoint_problem: str | None
+    evidence: EntryEvidence | None  # the earliest covering checkpoint and the inclusion proof, verified
+    evidence_problem: str | None  # why there is none (not covered yet, the stored entries do not give the root...)
 
 
 def entry_place(log: AuditLog, engine: Engine, seq: int) -> EntryPlace | None:
@@ -145,6 +149,13 @@ def entry_place(log: AuditLog, engine: Engine, seq: int) -> EntryPlace | None:
             signature_ok = True
         except AuditError as exc:
             problem = str(exc)
+    evidence, evidence_problem = None, None
+    if checkpoint is not None and checkpoint.size >= seq:  # otherwise the page says no checkpoint covers it yet
+        try:
+            # Reads the entry hashes up to the covering checkpoint: O(size), as checking one entry offline would.
+            evidence = entry_evidence(log, seq)
+        except AuditError as exc:
+            evidence_problem = str(exc)
     return EntryPlace(
         event=event,
         hash_ok=hash_ok,
@@ -155,4 +166,6 @@ def entry_place(log: AuditLog, engine: Engine, seq: int) -> EntryPlace | None:
         checkpoint_covers=checkpoint is not None and checkpoint.size >= seq,
         checkpoint_signature_ok=signature_ok,
         checkpoint_problem=problem,
+        evidence=evidence,
+        evidence_problem=evidence_problem,
     )

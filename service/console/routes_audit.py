@@ -1,18 +1,26 @@
-"""Reviewer: the audit timeline (filters, pagination), one entry in its chain, "verify now", JSONL export."""
+"""Reviewer: the audit timeline (filters, pagination), one entry in its chain with its inclusion proof, "verify
+now", the JSONL export and the offline-verifiable evidence bundle."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import secrets
+import shutil
+from collections.abc import Iterator
 from dataclasses import asdict
-from typing import Annotated
+from importlib.metadata import PackageNotFoundError, version
+from typing import IO, Annotated
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, StreamingResponse
 
 from audit import canonical_text
+from audit.bundle import export_bundle
 from audit.errors import AuditError
+from audit.keys import key_id_for
 from service.console.audit_view import OUTCOME_CHOICES, TimelineFilters, entry_place, iter_matching, timeline_page
 from service.console.web import ConsoleUser, audit_console, render, require, require_post, runtime
 from service.errors import NotFound
@@ -21,6 +29,7 @@ router = APIRouter(prefix="/audit")
 log = logging.getLogger("provatar.console")
 Reviewer = Annotated[ConsoleUser, require("audit:read")]
 PAGE_SIZE = 50
+_CHUNK = 1 << 16
 
 
 def _filters(
@@ -80,9 +89,68 @@ def export(request: Request, user: Reviewer, filters: Filters) -> StreamingRespo
     )
 
 
+def _exporter_version() -> str:
+    try:
+        return version("provatar")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _stream_and_close(fh: IO[bytes]) -> Iterator[bytes]:
+    try:
+        while chunk := fh.read(_CHUNK):
+            yield chunk
+    finally:
+        fh.close()
+
+
+@router.post("/bundle")
+async def export_evidence_bundle(
+    request: Request, user: Annotated[ConsoleUser, require_post("audit:read")]
+) -> StreamingResponse:
+    """The evidence bundle of `provatar audit export --bundle` (the whole log up to its newest signed checkpoint,
+    every checkpoint, consistency proofs, the public key, a signed manifest), for `provatar audit verify-export`.
+
+    Written to a private folder in the data dir, opened, then unlinked before a byte is sent: nothing is left on disk
+    whether or not the download completes. A log that does not verify is refused (the page says why), as in the CLI.
+    """
+    rt = runtime(request)
+    folder = rt.settings.uploads_dir / f"bundle_{secrets.token_hex(8)}"
+    folder.mkdir(mode=0o700, parents=True)
+    try:
+        target = folder / "provatar-audit-bundle.zip"
+        summary = await asyncio.to_thread(export_bundle, rt.audit, target, exporter_version=_exporter_version())
+        fh = open(target, "rb")  # closed by the stream (or below, if auditing fails)
+        length = os.fstat(fh.fileno()).st_size
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    try:
+        # Who took the evidence out, and exactly what (the entry lands after the bundle's end, in the next one);
+        # evidence that could not be audited is not handed out.
+        audit_console(
+            request, action="audit.exported", actor=user.actor,
+            details={"format": "bundle", "entries": summary.entries, "checkpoint_size": summary.size,
+                     "root_hash": summary.root_hash, "sha256": summary.sha256},
+        )  # fmt: skip
+    except BaseException:
+        fh.close()
+        raise
+    name = f"provatar-audit-bundle-{summary.size}.zip"
+    return StreamingResponse(
+        _stream_and_close(fh),
+        media_type="application/zip",
+        headers={"Content-Disposition": f'attachment; filename="{name}"', "Content-Length": str(length)},
+    )
+
+
+def _verify_context(request: Request, result: dict[str, object] | None) -> dict[str, object]:
+    # The key's fingerprint, for `verify-export --fingerprint`: a bundle's own key proves nothing on its own.
+    return {"result": result, "fingerprint": key_id_for(runtime(request).audit.public_key)}
+
+
 @router.get("/verify", response_class=HTMLResponse)
 def verify_page(request: Request, user: Reviewer) -> HTMLResponse:
-    return render(request, "audit_verify.html", {"result": None}, user=user)
+    return render(request, "audit_verify.html", _verify_context(request, None), user=user)
 
 
 @router.post("/verify", response_class=HTMLResponse)
@@ -106,7 +174,7 @@ async def verify_now(request: Request, user: Annotated[ConsoleUser, require_post
     except AuditError:
         # A log whose head no longer matches its checkpoint refuses appends; the reviewer still sees the result.
         log.warning("could not audit a console verification of a damaged log", exc_info=True)
-    return render(request, "audit_verify.html", {"result": result}, user=user)
+    return render(request, "audit_verify.html", _verify_context(request, result), user=user)
 
 
 @router.get("/{seq}", response_class=HTMLResponse)

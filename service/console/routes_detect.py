@@ -13,9 +13,11 @@ from fastapi import APIRouter, File, Request, UploadFile
 from fastapi.responses import HTMLResponse
 
 from service.api.uploads import safe_suffix, save_upload
+from service.auth import Principal
 from service.console.web import ConsoleUser, audit_console, render, request_id, require, require_post, runtime
 from service.detect import run_detection
 from service.detect_report import render_html
+from service.detect_scope import scoped_report
 
 router = APIRouter(prefix="/detect")
 Analyst = Annotated[ConsoleUser, require("detect")]
@@ -26,6 +28,11 @@ REPORT_CSP = (
     "frame-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def viewer_of(user: ConsoleUser) -> Principal:
+    """The signed-in client as `scoped_report` judges it (its id decides ownership, its scopes audit:read)."""
+    return Principal(client_id=user.client_id, scopes=user.scopes, issuer="console")
 
 
 @router.get("", response_class=HTMLResponse)
@@ -54,12 +61,15 @@ async def detect(
         )
     finally:
         shutil.rmtree(staging, ignore_errors=True)  # uploaded media is analysed, never kept
-    data = report.to_dict()
+    # What the page and the downloaded file show is what the API would return to this client: another client's
+    # generation, subject, consent and audit identifiers only for its owner and for auditors (audit:read).
+    data = scoped_report(rt, report.to_dict(), viewer_of(user))
     name = file.filename or "upload"
     page = render_html(data, file_name=name, track=kept[0] if kept else None)
+    # The audit entry keeps the full link (reviewers with audit:read read the log); the page does not.
     audit_console(
         request, action="console.detection_viewed", actor=user.actor, subject=report.watermark.get("subject_id"),
-        details={"file": name, "verdict": report.verdict},
+        details={"file": name, "verdict": report.verdict, "links_hidden": data["links_hidden"]},
     )  # fmt: skip
     download_name = "detection-" + (_UNSAFE_NAME.sub("_", name)[:80] or "report") + ".html"
     return render(

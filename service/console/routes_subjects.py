@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from dataclasses import asdict, is_dataclass
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse
@@ -15,7 +14,7 @@ from safeguards.consent import BlockedIdentityPublic, SubjectPublic, list_blocke
 from service import consent_ops
 from service.console.subject_view import subject_view
 from service.console.web import PREFIX, ConsoleUser, audit_console, render, request_id, require, require_post, runtime
-from service.errors import ConfirmationMismatch, InvalidInput, NotFound, PayloadTooLarge
+from service.errors import ConfirmationMismatch, InvalidInput, PayloadTooLarge
 
 router = APIRouter()
 Reader = Annotated[ConsoleUser, require("consent:read")]
@@ -49,19 +48,6 @@ async def _read_limited(upload: UploadFile | None, limit: int, field: str) -> by
     return data
 
 
-def erase_available() -> bool:
-    """Whether this build can erase a subject (`consent_ops.erase_subject`, GDPR Art. 17)."""
-    return callable(getattr(consent_ops, "erase_subject", None))
-
-
-def _report_fields(report: Any) -> dict[str, Any]:
-    if is_dataclass(report) and not isinstance(report, type):
-        return asdict(report)
-    if hasattr(report, "model_dump"):
-        return dict(report.model_dump(mode="json"))
-    return dict(vars(report)) if hasattr(report, "__dict__") else {"result": str(report)}
-
-
 # --- reading ---------------------------------------------------------------------------------------------------
 
 
@@ -86,7 +72,7 @@ def subject_page(
     return render(
         request,
         "subject.html",
-        {"view": view, "done": DONE.get(done), "erase_available": erase_available()},
+        {"view": view, "done": DONE.get(done)},
         user=user,
     )
 
@@ -119,10 +105,16 @@ async def enroll(
     allowed_clients: Annotated[str, Form(max_length=2000)] = "",
     expires_days: Annotated[float, Form(gt=0, le=3650)] = 365.0,
     confirm: Annotated[str | None, Form()] = None,
+    new_consent_after_erasure: Annotated[str | None, Form()] = None,
+    review_justification: Annotated[str, Form(max_length=2000)] = "",
 ) -> RedirectResponse:
     """Enroll from reference photos and record the consent (one step, confirmed by a checkbox: an upload cannot be
-    carried over a confirmation page without keeping the photo)."""
+    carried over a confirmation page without keeping the photo). The two overrides consent_ops.enroll knows (a new
+    consent for an erased person; a photo near a blocked identity, with the officer's reason) are opt-in fields."""
     _require_checkbox(confirm, "that the consent evidence covers this person and these purposes")
+    justification = review_justification.strip()
+    if justification and len(justification) < 10:
+        raise InvalidInput("the reason for enrolling a photo close to a blocked identity needs at least 10 characters")
     rt = runtime(request)
     limit = rt.settings.max_upload_bytes
     contents = [c for c in [await _read_limited(p, limit, "photo") for p in photos] if c is not None]
@@ -140,6 +132,8 @@ async def enroll(
         evidence_sha256=digest,
         actor=user.actor,
         request_id=request_id(request),
+        review_justification=justification or None,
+        new_consent_after_erasure=new_consent_after_erasure == "yes",
     )
     audit_console(request, action="console.subject_enrolled", actor=user.actor, subject=subject.id)
     return RedirectResponse(f"{PREFIX}/subjects/{subject.id}?done=enrolled", status_code=303)
@@ -229,16 +223,16 @@ async def erase(
     subject_id: str,
     confirmation: Annotated[str | None, Form(max_length=200)] = None,
 ) -> HTMLResponse:
-    """Erase a subject (GDPR Art. 17): two steps like revoke; needs `consent_ops.erase_subject`."""
-    if not erase_available():
-        raise NotFound("erasing subjects is not available in this version", code="not_found")
+    """Erase a subject (GDPR Art. 17): two steps like revoke, then the ErasureReport (counts and ids only)."""
     rt = runtime(request)
     view = subject_view(rt, subject_id, with_generations=False)
     expected = f"erase {subject_id}"
     page = {
         "title": f"Erase {view.subject.display_name}",
-        "warning": "This deletes the subject's reference embeddings, photo hashes, evidence and outputs. It cannot "
-        "be undone. The audit log keeps its entries (they hold hashes, not the personal data).",
+        "warning": "This deletes the subject's name, reference embeddings, photo hashes, stored photos and the "
+        "videos and uploads of their generations, and revokes their consent. It cannot be undone. Kept: the consent "
+        "records (proof of lawful processing before the erasure), keyed fingerprints that stop the same photos "
+        "re-enrolling without a new consent, and the audit log (it holds fingerprints, not the personal data).",
         "action": f"{PREFIX}/subjects/{subject_id}/erase",
         "expected": expected,
         "fields": {},
@@ -248,15 +242,14 @@ async def erase(
         return _confirm_page(request, user, **page)
     if confirmation.strip() != expected:
         return _confirm_page(request, user, **page, error="The text typed does not match. Nothing was erased.")
-    erase_subject = consent_ops.erase_subject  # type: ignore[attr-defined]
-    report = await asyncio.to_thread(erase_subject, rt, subject_id, actor=user.actor, request_id=request_id(request))
-    audit_console(request, action="console.subject_erased", actor=user.actor, subject=subject_id)
-    return render(
-        request,
-        "done.html",
-        {"title": "Subject erased", "message": f"{subject_id} was erased.", "report": _report_fields(report)},
-        user=user,
+    report = await asyncio.to_thread(
+        consent_ops.erase_subject, rt, subject_id, actor=user.actor, request_id=request_id(request)
     )
+    audit_console(
+        request, action="console.subject_erased", actor=user.actor, subject=subject_id,
+        details={"already_erased": report.already_erased, "erasure_audit_seq": report.audit_seq},
+    )  # fmt: skip
+    return render(request, "erased.html", {"report": report}, user=user)
 
 
 @router.post("/blocklist", response_model=None)

@@ -18,7 +18,8 @@ from safeguards.consent import (
     list_consents,
     list_references,
 )
-from service.models import Generation
+from service.models import Generation, JobStatus
+from service.output_access import withheld_reason
 from service.runtime import Runtime
 
 
@@ -34,6 +35,9 @@ class GenerationRow:
     decision: dict[str, Any] | None  # the policy decision from the audit log (allowed, reasons, policy_version...)
     manifest: Any | None  # the stored C2PA manifest, parsed
     manifest_text: str | None  # the same, pretty-printed
+    # Why a succeeded generation's video is not served now (subject_erased, consent_revoked, retention_expired...),
+    # decided as the download route decides it; None while it is served or when there was no video.
+    withheld: str | None = None
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,7 @@ def subject_view(rt: Runtime, subject_id: str, *, with_generations: bool) -> Sub
             SubjectReferencePublic.from_row(r) for r in list_references(session=session, subject_id=subject_id)
         ]
         gens: list[Generation] = []
+        withheld: dict[str, str] = {}
         if with_generations:
             gens = list(
                 session.exec(
@@ -89,6 +94,13 @@ def subject_view(rt: Runtime, subject_id: str, *, with_generations: bool) -> Sub
                     .order_by(col(Generation.created_at).desc())
                 ).all()
             )
+            retention = rt.settings.output_retention_days
+            for g in gens:
+                reason = None
+                if g.status == JobStatus.succeeded:
+                    reason = withheld_reason(session, g, retention_days=retention)
+                if reason is not None:
+                    withheld[g.id] = reason.code
     decisions = _decisions(rt, subject_id) if with_generations else {}
     rows = []
     for g in gens:
@@ -99,6 +111,7 @@ def subject_view(rt: Runtime, subject_id: str, *, with_generations: bool) -> Sub
                 decision=decisions.get(g.id),
                 manifest=manifest,
                 manifest_text=json.dumps(manifest, indent=2, sort_keys=True) if manifest is not None else None,
+                withheld=withheld.get(g.id),
             )
         )
     return SubjectView(subject, consents, references, rows)

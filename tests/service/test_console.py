@@ -46,6 +46,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         "analyst": ["detect"],
         "officer": ["consent:read", "consent:write"],
         "generator": ["generate"],
+        "auditor": ["detect", "audit:read"],
     }
     creds = {}
     with rt.session() as db:
@@ -288,19 +289,6 @@ def test_revoke_asks_for_the_typed_subject_id_first(env: Env) -> None:
     assert "Consent revoked" in page and "revoked" in page
 
 
-def test_erase_is_offered_only_when_the_build_can_erase(env: Env) -> None:
-    from service import consent_ops
-
-    subject = make_subject(env)
-    officer = sign_in(env, "officer")
-    page = officer.get(f"/console/subjects/{subject}").text
-    available = callable(getattr(consent_ops, "erase_subject", None))
-    assert (f"/console/subjects/{subject}/erase" in page) is available
-    if not available:
-        r = officer.post(f"/console/subjects/{subject}/erase", data={"csrf_token": csrf_of(page)})
-        assert r.status_code == 404
-
-
 def test_an_upload_over_the_limit_is_a_413_page(env: Env) -> None:
     analyst = sign_in(env, "analyst")
     token = page_csrf(analyst, "/console/detect")
@@ -500,45 +488,6 @@ def test_repeated_failed_sign_ins_are_rate_limited_like_the_token_endpoint(tmp_p
     rt.close()
 
 
-def test_erase_asks_for_the_typed_confirmation_then_calls_consent_ops(
-    env: Env, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The route's own contract (confirmation, arguments, audit, result page), whatever `erase_subject` does; the
-    browser test runs the real function once the build has it."""
-    from dataclasses import dataclass as _dataclass
-
-    from service import consent_ops
-
-    @_dataclass
-    class Report:
-        subject_id: str
-        embeddings_deleted: int
-
-    calls: list[tuple[str, str, str | None]] = []
-
-    def erase_subject(rt: Runtime, subject_id: str, *, actor: str, request_id: str | None = None) -> Report:
-        calls.append((subject_id, actor, request_id))
-        return Report(subject_id, 1)
-
-    monkeypatch.setattr(consent_ops, "erase_subject", erase_subject, raising=False)
-    subject = make_subject(env, "Erin")
-    officer = sign_in(env, "officer")
-    page = officer.get(f"/console/subjects/{subject}").text
-    assert f"/console/subjects/{subject}/erase" in page
-    token = csrf_of(page)
-    step1 = officer.post(f"/console/subjects/{subject}/erase", data={"csrf_token": token})
-    assert step1.status_code == 200 and f"erase {subject}" in step1.text and not calls
-    wrong = officer.post(f"/console/subjects/{subject}/erase", data={"csrf_token": token, "confirmation": subject})
-    assert wrong.status_code == 400 and not calls
-    done = officer.post(
-        f"/console/subjects/{subject}/erase", data={"csrf_token": token, "confirmation": f"erase {subject}"}
-    )
-    assert done.status_code == 200 and f"{subject} was erased." in done.text and "embeddings_deleted" in done.text
-    assert calls and calls[0][:2] == (subject, f"client:{env.creds['officer'][0]}")
-    marker = last_entries(env, "console.subject_erased")[0]
-    assert marker.subject == subject and marker.request_id == calls[0][2] and marker.details["via"] == "console"
-
-
 def test_values_from_the_database_are_escaped_and_sign_in_never_redirects_off_the_console(env: Env) -> None:
     subject = make_subject(env, '<script>alert("x")</script>')
     reviewer = sign_in(env, "reviewer")
@@ -556,3 +505,241 @@ def test_values_from_the_database_are_escaped_and_sign_in_never_redirects_off_th
             "/console/sign-in", data={"client_id": cid, "client_secret": secret, "csrf_token": token, "next": target}
         )
         assert r.status_code == 303 and r.headers["location"] == expected, target
+
+
+# --- follow-ups: scoped detection, real erasure, evidence bundle, inclusion proof ----------------------------------
+
+
+def _linked_report(gen_id: str, subject: str, consent_id: str, audit_seq: int) -> object:
+    """A detection report whose watermark and manifest link the clip to `gen_id` (as run_detection resolves a found
+    tag), with the ids also written into a reason sentence."""
+    from safeguards.detection import DetectionReport
+
+    return DetectionReport(
+        media={"kind": "video", "width": 256, "height": 256, "frames": 16, "duration_s": 1.6},
+        c2pa={"present": True, "state": "Trusted", "signer": "provatar test", "generation_id": gen_id},
+        watermark={
+            "found": True, "payload": "00c0ffe1", "frames_agreeing": 0.9, "generation_id": gen_id,
+            "subject_id": subject,
+            "consent_record_id": consent_id, "audit_seq": audit_seq, "created_at": "2026-01-01T00:00:00+00:00",
+            "stored_manifest": {"assertions": [{"label": "provatar.consent", "data": {"subject": subject}}]},
+        },
+        classifier={"score": 0.9},
+        verdict="provatar-generated",
+        reasons=[f"watermark of generation {gen_id} (subject {subject}, consent {consent_id})"],
+    )  # fmt: skip
+
+
+def test_the_detection_report_on_the_page_and_in_the_download_is_scoped_by_the_signed_in_client(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import base64
+
+    from service.console import routes_detect
+
+    subject = make_subject(env, "Linked")
+    consent_id, seq = "cons_linked_console", 424242
+    owners = {"gen_other_console": "cl_someone_else", "gen_mine_console": env.creds["analyst"][0]}
+    with env.rt.session() as db:
+        for i, (gen_id, owner) in enumerate(owners.items()):
+            db.add(Generation(
+                id=gen_id, request_id="r", subject_id=subject, purpose="marketing", client_id=owner,
+                status=JobStatus.succeeded, watermark_tag=0xC0FFE1 + i, photo_path="-", audio_path="-",
+                consent_record_id=consent_id, audit_seq=seq,
+            ))  # fmt: skip
+        db.commit()
+
+    def detect_as(role: str, gen_id: str) -> tuple[str, str]:
+        monkeypatch.setattr(
+            routes_detect, "run_detection", lambda *a, **k: _linked_report(gen_id, subject, consent_id, seq)
+        )
+        c = sign_in(env, role)
+        r = c.post(
+            "/console/detect", data={"csrf_token": page_csrf(c, "/console/detect")},
+            files={"file": ("clip.mp4", b"not analysed here", "video/mp4")},
+        )  # fmt: skip
+        assert r.status_code == 200, r.text
+        href = re.search(r'href="data:text/html;charset=utf-8;base64,([^"]+)"', r.text)
+        assert href, "no download link"
+        return r.text, base64.b64decode(href.group(1)).decode()
+
+    identifiers = ("gen_other_console", subject, consent_id, str(seq))
+    page, download = detect_as("analyst", "gen_other_console")  # detect only, another client's generation
+    assert "provatar-generated" in page and "found" in page
+    for ident in identifiers:
+        assert ident not in page and ident not in download, ident
+    assert "another client" in page and "another client" in download
+    viewed = last_entries(env, "console.detection_viewed")[0]
+    assert viewed.details["links_hidden"] is True and viewed.subject == subject  # the log keeps the link
+
+    for role, gen_id in (("analyst", "gen_mine_console"), ("auditor", "gen_other_console")):  # owner; audit:read
+        page, download = detect_as(role, gen_id)
+        for ident in (gen_id, subject, consent_id):
+            assert ident in page or ident in download, (role, ident)
+        assert gen_id in page and f"generation <code>{gen_id}</code>" in page
+        assert "another client" not in page
+
+
+def test_erase_confirms_runs_erase_subject_and_the_subject_page_then_shows_the_tombstone(env: Env) -> None:
+    from safeguards.consent import SubjectReference
+
+    subject = make_subject(env, "Erin")
+    output = env.rt.settings.data_dir / "erase-test" / "gen_erase_console.mp4"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_bytes(b"video of Erin")
+    with env.rt.session() as db:
+        db.add(SubjectReference(
+            subject_id=subject, embedding=[0.1] * 4, embedder="test", photo_sha256="ef" * 32,
+            created_at=datetime.now(UTC),
+        ))  # fmt: skip
+        db.add(Generation(
+            id="gen_erase_console", request_id="r", subject_id=subject, purpose="marketing", client_id="cl_x",
+            status=JobStatus.succeeded, watermark_tag=0xE7A5E, photo_path="-", audio_path="-", output_path=str(output),
+            manifest_json=json.dumps({"subject": subject}), finished_at=datetime.now(UTC),
+        ))  # fmt: skip
+        db.commit()
+    officer = sign_in(env, "officer")
+    page = officer.get(f"/console/subjects/{subject}").text
+    assert "ef" * 32 in page and f"/console/subjects/{subject}/erase" in page
+    token = csrf_of(page)
+    step1 = officer.post(f"/console/subjects/{subject}/erase", data={"csrf_token": token})
+    assert step1.status_code == 200 and f"erase {subject}" in step1.text
+    wrong = officer.post(f"/console/subjects/{subject}/erase", data={"csrf_token": token, "confirmation": subject})
+    assert wrong.status_code == 400 and "Nothing was erased" in wrong.text and output.exists()
+    done = officer.post(
+        f"/console/subjects/{subject}/erase", data={"csrf_token": token, "confirmation": f" erase {subject} "}
+    )
+    assert done.status_code == 200 and f"{subject} was erased." in done.text
+    assert "gen_erase_console" in done.text and not output.exists()
+    rows = dict(re.findall(r'<th scope="row">([^<]+)</th><td>(\d+)', done.text))
+    assert rows["Consent records revoked"] == "1" and rows["Reference embeddings and photo hashes deleted"] == "1"
+    assert rows["Videos deleted"] == "1" and rows["Photo fingerprints kept"] == "1"
+
+    erased = last_entries(env, "subject.erased")[0]
+    marker = last_entries(env, "console.subject_erased")[0]
+    assert erased.subject == marker.subject == subject and erased.request_id == marker.request_id
+    assert erased.actor == marker.actor == f"client:{env.creds['officer'][0]}"
+    assert marker.details["via"] == "console" and marker.details["erasure_audit_seq"] == erased.seq
+    assert f"/console/audit/{erased.seq}" not in done.text  # the officer has no audit:read: no link to follow
+
+    after = officer.get(f"/console/subjects/{subject}").text
+    assert 'class="state st-erased"' in after and 'id="erased"' in after and "Erin" not in after
+    assert "ef" * 32 not in after and "Grant consent" not in after and "/erase" not in after
+    listing = officer.get("/console/subjects", params={"page": 1}).text
+    assert "st-erased" in listing
+    reviewer_view = sign_in(env, "reviewer").get(f"/console/subjects/{subject}").text
+    assert "gen_erase_console" in reviewer_view and "withheld: subject_erased" in reviewer_view
+    assert "410 <code>subject_erased</code>" in reviewer_view and "cleared by the erasure" in reviewer_view
+    again = officer.post(
+        f"/console/subjects/{subject}/erase", data={"csrf_token": token, "confirmation": f"erase {subject}"}
+    )
+    assert again.status_code == 200 and "erased already" in again.text
+
+
+def test_a_revoked_subjects_videos_show_as_withheld(env: Env) -> None:
+    subject = make_subject(env, "Rita")
+    with env.rt.session() as db:
+        db.add(Generation(
+            id="gen_revoked_console", request_id="r", subject_id=subject, purpose="marketing", client_id="cl_x",
+            status=JobStatus.succeeded, watermark_tag=0x5E7, photo_path="-", audio_path="-",
+            finished_at=datetime.now(UTC),
+        ))  # fmt: skip
+        db.commit()
+    reviewer = sign_in(env, "reviewer")
+    assert "withheld:" not in reviewer.get(f"/console/subjects/{subject}").text  # consent in force: served
+    officer = sign_in(env, "officer")
+    r = officer.post(
+        f"/console/subjects/{subject}/revoke",
+        data={"csrf_token": page_csrf(officer), "confirmation": subject, "reason": "asked"},
+    )
+    assert r.status_code == 303
+    assert "withheld: consent_revoked" in reviewer.get(f"/console/subjects/{subject}").text
+
+
+def test_the_entry_page_shows_the_earliest_covering_checkpoint_with_a_verified_inclusion_proof(env: Env) -> None:
+    from audit.merkle import root_from_inclusion_proof
+
+    event = env.rt.audit.append(action="test.inclusion", actor="test", outcome="ok")
+    for _ in range(3):
+        env.rt.audit.append(action="test.inclusion.after", actor="test", outcome="ok")
+    page = sign_in(env, "reviewer").get(f"/console/audit/{event.seq}").text
+    assert 'id="inclusion-ok"' in page and "Earliest signed checkpoint" in page
+    earliest = page.split("Earliest signed checkpoint", 1)[1].split("Current checkpoint", 1)[0]
+    size = int(re.search(r"<td>(\d+) entries \(the first checkpoint", earliest).group(1))  # type: ignore[union-attr]
+    current = env.rt.audit.checkpoint()
+    assert current is not None and event.seq <= size < current.size  # the earliest, not the current one
+    root = re.search(r"Merkle root</th><td class=\"break\"><code>([0-9a-f]{64})", earliest).group(1)  # type: ignore[union-attr]
+    proof = [bytes.fromhex(h) for h in re.findall(r"<li><code>([0-9a-f]{64})</code></li>", earliest)]
+    # What the page shows is enough to check the entry offline: entry hash + proof give the signed root.
+    assert root_from_inclusion_proof(bytes.fromhex(event.entry_hash), event.seq - 1, size, proof).hex() == root
+    assert root_from_inclusion_proof(bytes.fromhex("00" * 32), event.seq - 1, size, proof).hex() != root
+
+
+def test_the_entry_page_shows_old_and_new_audit_detail_keys(env: Env) -> None:
+    old = env.rt.audit.append(
+        action="generation.completed", actor="test", outcome="ok",
+        details={"photo_sha256": "a1" * 32, "audio_sha256": "b2" * 32},
+    )  # fmt: skip
+    new = env.rt.audit.append(
+        action="generation.completed", actor="test", outcome="ok",
+        details={"photo_fingerprint": "c3" * 32, "audio_fingerprint": "d4" * 32, "photo_fingerprints": ["e5" * 32]},
+    )  # fmt: skip
+    reviewer = sign_in(env, "reviewer")
+    old_page, new_page = (reviewer.get(f"/console/audit/{e.seq}").text for e in (old, new))
+    assert "&#34;photo_sha256&#34;: &#34;" + "a1" * 32 in old_page and "&#34;audio_sha256&#34;" in old_page
+    assert "&#34;photo_fingerprint&#34;: &#34;" + "c3" * 32 in new_page and "d4" * 32 in new_page
+    assert "&#34;photo_fingerprints&#34;" in new_page and "e5" * 32 in new_page
+
+
+def test_the_evidence_bundle_download_verifies_offline_and_is_audited(env: Env, tmp_path: Path) -> None:
+    import hashlib
+    import zipfile
+
+    from audit.bundle_verify import verify_bundle
+
+    env.rt.audit.append(action="test.bundle", actor="test", outcome="ok")
+    reviewer = sign_in(env, "reviewer")
+    verify_page = reviewer.get("/console/audit/verify").text
+    assert 'action="/console/audit/bundle"' in verify_page and "Export evidence bundle" in verify_page
+    r = reviewer.post("/console/audit/bundle", data={"csrf_token": csrf_of(verify_page)})
+    assert r.status_code == 200 and r.headers["content-type"] == "application/zip"
+    assert "attachment" in r.headers["content-disposition"] and int(r.headers["content-length"]) == len(r.content)
+    bundle = tmp_path / "evidence.zip"
+    bundle.write_bytes(r.content)
+    report = verify_bundle(bundle, trusted_keys=[env.rt.audit.public_key])
+    assert report.intact and report.key_trusted, report.to_dict()
+    exported = last_entries(env, "audit.exported")[0]
+    assert exported.actor == f"client:{env.creds['reviewer'][0]}" and exported.details["via"] == "console"
+    assert exported.details["format"] == "bundle" and exported.details["entries"] == report.entries
+    assert exported.details["sha256"] == hashlib.sha256(r.content).hexdigest()
+    assert exported.details["root_hash"] == report.root_hash
+    assert not any(env.rt.settings.uploads_dir.glob("bundle_*"))  # the temporary file is gone
+    fingerprint = re.search(r'id="key-fingerprint">([^<]+)<', verify_page).group(1)  # type: ignore[union-attr]
+    assert verify_bundle(bundle, trusted_fingerprints=[fingerprint]).key_trusted
+    tampered = tmp_path / "tampered.zip"
+    with zipfile.ZipFile(bundle) as src, zipfile.ZipFile(tampered, "w") as dst:
+        for info in src.infolist():
+            data = src.read(info)
+            edited = info.filename == "entries.jsonl"
+            dst.writestr(info, data.replace(b"test.bundle", b"test.bundlf") if edited else data)
+    assert not verify_bundle(tampered, trusted_keys=[env.rt.audit.public_key]).intact
+    analyst = sign_in(env, "analyst")
+    assert analyst.post("/console/audit/bundle", data={"csrf_token": page_csrf(analyst)}).status_code == 403
+
+
+def test_a_log_that_does_not_verify_is_not_packaged_into_a_bundle(env: Env) -> None:
+    victim = env.rt.audit.append(action="test.bundle.victim", actor="test", outcome="ok")
+    env.rt.audit.append(action="test.bundle.after", actor="test", outcome="ok")
+    reviewer = sign_in(env, "reviewer")
+    token = page_csrf(reviewer, "/console/audit/verify")
+    with env.rt.engine.begin() as conn:
+        conn.execute(text("UPDATE audit_event SET actor = 'mallory' WHERE seq = :s"), {"s": victim.seq})
+    try:
+        r = reviewer.post("/console/audit/bundle", data={"csrf_token": token})
+        assert r.status_code == 500 and r.headers["content-type"].startswith("text/html"), r.status_code
+        assert "chain_broken" in r.text
+        assert not any(env.rt.settings.uploads_dir.glob("bundle_*"))
+    finally:
+        with env.rt.engine.begin() as conn:
+            conn.execute(text("UPDATE audit_event SET actor = 'test' WHERE seq = :s"), {"s": victim.seq})
+    assert not [e for e in last_entries(env, "audit.exported", 3) if e.seq > victim.seq and e.details.get("format")]

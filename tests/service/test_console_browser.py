@@ -167,10 +167,37 @@ def test_reviewer_signs_in_filters_the_timeline_and_verifies_the_log(chromium, c
     actions = rows.locator("td:nth-child(3)").all_inner_texts()
     assert set(actions) == {"console.signed_in"}
     rows.first.locator("a").first.click()
-    assert page.get_by_text("matches its fields").is_visible() and page.get_by_text("valid (Ed25519)").is_visible()
+    assert page.get_by_text("matches its fields").is_visible()
+    assert page.get_by_text("valid (Ed25519)").first.is_visible()
+    assert page.locator("#inclusion-ok").inner_text() == "verified"  # the earliest checkpoint's inclusion proof
     nav.get_by_role("link", name="Verify").click()
     page.get_by_role("button", name="Verify now").click()
     assert "OK: the log is intact" in page.locator("#verify-result").inner_text()
+
+
+def test_reviewer_downloads_an_evidence_bundle_that_verifies_offline(
+    chromium,  # type: ignore[no-untyped-def]
+    console: Console,
+    tmp_path: Path,
+) -> None:
+    page = signed_in_page(chromium, console, "reviewer")
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Audit log").click()
+    page.get_by_role("link", name=re.compile("Evidence bundle")).click()
+    fingerprint = page.locator("#key-fingerprint").inner_text()
+    with page.expect_download() as info:
+        page.get_by_role("button", name="Export evidence bundle").click()
+    assert info.value.suggested_filename.startswith("provatar-audit-bundle-")
+    saved = tmp_path / info.value.suggested_filename
+    info.value.save_as(saved)
+    # What a regulator runs: the CLI, with no data directory and no database, trusting the key's fingerprint.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PROVATAR_")}
+    env["PROVATAR_DATA_DIR"] = str(tmp_path / "no-data-dir")
+    checked = subprocess.run(
+        [sys.executable, "-m", "service.cli", "audit", "verify-export", str(saved), "--fingerprint", fingerprint],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert not (tmp_path / "no-data-dir").exists()
 
 
 def test_analyst_uploads_a_clip_sees_the_verdict_and_downloads_the_report(
@@ -280,10 +307,6 @@ def test_officer_erases_a_subject_after_typing_the_confirmation(
     console: Console,
     example_photo: Path,
 ) -> None:
-    from service import consent_ops
-
-    if not callable(getattr(consent_ops, "erase_subject", None)):
-        pytest.skip("service.consent_ops.erase_subject is not in this build (the consent lifecycle work adds it)")
     officer = console.creds["officer"]
     token = httpx.post(f"{console.base}/v1/token", data={"grant_type": "client_credentials"}, auth=officer).json()[
         "access_token"
@@ -300,7 +323,40 @@ def test_officer_erases_a_subject_after_typing_the_confirmation(
     page = signed_in_page(chromium, console, "officer")
     page.goto(f"{console.base}/console/subjects/{subject_id}")
     page.get_by_role("button", name="Erase…").click()
+    page.get_by_label(re.compile("To confirm, type")).fill(subject_id)
+    page.get_by_role("button", name="Confirm").click()
+    assert page.get_by_text("Nothing was erased").is_visible()
     page.get_by_label(re.compile("To confirm, type")).fill(f"erase {subject_id}")
     page.get_by_role("button", name="Confirm").click()
     page.get_by_text(f"{subject_id} was erased.").wait_for(timeout=60_000)
-    assert page.goto(f"{console.base}/console/subjects/{subject_id}").status == 404  # type: ignore[union-attr]
+    deleted = page.get_by_role("row", name=re.compile("Reference embeddings and photo hashes deleted"))
+    assert deleted.inner_text().endswith("1")
+    page.get_by_role("link", name="The subject's record").click()
+    assert page.locator("h1 .st-erased").inner_text() == "erased" and page.locator("#erased").is_visible()
+    assert "To erase" not in page.locator("main").inner_text()  # the name is gone
+    assert page.get_by_role("button", name="Erase…").count() == 0
+    assert page.get_by_role("button", name="Grant").count() == 0
+    page.set_viewport_size({"width": 375, "height": 800})
+    assert no_horizontal_overflow(page), "the erased subject's page scrolls sideways at 375 px"
+    page.set_viewport_size({"width": 1280, "height": 900})
+
+    # The same photo enrolls again only with a new consent, confirmed by the officer, with new evidence.
+    def enroll_again(*, new_consent: bool) -> None:
+        page.goto(f"{console.base}/console/subjects/new")
+        page.get_by_label("Name").fill("Back again")
+        page.get_by_label("Reference photo(s)").set_input_files(str(example_photo))
+        page.get_by_label("Purposes consented to").fill("marketing")
+        page.get_by_label("…or its SHA-256").fill("ef" * 32)
+        page.get_by_label("I checked that the evidence").check()
+        if new_consent:
+            page.get_by_text("Only when the enrolment was refused").click()
+            page.get_by_label(re.compile("This person was erased before")).check()
+        page.get_by_role("button", name="Enroll").click()
+
+    enroll_again(new_consent=False)
+    refusal = page.get_by_role("alert")
+    refusal.wait_for(timeout=180_000)
+    assert "409 · subject_erased" in refusal.inner_text()
+    enroll_again(new_consent=True)
+    page.get_by_text("Subject enrolled and consent recorded.").wait_for(timeout=180_000)
+    assert page.locator(".st-active").count() == 1 and "Back again" in page.locator("h1").inner_text()
