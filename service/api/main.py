@@ -213,6 +213,10 @@ def create_app(
 
     async def handle_error(request: Request, exc: Exception) -> ProblemResponse:
         problem = describe(exc)
+        if getattr(request.app.state, "runtime", None) is None:
+            # An error the console sub-app (mounted at /console) re-raised after answering with its own page, which
+            # it logged and audited already; doing it again here would only add noise.
+            return problem_response(request, problem)
         if problem.http_status >= 500:
             log.exception("unhandled error on %s %s", request.method, request.url.path)
         if problem.http_status == 503:
