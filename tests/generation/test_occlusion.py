@@ -12,7 +12,7 @@ import pytest
 from generation import GenerationConfig, PreparedFace, TalkingFaceGenerator, load_audio, load_image
 from generation.face import LANDMARKS, detect_landmarks
 from generation.motion import MotionState
-from generation.rig import FaceRig, RenderConfig
+from generation.render import RenderConfig, build_rig
 from tests.generation.occluders import GLOVE, with_glove
 
 
@@ -63,7 +63,7 @@ def test_occluder_over_the_mouth_is_never_drawn_over(generator: TalkingFaceGener
     assert moved > 1.0, moved
     # Negative control: the same frames with occlusion handling off draw the face (lips, interior) over it. The
     # glove is flat, so only what the warp drags over it shows: measured 6-12 % of its pixels (full), 4-6 % (side).
-    plain_rig = FaceRig(prepared.face, RenderConfig(occlusion=False), rig.device)
+    plain_rig = build_rig(prepared.face, RenderConfig(occlusion=False), rig.device)
     plain = PreparedFace(face=prepared.face, rig=plain_rig)
     changed = max(
         float((np.abs(f.astype(int) - reference)[glove].max(-1) > 10).mean())
@@ -107,7 +107,7 @@ def test_covered_eyes_are_neither_blinked_nor_moved(generator: TalkingFaceGenera
     motion.gaze_x[1] = 0.8
     covered = list(generator.render_motion(prepared, motion))
     np.testing.assert_array_equal(covered[0], covered[1])
-    plain = PreparedFace(face=prepared.face, rig=FaceRig(prepared.face, RenderConfig(occlusion=False),
+    plain = PreparedFace(face=prepared.face, rig=build_rig(prepared.face, RenderConfig(occlusion=False),
                                                           prepared.rig.device))  # fmt: skip
     drawn = list(generator.render_motion(plain, motion))
     assert np.abs(drawn[0].astype(int) - drawn[1].astype(int)).max() > 30

@@ -1,0 +1,141 @@
+"""The mesh warp: draw a frame from target vertices by an inverse piecewise-affine warp of the rig's photo.
+
+For every output pixel we find the triangle of the *target* mesh it lies in (a triangle-id raster), map it back
+through that triangle's affine transform to the photo, and sample with ``grid_sample``. Because the map goes
+output -> source, every output pixel gets exactly one source pixel: lips never fold and there are no holes.
+The person is composited over the photo's still background, so only the person moves.
+
+All tensor maths runs on ``device`` (CPU or CUDA unchanged); only the triangle-id raster is drawn with OpenCV on
+the CPU (a few ms) and uploaded. ``generation.render.closing`` uses the warp alone to close an open mouth;
+``generation.render.renderer`` adds the mouth interior, the lids and the occluders on top.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from generation.render.rig import FaceRig
+
+__all__ = ["Warper"]
+
+
+class Warper:
+    """Warps one rig's photo to target meshes. Thread-compatible (no shared mutable state across calls)."""
+
+    def __init__(self, rig: FaceRig) -> None:
+        self.rig = rig
+        size = rig.size
+        ys, xs = torch.meshgrid(
+            torch.arange(size, dtype=torch.float32, device=rig.device) + 0.5,
+            torch.arange(size, dtype=torch.float32, device=rig.device) + 0.5,
+            indexing="ij",
+        )
+        self.pixels = torch.stack([xs, ys], -1)  # (H, W, 2) pixel centres
+        self._tri_cpu = rig.triangles.astype(np.int32)
+        self._facing = np.sign(_twice_signed_areas(rig.source_vertices, self._tri_cpu))  # (K,) front faces
+
+    @torch.no_grad()
+    def warp(self, targets: np.ndarray, triangles: np.ndarray | None = None, source: np.ndarray | None = None
+             ) -> np.ndarray:  # fmt: skip
+        """The mesh warp alone (no mouth interior) to target vertices (B, V, 2): (B, size, size, 3) uint8.
+
+        Args:
+            triangles: (K, 3) vertex indices drawn in order (later wins); default the rig's depth-sorted mesh.
+            source: (size, size, 3) uint8 image to sample instead of the rig's photo (same geometry).
+        """
+        image = None
+        if source is not None:
+            image = torch.from_numpy(source).to(device=self.rig.device, dtype=torch.float32)
+            image = image.permute(2, 0, 1).unsqueeze(0).contiguous()
+        return self.frames(targets, triangles, image).clamp_(0, 255).round_().to(torch.uint8).cpu().numpy()
+
+    def frames(self, targets: np.ndarray, triangles: np.ndarray | None = None, source: torch.Tensor | None = None
+              ) -> torch.Tensor:  # fmt: skip
+        """(B, H, W, 3) float frames: every output pixel sampled from the base image through its triangle."""
+        rig = self.rig
+        if triangles is None:
+            tri_cpu, tri, src_tri = self._tri_cpu, rig.triangles, rig._src_tri
+        else:
+            tri_cpu, tri = triangles.astype(np.int32), triangles
+            src_tri = torch.as_tensor(rig.source_vertices[triangles], dtype=torch.float32, device=rig.device)
+        ids = np.stack([self._raster(t, tri_cpu) for t in targets])  # (B, H, W) triangle ids
+        affine = self._affines(targets, tri, src_tri)  # (B, K, 2, 3) target -> source
+        ids_t = torch.from_numpy(ids).to(rig.device)
+        bsz, k = affine.shape[:2]
+        flat = affine.reshape(bsz * k, 6)
+        offset = (torch.arange(bsz, device=rig.device) * k)[:, None, None]
+        per_pixel = flat[(ids_t.long() + offset).reshape(-1)].reshape(bsz, rig.size, rig.size, 2, 3)
+        px = self.pixels[None, ..., 0:1]  # (1, H, W, 1)
+        py = self.pixels[None, ..., 1:2]
+        src = per_pixel[..., 0] * px + per_pixel[..., 1] * py + per_pixel[..., 2]  # (B, H, W, 2)
+        grid = src * (2.0 / rig.size) - 1.0  # align_corners=False convention
+        if rig.person is None:
+            image = (rig.image if source is None else source).expand(bsz, -1, -1, -1)
+            out = F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=False)
+            return out.permute(0, 2, 3, 1).contiguous()  # (B, H, W, 3)
+        # The person mask travels with the pixels as a fourth channel: where the warped frame shows background
+        # and the photo shows background too, the photo's own (still) pixel is used.
+        image = (rig.image if source is None else source).expand(bsz, -1, -1, -1)
+        out = F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        out = out.permute(0, 2, 3, 1).contiguous()  # (B, H, W, 3)
+        # Only around the head does the warp move background noticeably: composite there, the rest is the warp.
+        y0, y1, x0, x1 = rig.composite_box
+        person = F.grid_sample(rig.person.expand(bsz, -1, -1, -1), grid[:, y0:y1, x0:x1], mode="bilinear",
+                               padding_mode="border", align_corners=False)[:, 0]  # (B, h, w)  # fmt: skip
+        keep = (1.0 - person).mul_(rig.background[y0:y1, x0:x1])  # background before and after
+        region = out[:, y0:y1, x0:x1]
+        region.add_(rig.photo_background_hwc[y0:y1, x0:x1].sub(region).mul_(keep[..., None]))
+        # Background now where the photo had the person: revealed by the move, drawn from the clean plate (zero
+        # everywhere at rest, so the photo's own pose still renders the photo exactly).
+        # Soft mask edges (hair) change a little with any move; only a clear change shows the plate.
+        revealed = (rig.person[0, 0, y0:y1, x0:x1] - person).sub_(0.25).clamp_(min=0.0).mul_(1 / 0.75)
+        region.add_(rig.plate_hwc[y0:y1, x0:x1].sub(region).mul_(revealed[..., None]))
+        return out
+
+    def _raster(self, verts: np.ndarray, tri_cpu: np.ndarray) -> np.ndarray:
+        """Triangle id per output pixel, drawn far-to-near (later ones win), 1/16 px precision.
+
+        Collapsed triangles (closed lids and lips) are skipped: OpenCV would still draw them as a line of their
+        source centroid's colour, a seam of teeth or eye along closed lips and lids. Their neighbours cover it.
+        """
+        ids = np.zeros((self.rig.size, self.rig.size), dtype=np.int32)
+        area2 = _twice_signed_areas(verts, tri_cpu)
+        visible = np.abs(area2) > 0.1  # px^2
+        if tri_cpu is self._tri_cpu:
+            # Back-face culling: a triangle whose winding flipped has turned away from the camera (the far cheek
+            # in a head turn). Drawn, it would lie over the hair beside the face as a serrated edge.
+            visible &= np.sign(area2) == self._facing
+        tri = verts[tri_cpu]  # (K, 3, 2)
+        pts = np.round((tri - 0.5) * 16).astype(np.int32)  # (K, 3, 2) in 1/16 px
+        for k in np.nonzero(visible)[0]:
+            cv2.fillConvexPoly(ids, pts[k], int(k), lineType=cv2.LINE_8, shift=4)
+        return ids
+
+    def _affines(self, targets: np.ndarray, triangles: np.ndarray, src_tri: torch.Tensor) -> torch.Tensor:
+        """(B, K, 2, 3) affine maps from each target triangle to its source triangle."""
+        rig = self.rig
+        tgt = torch.as_tensor(
+            targets[:, triangles], dtype=torch.float32, device=rig.device
+        )  # (B, K, 3, 2)
+        ones = torch.ones(tgt.shape[:-1] + (1,), device=rig.device)
+        m = torch.cat([tgt, ones], -1).transpose(-1, -2)  # (B, K, 3, 3) columns [x, y, 1]
+        det = torch.linalg.det(m)
+        ok = det.abs() > 1e-3
+        m_safe = torch.where(ok[..., None, None], m, torch.eye(3, device=rig.device).expand_as(m))
+        src = src_tri.transpose(-1, -2).expand(tgt.shape[0], -1, -1, -1)  # (B, K, 2, 3)
+        affine = src @ torch.linalg.inv(m_safe)  # (B, K, 2, 3)
+        # Degenerate (zero-area) triangles map everything to their source centroid.
+        centroid = src_tri.mean(1)  # (K, 2)
+        fallback = torch.zeros_like(affine)
+        fallback[..., 2] = centroid
+        return torch.where(ok[..., None, None], affine, fallback)
+
+
+def _twice_signed_areas(verts: np.ndarray, triangles: np.ndarray) -> np.ndarray:
+    """(K,) twice the signed area of each triangle over vertices (V, 2): the sign is its winding."""
+    tri = verts[triangles]  # (K, 3, 2)
+    d1, d2 = tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]
+    return d1[:, 0] * d2[:, 1] - d1[:, 1] * d2[:, 0]
