@@ -46,6 +46,7 @@ class FaceRig:
         self.mouth_source: MouthSource | None = None
         self.person: torch.Tensor | None = None  # (1, 1, H, W) person probability of the photo
         self.plate_hwc: torch.Tensor | None = None  # (H, W, 3) the photo's background, person inpainted away
+        mask: np.ndarray | None = None  # the person probability, shared with the occlusion analysis
         if config.still_background:
             mask = segment_person(face.image)
             self.person = torch.from_numpy(mask).to(device=device, dtype=torch.float32)[None, None].contiguous()
@@ -53,7 +54,7 @@ class FaceRig:
             self.plate_hwc = torch.from_numpy(plate).to(device=device, dtype=torch.float32).contiguous()
         shape = face.image.shape[:2]
         self.occlusion = (
-            find_occluders(face.image, face.landmarks, face.inter_ocular) if config.occlusion
+            find_occluders(face.image, face.landmarks, face.inter_ocular, person=mask) if config.occlusion
             else Occlusion.nothing(shape)
         )  # fmt: skip
         # The photo's own pixels pasted over every frame, and their weight, inside the box (y0, y1, x0, x1) that
