@@ -166,15 +166,28 @@ def find_occluders(image: np.ndarray, landmarks: np.ndarray, iod: float, person:
     )
 
 
-def fill_occluded(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+def fill_occluded(image: np.ndarray, mask: np.ndarray, person: np.ndarray | None = None, reach: int = 0
+                  ) -> np.ndarray:  # fmt: skip
     """The crop with the occluder painted out (inpainted from the face around it): the face layer's texture.
 
     A head turn moves the face a few pixels under the still occluder; warped from the photo as it is, the face
     would carry a second, moving copy of the occluder's edge out from under it.
+
+    Args:
+        person: (H, W) person probability. With it, background within ``reach`` px of the occluder is left out
+            of what the fill is drawn from (only the occluder's own pixels are replaced): what lies behind a
+            microphone held against the jaw is more jaw, and a chin that moves up would otherwise uncover a
+            crescent of background-coloured fill beside it.
     """
     if not mask.any():
         return image.copy()
-    return cv2.inpaint(image, mask.astype(np.uint8) * 255, 5, cv2.INPAINT_TELEA)
+    hole = mask.astype(np.uint8)
+    if person is not None and reach > 0:
+        hole |= cv2.dilate(hole, _disk(reach)) & (person < 0.5)
+    filled = cv2.inpaint(image, hole * 255, 5, cv2.INPAINT_TELEA)
+    out = image.copy()
+    out[mask] = filled[mask]
+    return out
 
 
 def detect_hands(image: np.ndarray) -> list[np.ndarray]:
@@ -306,16 +319,18 @@ def _held_objects(lab: np.ndarray, person: np.ndarray, lm: np.ndarray, iod: floa
     region = cv2.dilate(down, _disk(max(2, int(round(0.15 * iod))))).astype(bool)
     region[:nose_base] = False
     absent = person < 0.8
-    # The background around the lower face: clearly not person, within a wider band around the region.
+    # The band the warp reaches around the region; its clearly-not-person pixels are the background.
     around = cv2.dilate(region.astype(np.uint8), _disk(max(3, int(round(0.5 * iod))))).astype(bool)
     background = _colour_model(lab, around & (person < 0.1))
     if background is None:
         return np.zeros(shape, dtype=bool)  # no background to tell an object from: nothing is claimed
-    candidate = (absent & region & ~opening & _far_from(lab, background)).astype(np.uint8)
+    # Judged over the wider band (an object held out to the side is still one object), found in the region.
+    unlike = (absent & around & ~opening & _far_from(lab, background)).astype(np.uint8)
     # A grille or a patterned cup is only partly unlike the background (its light wires are not): closing joins
     # the dark cells between them into one object before the parts are judged.
-    candidate = cv2.morphologyEx(candidate, cv2.MORPH_CLOSE, _disk(max(1, int(round(0.04 * iod)))))
-    candidate = cv2.morphologyEx(candidate & absent & region, cv2.MORPH_OPEN, _disk(1)).astype(bool)
+    unlike = cv2.morphologyEx(unlike, cv2.MORPH_CLOSE, _disk(max(1, int(round(0.04 * iod)))))
+    unlike = cv2.morphologyEx(unlike & absent & around, cv2.MORPH_OPEN, _disk(1)).astype(bool)
+    candidate = unlike & region
     count, labels, stats, _ = cv2.connectedComponentsWithStats(candidate.astype(np.uint8), connectivity=8)
     touch = cv2.dilate(lower.astype(np.uint8), _disk(max(2, int(round(0.05 * iod))))).astype(bool)
     depth = cv2.distanceTransform(face.astype(np.uint8), cv2.DIST_L2, 5)  # px inside the face outline
@@ -338,14 +353,18 @@ def _held_objects(lab: np.ndarray, person: np.ndarray, lm: np.ndarray, iod: floa
     found = keep[labels]
     if not found.any():
         return found
+    # The whole object, not only its part in the region: the rest of a microphone's head, held out to the side.
+    _, wide_labels = cv2.connectedComponents(unlike.astype(np.uint8), connectivity=8)
+    hit = np.unique(wide_labels[found])
+    found |= np.isin(wide_labels, hit[hit > 0])
     # Where the object lies against the face the segmentation counts its edge as the person (the face is behind
     # it): the object's own colour, in a thin rim around what was found, is the object too.
     own = _colour_model(lab, found)
     if own is not None:
         rim = cv2.dilate(found.astype(np.uint8), _disk(max(2, int(round(0.05 * iod))))).astype(bool) & ~found
-        found |= rim & ~_far_from(lab, own) & region & ~opening
+        found |= rim & ~_far_from(lab, own) & around & ~opening
     closed = cv2.morphologyEx(found.astype(np.uint8), cv2.MORPH_CLOSE, _disk(max(2, int(0.03 * iod)))).astype(bool)
-    return _fill_holes(closed, max_area=(0.15 * iod) ** 2) & region
+    return _fill_holes(closed, max_area=(0.15 * iod) ** 2) & around
 
 
 def _eye_covered(shape: tuple[int, int], lm: np.ndarray, iod: float, foreign: np.ndarray,
