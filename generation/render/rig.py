@@ -72,7 +72,8 @@ class FaceRig:
             self.occluder_alpha = alpha.to(device=device, dtype=torch.float32)[..., None].contiguous()
             # The face layer is warped from the photo with the occluder painted out: a moving head would otherwise
             # carry a second copy of the occluder's edge out from under the still one.
-            filled = fill_occluded(face.image, self.occlusion.mask, person=mask, reach=int(round(0.3 * face.inter_ocular)))
+            reach = int(round(0.3 * face.inter_ocular))
+            filled = fill_occluded(face.image, self.occlusion.mask, person=mask, reach=reach)
             face = FaceAnalysis(image=filled, landmarks=face.landmarks, crop_box=face.crop_box)
         self._setup(face)
         self.photo_gap = self.rest_gap  # the photo's own opening, kept when the base is closed

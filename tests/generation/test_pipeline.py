@@ -12,11 +12,11 @@ from PIL import Image
 
 from generation import AudioTrack, NoFaceFound, TalkingFaceGenerator, load_audio
 from generation.audio_features import extract_features
-from generation.render.deform import inner_lip_gap
 from generation.face import analyze_face
 from generation.generator import PreparedFace
 from generation.motion import MotionConfig, MotionState, blink_track, motion_from_audio
 from generation.render import RenderConfig, Renderer, build_rig
+from generation.render.deform import inner_lip_gap
 
 
 def _speech_with_pause(example_audio: Path) -> AudioTrack:

@@ -6,11 +6,11 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from generation.render.deform import inner_lip_gap
 from generation.face import LANDMARKS, _crop_square
 from generation.generator import PreparedFace
 from generation.motion import MotionState
 from generation.render import RenderConfig, Renderer, build_rig
+from generation.render.deform import inner_lip_gap
 
 
 def _signed_areas(verts: np.ndarray, triangles: np.ndarray) -> np.ndarray:
