@@ -36,7 +36,7 @@ from bench.train_classifier import MEDIA, TEST_SOURCES, face_sources, handheld, 
 from generation import GenerationConfig, TalkingFaceGenerator, encode_mp4, load_audio  # noqa: E402
 from generation.face import FaceAnalysis  # noqa: E402
 from generation.media import AudioTrack, iter_video_frames  # noqa: E402
-from generation.rig import RenderConfig  # noqa: E402
+from generation.render import RenderConfig  # noqa: E402
 from safeguards.classifier import SyntheticClipClassifier  # noqa: E402
 
 WINDOW = 48

@@ -31,7 +31,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from generation import GenerationConfig, TalkingFaceGenerator, load_audio, load_image  # noqa: E402
-from generation.rig import RenderConfig  # noqa: E402
+from generation.render import RenderConfig  # noqa: E402
 
 MEDIA = ROOT.parent / "shared" / "media"
 OUT = ROOT / "bench" / "out" / "stress"

@@ -19,8 +19,7 @@ from generation.framing import FramingMode, FullFrameScene, check_crop_size, pre
 from generation.media import AudioTrack, frame_count
 from generation.motion import MotionConfig, MotionState, motion_from_audio
 from generation.phonemes import PhoneRecognizer
-from generation.render import Renderer
-from generation.rig import FaceRig, RenderConfig
+from generation.render import FaceRig, RenderConfig, Renderer, build_rig
 from generation.visemes import LipTrack, lips_from_acoustics, lips_from_phones
 
 __all__ = ["GenerationConfig", "PreparedFace", "TalkingFaceGenerator"]
@@ -116,9 +115,9 @@ class TalkingFaceGenerator:
         still picture. Raises NoFaceFound."""
         if self.config.framing == "full":
             face, scene = prepare_full_frame(photo_rgb, self.config.size)
-            return PreparedFace(face=face, rig=FaceRig(face, self.render_config, self.device), scene=scene)
+            return PreparedFace(face=face, rig=build_rig(face, self.render_config, self.device), scene=scene)
         face = analyze_face(photo_rgb, FaceConfig(size=self.config.size))
-        return PreparedFace(face=face, rig=FaceRig(face, self.render_config, self.device))
+        return PreparedFace(face=face, rig=build_rig(face, self.render_config, self.device))
 
     def frame_count(self, audio: AudioTrack) -> int:
         """Frames the video for ``audio`` has: ceil(duration * fps)."""

@@ -10,6 +10,10 @@ photo, from evidence that needs no weights beyond what mediapipe already bundles
   a hair model from above the forehead. Near the mouth, smooth regions that are none of these (a cup, a glove, a
   coloured microphone) and reach in across the outline of the lower face are occluders. Hair (a beard, a
   moustache, a strand) is textured or hair-coloured and is left to the face, which it moves with.
+- held objects (a microphone, a cup, a phone): the selfie segmentation leaves them out of the person. Where it
+  says "not person" next to the lower face and chin, in pixels unlike the background around the head, something
+  is held in front of the face, whatever its colour or texture (a black microphone grille on dark skin in a
+  black-and-white photo has neither colour nor smoothness to go by).
 - eye bands: the skin of the upper lid and under the eye should look like the cheek; where both are something
   else (a hat brim, sunglasses), the eye is covered and is not animated.
 
@@ -25,7 +29,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from generation.face import LANDMARKS, native_stderr_silenced
+from generation.face import LANDMARKS, native_stderr_silenced, segment_person
 
 __all__ = ["Occlusion", "find_occluders", "fill_occluded", "detect_hands"]
 
@@ -55,7 +59,7 @@ class Occlusion:
         alpha: (H, W) float32 weight of the photo's own pixels in every frame: 1 on ``mask``, feathered outside.
         mouth_covered: share of the mouth (outer-lip polygon) under the mask.
         eyes_covered: (right, left) whether each eye's surroundings are something other than skin.
-        sources: which evidence found something ("hand", "colour", "eyes").
+        sources: which evidence found something ("hand", "colour", "object", "eyes").
     """
 
     mask: np.ndarray
@@ -89,6 +93,8 @@ class Occlusion:
             )
         elif self.mouth_covered > 0.05:
             out.append(f"mouth partly covered ({100 * self.mouth_covered:.0f} %): the cover is kept on top")
+        elif "object" in self.sources:
+            out.append("an object in front of the mouth or chin (a microphone, a cup) is kept on top, unmoved")
         covered = [name for name, hidden in zip(("right", "left"), self.eyes_covered, strict=True) if hidden]
         if covered:
             out.append(f"{' and '.join(covered)} eye covered: no blinks or gaze shifts drawn there")
@@ -98,11 +104,13 @@ class Occlusion:
         return "a hand" if "hand" in self.sources else "an object"
 
 
-def find_occluders(image: np.ndarray, landmarks: np.ndarray, iod: float) -> Occlusion:
+def find_occluders(image: np.ndarray, landmarks: np.ndarray, iod: float, person: np.ndarray | None = None
+                   ) -> Occlusion:  # fmt: skip
     """Find occluders of the lower face and the eyes in a face crop.
 
     Args:
         image: (H, W, 3) uint8 RGB crop. landmarks: (478, >=2) mesh points in crop pixels. iod: eye distance (px).
+        person: (H, W) person probability of the crop (``segment_person``); computed here when not given.
     """
     shape = image.shape[:2]
     lm = landmarks[:, :2].astype(np.float64)
@@ -131,7 +139,12 @@ def find_occluders(image: np.ndarray, landmarks: np.ndarray, iod: float) -> Occl
     objects = _objects_near_mouth(lab, lm, iod, foreign, opening)
     if objects.any():
         sources.append("colour")
-    mask = hands | objects
+    if person is None:
+        person = segment_person(image)
+    held = _held_objects(lab, person, lm, iod, opening) & ~hands & ~objects
+    if held.any():
+        sources.append("object")
+    mask = hands | objects | held
     if mask.any():
         grow = max(2, int(round(0.015 * iod)))
         mask = cv2.dilate(mask.astype(np.uint8), _disk(grow)).astype(bool)
@@ -153,15 +166,28 @@ def find_occluders(image: np.ndarray, landmarks: np.ndarray, iod: float) -> Occl
     )
 
 
-def fill_occluded(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+def fill_occluded(image: np.ndarray, mask: np.ndarray, person: np.ndarray | None = None, reach: int = 0
+                  ) -> np.ndarray:  # fmt: skip
     """The crop with the occluder painted out (inpainted from the face around it): the face layer's texture.
 
     A head turn moves the face a few pixels under the still occluder; warped from the photo as it is, the face
     would carry a second, moving copy of the occluder's edge out from under it.
+
+    Args:
+        person: (H, W) person probability. With it, background within ``reach`` px of the occluder is left out
+            of what the fill is drawn from (only the occluder's own pixels are replaced): what lies behind a
+            microphone held against the jaw is more jaw, and a chin that moves up would otherwise uncover a
+            crescent of background-coloured fill beside it.
     """
     if not mask.any():
         return image.copy()
-    return cv2.inpaint(image, mask.astype(np.uint8) * 255, 5, cv2.INPAINT_TELEA)
+    hole = mask.astype(np.uint8)
+    if person is not None and reach > 0:
+        hole |= cv2.dilate(hole, _disk(reach)) & (person < 0.5)
+    filled = cv2.inpaint(image, hole * 255, 5, cv2.INPAINT_TELEA)
+    out = image.copy()
+    out[mask] = filled[mask]
+    return out
 
 
 def detect_hands(image: np.ndarray) -> list[np.ndarray]:
@@ -266,6 +292,79 @@ def _objects_near_mouth(lab: np.ndarray, lm: np.ndarray, iod: float, foreign: np
     # The object's own edges and highlights (high spread) belong to it: close small gaps and fill small holes.
     closed = cv2.morphologyEx(found.astype(np.uint8), cv2.MORPH_CLOSE, _disk(max(2, int(0.03 * iod)))).astype(bool)
     return _fill_holes(closed, max_area=(0.15 * iod) ** 2) & below_eyes
+
+
+def _held_objects(lab: np.ndarray, person: np.ndarray, lm: np.ndarray, iod: float, opening: np.ndarray
+                  ) -> np.ndarray:  # fmt: skip
+    """(H, W) bool: an object held in front of the mouth or chin (a microphone, a cup, a phone).
+
+    The selfie segmentation counts the head, neck and shoulders as the person and leaves a held object out (or
+    half out); the background beside the jaw is left out too, so "not person" alone is not enough. The object is
+    what is not person *and* unlike the background around the lower face (a black microphone against a bright
+    wall), in a region that runs from below the nose over the lower face and down past the chin (a microphone
+    is held below the mouth, mostly outside the face outline, but within the warp's reach). A part must be large,
+    touch the lower face and come near the mouth.
+
+    Args:
+        person: (H, W) person probability. opening: the mouth opening (dark, but the face's own).
+    """
+    shape = lab.shape[:2]
+    face = _polygon(shape, lm[list(LANDMARKS.FACE_OVAL)])
+    nose_base = max(int(lm[2, 1]), 0)
+    lower = face.copy()
+    lower[:nose_base] = False
+    # From the lower face down past the chin (each pixel reached from up to 0.6 IOD above it), widened a little.
+    reach = max(3, int(round(0.6 * iod)))
+    down = cv2.dilate(lower.astype(np.uint8), np.ones((reach, 1), np.uint8), anchor=(0, reach - 1))
+    region = cv2.dilate(down, _disk(max(2, int(round(0.15 * iod))))).astype(bool)
+    region[:nose_base] = False
+    absent = person < 0.8
+    # The band the warp reaches around the region; its clearly-not-person pixels are the background.
+    around = cv2.dilate(region.astype(np.uint8), _disk(max(3, int(round(0.5 * iod))))).astype(bool)
+    background = _colour_model(lab, around & (person < 0.1))
+    if background is None:
+        return np.zeros(shape, dtype=bool)  # no background to tell an object from: nothing is claimed
+    # Judged over the wider band (an object held out to the side is still one object), found in the region.
+    unlike = (absent & around & ~opening & _far_from(lab, background)).astype(np.uint8)
+    # A grille or a patterned cup is only partly unlike the background (its light wires are not): closing joins
+    # the dark cells between them into one object before the parts are judged.
+    unlike = cv2.morphologyEx(unlike, cv2.MORPH_CLOSE, _disk(max(1, int(round(0.04 * iod)))))
+    unlike = cv2.morphologyEx(unlike & absent & around, cv2.MORPH_OPEN, _disk(1)).astype(bool)
+    candidate = unlike & region
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(candidate.astype(np.uint8), connectivity=8)
+    touch = cv2.dilate(lower.astype(np.uint8), _disk(max(2, int(round(0.05 * iod))))).astype(bool)
+    depth = cv2.distanceTransform(face.astype(np.uint8), cv2.DIST_L2, 5)  # px inside the face outline
+    mouth = _polygon(shape, _ring(lm, LANDMARKS.OUTER_UPPER, LANDMARKS.OUTER_LOWER))
+    near_mouth = cv2.dilate(mouth.astype(np.uint8), _disk(max(2, int(0.6 * iod)))).astype(bool)
+    keep = np.zeros(count, dtype=bool)
+    min_area = (0.15 * iod) ** 2
+    for k in range(1, count):
+        if stats[k, cv2.CC_STAT_AREA] < min_area:
+            continue
+        part = labels == k
+        if not ((part & touch).sum() >= 0.1 * min_area and (part & near_mouth).any()):
+            continue
+        # Held, not background: the segmentation half counts a held object as the person all over it (it is
+        # attached to them), while background beside the jaw is confidently background somewhere. Deep inside
+        # the face outline nothing but an object in front can be "not person" at all.
+        held = float(np.percentile(person[part], 10)) >= 0.1
+        in_front = bool((part & face).any()) and float(depth[part & face].max()) >= 0.15 * iod
+        keep[k] = held or in_front
+    found = keep[labels]
+    if not found.any():
+        return found
+    # The whole object, not only its part in the region: the rest of a microphone's head, held out to the side.
+    _, wide_labels = cv2.connectedComponents(unlike.astype(np.uint8), connectivity=8)
+    hit = np.unique(wide_labels[found])
+    found |= np.isin(wide_labels, hit[hit > 0])
+    # Where the object lies against the face the segmentation counts its edge as the person (the face is behind
+    # it): the object's own colour, in a thin rim around what was found, is the object too.
+    own = _colour_model(lab, found)
+    if own is not None:
+        rim = cv2.dilate(found.astype(np.uint8), _disk(max(2, int(round(0.05 * iod))))).astype(bool) & ~found
+        found |= rim & ~_far_from(lab, own) & around & ~opening
+    closed = cv2.morphologyEx(found.astype(np.uint8), cv2.MORPH_CLOSE, _disk(max(2, int(0.03 * iod)))).astype(bool)
+    return _fill_holes(closed, max_area=(0.15 * iod) ** 2) & around
 
 
 def _eye_covered(shape: tuple[int, int], lm: np.ndarray, iod: float, foreign: np.ndarray,

@@ -17,8 +17,7 @@ import pytest
 from generation import PreparedFace, TalkingFaceGenerator, load_image
 from generation.face import LANDMARKS, detect_landmarks
 from generation.motion import MotionState
-from generation.render import Renderer
-from generation.rig import FaceRig, RenderConfig
+from generation.render import FaceRig, RenderConfig, Renderer, build_rig
 
 TONGUE = (200, 40, 70)  # saturated red-pink, far from the example's muted lip colour
 
@@ -73,7 +72,7 @@ def test_closed_lips_show_no_tongue(generator: TalkingFaceGenerator, tongue_phot
     rebuilt = [_tongue_between_lips(f, rig, v) for f, v in zip(frames, verts, strict=True)]
     assert max(rebuilt) <= 5, rebuilt
     # Negative control: the warp alone squeezes the painted tongue between the lips.
-    naive_rig = FaceRig(prepared.face, RenderConfig(rebuild_closed_lips=False), rig.device)
+    naive_rig = build_rig(prepared.face, RenderConfig(rebuild_closed_lips=False), rig.device)
     frames, verts = _closed_frames(naive_rig)
     naive = [_tongue_between_lips(f, naive_rig, v) for f, v in zip(frames, verts, strict=True)]
     assert min(naive) > 100, naive

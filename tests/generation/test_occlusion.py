@@ -1,5 +1,6 @@
-"""Occluders stay on top: a synthetic hand-like blob over the example face's mouth is never drawn over, in any
-frame, and turning occlusion handling off (the negative control) does draw over it."""
+"""Occluders stay on top: a synthetic hand-like blob over the example face's mouth, or a textured microphone held
+below it, is never drawn over, in any frame, and turning occlusion handling off (the negative control) does draw
+over it."""
 
 from __future__ import annotations
 
@@ -10,10 +11,10 @@ import numpy as np
 import pytest
 
 from generation import GenerationConfig, PreparedFace, TalkingFaceGenerator, load_audio, load_image
-from generation.face import LANDMARKS, detect_landmarks
+from generation.face import LANDMARKS, FaceAnalysis, detect_landmarks
 from generation.motion import MotionState
-from generation.rig import FaceRig, RenderConfig
-from tests.generation.occluders import GLOVE, with_glove
+from generation.render import RenderConfig, build_rig
+from tests.generation.occluders import GLOVE, with_glove, with_microphone
 
 
 def _glove_pixels(crop: np.ndarray) -> np.ndarray:
@@ -63,7 +64,7 @@ def test_occluder_over_the_mouth_is_never_drawn_over(generator: TalkingFaceGener
     assert moved > 1.0, moved
     # Negative control: the same frames with occlusion handling off draw the face (lips, interior) over it. The
     # glove is flat, so only what the warp drags over it shows: measured 6-12 % of its pixels (full), 4-6 % (side).
-    plain_rig = FaceRig(prepared.face, RenderConfig(occlusion=False), rig.device)
+    plain_rig = build_rig(prepared.face, RenderConfig(occlusion=False), rig.device)
     plain = PreparedFace(face=prepared.face, rig=plain_rig)
     changed = max(
         float((np.abs(f.astype(int) - reference)[glove].max(-1) > 10).mean())
@@ -76,6 +77,53 @@ def test_occluder_over_the_mouth_is_never_drawn_over(generator: TalkingFaceGener
     else:
         assert not rig.occlusion.mouth_hidden
         assert 0.05 < rig.occlusion.mouth_covered < 0.8
+
+
+def _in_crop(mask: np.ndarray, face: FaceAnalysis) -> np.ndarray:
+    """A photo-pixel mask carried into the face crop, eroded so resampled edge pixels are left out."""
+    left, top, side = face.crop_box
+    size = face.image.shape[0]
+    scale = size / side
+    affine = np.array([[scale, 0.0, -left * scale], [0.0, scale, -top * scale]])
+    warped = cv2.warpAffine(mask.astype(np.float32), affine, (size, size), flags=cv2.INTER_AREA)
+    return cv2.erode((warped > 0.99).astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+
+
+def test_textured_microphone_below_the_mouth_stays_untouched(generator: TalkingFaceGenerator,
+                                                             photo: np.ndarray) -> None:  # fmt: skip
+    """A dark microphone with a wire grille, mostly outside the face outline below the mouth corner: neither
+    smooth nor unlike the face by colour alone, it is found from the person segmentation (held objects are left
+    half out of the person) and kept on top, unmoved; the lips stay animated (it covers none of them)."""
+    image, microphone = with_microphone(photo)
+    prepared = generator.prepare(image)
+    rig = prepared.rig
+    head = _in_crop(microphone, prepared.face)
+    assert head.sum() > 1000
+    assert rig.occlusion.mask[head].mean() > 0.97
+    assert "object" in rig.occlusion.sources and not rig.occlusion.mouth_hidden
+    assert any("object in front of the mouth or chin" in w for w in prepared.warnings)
+    reference = prepared.face.image.astype(int)
+    frames = list(generator.render_motion(prepared, _motion(12)))
+    worst = max(int(np.abs(f.astype(int) - reference)[head].max()) for f in frames)
+    assert worst <= 1, worst
+    moved = max(float(np.abs(f.astype(int) - reference)[~rig.occlusion.mask].mean()) for f in frames)
+    assert moved > 1.0, moved
+    # Negative control: with occlusion handling off the chin and jaw drag the grille along.
+    plain = PreparedFace(face=prepared.face, rig=build_rig(prepared.face, RenderConfig(occlusion=False), rig.device))
+    changed = max(
+        float((np.abs(f.astype(int) - reference)[head].max(-1) > 10).mean())
+        for f in generator.render_motion(plain, _motion(12))
+    )
+    assert changed > 0.05, changed
+
+
+def test_microphone_in_the_background_is_not_an_occluder(generator: TalkingFaceGenerator, photo: np.ndarray) -> None:
+    """Negative control of the detection: the same microphone beside the jaw, clear of the face, is background
+    the still-background composite already keeps; it is not claimed as an occluder and gets no warning."""
+    image, _ = with_microphone(photo, place="aside")
+    prepared = generator.prepare(image)
+    assert "object" not in prepared.rig.occlusion.sources
+    assert prepared.warnings == []
 
 
 def test_clear_face_has_no_occluder_and_no_warning(prepared: PreparedFace) -> None:
@@ -107,7 +155,7 @@ def test_covered_eyes_are_neither_blinked_nor_moved(generator: TalkingFaceGenera
     motion.gaze_x[1] = 0.8
     covered = list(generator.render_motion(prepared, motion))
     np.testing.assert_array_equal(covered[0], covered[1])
-    plain = PreparedFace(face=prepared.face, rig=FaceRig(prepared.face, RenderConfig(occlusion=False),
+    plain = PreparedFace(face=prepared.face, rig=build_rig(prepared.face, RenderConfig(occlusion=False),
                                                           prepared.rig.device))  # fmt: skip
     drawn = list(generator.render_motion(plain, motion))
     assert np.abs(drawn[0].astype(int) - drawn[1].astype(int)).max() > 30
@@ -124,8 +172,43 @@ def test_warnings_survive_a_reused_generator(example_photo: Path) -> None:
 
 @pytest.mark.shared_media
 @pytest.mark.slow
+def test_real_microphone_below_the_mouth_stays_untouched(generator: TalkingFaceGenerator, shared_media: Path) -> None:
+    """The black-and-white podium-microphone portrait: the grille below the mouth corner (dark on dark skin,
+    textured, mostly outside the face outline) is found, reported, and left untouched in every frame."""
+    path = next((shared_media / "portraits").glob("bw_dark_skin_man_microphone_*"))
+    prepared = generator.prepare(load_image(path.read_bytes(), max_pixels=50_000_000))
+    occlusion, face = prepared.rig.occlusion, prepared.face
+    assert "object" in occlusion.sources and not occlusion.mouth_hidden
+    assert any("object in front of the mouth or chin" in w for w in prepared.warnings)
+    # Where it is: below the mouth, past its corner on the image right, and microphone-sized.
+    iod = face.inter_ocular
+    ys, xs = np.nonzero(occlusion.mask)
+    corner = face.landmarks[291, :2]
+    assert (0.2 * iod) ** 2 < len(ys) < (1.0 * iod) ** 2, len(ys)
+    assert ys.mean() > corner[1] and xs.mean() > corner[0]
+    assert np.hypot(xs.mean() - corner[0], ys.mean() - corner[1]) < iod
+    # The grille itself: its dark pixels, inside the mask away from its feathered edge.
+    inner = cv2.erode(occlusion.mask.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool)
+    grille = inner & (face.image.mean(-1) < 90)
+    assert grille.sum() > (0.15 * iod) ** 2
+    reference = face.image.astype(int)
+    frames = list(generator.render_motion(prepared, _motion(12)))
+    worst = max(int(np.abs(f.astype(int) - reference)[grille].max()) for f in frames)
+    assert worst <= 1, worst
+    # Negative control: without occlusion handling the jaw and head drag the grille.
+    plain = PreparedFace(face=face, rig=build_rig(face, RenderConfig(occlusion=False), prepared.rig.device))
+    changed = max(
+        float((np.abs(f.astype(int) - reference)[grille].max(-1) > 10).mean())
+        for f in generator.render_motion(plain, _motion(12))
+    )
+    assert changed > 0.05, changed
+
+
+@pytest.mark.shared_media
+@pytest.mark.slow
 def test_real_photos_occluders_found_and_clear_faces_left_alone(shared_media: Path) -> None:
-    """Every development portrait: the hand over a mouth, the hand on a chin and the hat over the eyes are found;
+    """Every development portrait: the hand over a mouth, the hand on a chin, the microphone below a mouth and the
+    hat over the eyes are found;
     no other face (beards, glasses, paintings, a statue, cartoons, a turned head) gets an occluder or a warning."""
     from generation.face import analyze_face
     from generation.occlusion import find_occluders
@@ -134,6 +217,7 @@ def test_real_photos_occluders_found_and_clear_faces_left_alone(shared_media: Pa
         "occluded_hand_over_mouth_": lambda o: o.mouth_hidden and "hand" in o.sources,
         "hand_on_chin_": lambda o: "hand" in o.sources and not o.mouth_hidden,
         "hat_over_eyes_": lambda o: o.eyes_covered == (True, True) and not o.mouth_hidden,
+        "bw_dark_skin_man_microphone_": lambda o: "object" in o.sources and not o.mouth_hidden and o.warnings,
     }
     wrong: list[str] = []
     for path in sorted((shared_media / "portraits").iterdir()):

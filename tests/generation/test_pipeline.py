@@ -12,12 +12,11 @@ from PIL import Image
 
 from generation import AudioTrack, NoFaceFound, TalkingFaceGenerator, load_audio
 from generation.audio_features import extract_features
-from generation.deform import inner_lip_gap
 from generation.face import analyze_face
 from generation.generator import PreparedFace
 from generation.motion import MotionConfig, MotionState, blink_track, motion_from_audio
-from generation.render import Renderer
-from generation.rig import FaceRig, RenderConfig
+from generation.render import RenderConfig, Renderer, build_rig
+from generation.render.deform import inner_lip_gap
 
 
 def _speech_with_pause(example_audio: Path) -> AudioTrack:
@@ -154,7 +153,7 @@ def test_generator_example_photo_one_second(generator: TalkingFaceGenerator, pre
 
 
 def test_rig_builds_on_any_device_argument(prepared: PreparedFace) -> None:
-    rig = FaceRig(prepared.face, RenderConfig(), torch.device("cpu"))
+    rig = build_rig(prepared.face, RenderConfig(), torch.device("cpu"))
     assert rig.triangles.shape[1] == 3 and rig.image.shape == (1, 3, 512, 512)
 
 
@@ -164,5 +163,5 @@ def test_render_on_cuda_matches_cpu(prepared: PreparedFace) -> None:
     motion = MotionState.neutral(3)
     motion.jaw_open[:] = [0.0, 0.1, 0.2]
     cpu = Renderer(prepared.rig).render(motion)
-    gpu = Renderer(FaceRig(prepared.face, RenderConfig(), torch.device("cuda"))).render(motion)
+    gpu = Renderer(build_rig(prepared.face, RenderConfig(), torch.device("cuda"))).render(motion)
     assert np.abs(cpu.astype(int) - gpu.astype(int)).mean() < 1.0

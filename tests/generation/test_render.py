@@ -6,12 +6,11 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from generation.deform import inner_lip_gap
 from generation.face import LANDMARKS, _crop_square
 from generation.generator import PreparedFace
 from generation.motion import MotionState
-from generation.render import Renderer
-from generation.rig import FaceRig, RenderConfig
+from generation.render import RenderConfig, Renderer, build_rig
+from generation.render.deform import inner_lip_gap
 
 
 def _signed_areas(verts: np.ndarray, triangles: np.ndarray) -> np.ndarray:
@@ -58,7 +57,7 @@ def test_open_source_mouth_is_closed_and_its_teeth_reused(prepared: PreparedFace
     y1 = y0 + int(0.05 * rig.iod)
     photo = prepared.face.image[y0:y1, x0:x1].astype(int)
     own = np.abs(Renderer(rig).render(motion)[0][y0:y1, x0:x1].astype(int) - photo).mean()
-    painted_rig = FaceRig(prepared.face, RenderConfig(open_mouth_gap=10.0), rig.device)  # never reuses the photo's
+    painted_rig = build_rig(prepared.face, RenderConfig(open_mouth_gap=10.0), rig.device)  # never reuses the photo's
     painted = np.abs(Renderer(painted_rig).render(motion)[0][y0:y1, x0:x1].astype(int) - photo).mean()
     assert own < 12.0 and painted > own + 10.0, (own, painted)
 
@@ -110,7 +109,7 @@ def test_background_stays_still_while_the_head_turns(prepared: PreparedFace) -> 
     assert background.sum() > 500
     photo = rig.base.image.astype(int)
     still = Renderer(rig).render(motion)[0].astype(int)
-    moving_rig = FaceRig(prepared.face, RenderConfig(still_background=False), rig.device)
+    moving_rig = build_rig(prepared.face, RenderConfig(still_background=False), rig.device)
     moving = Renderer(moving_rig).render(motion)[0].astype(int)
     err_still = np.abs(still - photo)[background].mean()
     err_moving = np.abs(moving - photo)[background].mean()

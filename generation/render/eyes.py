@@ -9,30 +9,18 @@ the covered area is pulled toward that skin's colour, keeping the warped texture
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from generation.face import LANDMARKS
+from generation.render.rig import FaceRig
 
-if TYPE_CHECKING:
-    from generation.rig import FaceRig
-
-__all__ = ["lid_tone", "shade_closing_lids"]
+__all__ = ["shade_closing_lids"]
 
 _EYES = (LANDMARKS.RIGHT_LID_PAIRS, LANDMARKS.LEFT_LID_PAIRS)
 _CREASES = (LANDMARKS.RIGHT_LID_CREASE, LANDMARKS.LEFT_LID_CREASE)
-
-
-def lid_tone(image: np.ndarray, landmarks: np.ndarray, down: np.ndarray, iod: float) -> np.ndarray:
-    """(3,) RGB of lit skin near the eyes: the median of the cheek just under both lower lids."""
-    lower = [p[1] for pairs in _EYES for p in pairs[1:-1]]
-    points = landmarks[lower, :2] + 0.15 * iod * down
-    ij = np.clip(np.round(points).astype(int), 0, image.shape[0] - 1)
-    return np.median(image[ij[:, 1], ij[:, 0]].astype(np.float64), axis=0)
 
 
 def shade_closing_lids(rig: FaceRig, frame: torch.Tensor, closed: np.ndarray, opened: np.ndarray,

@@ -3,24 +3,20 @@
 An open source mouth (a smile with teeth, an 'O', a yawn) would otherwise stretch its tongue and palate into a
 tube on every frame. The lips are brought together by a spline-spread warp of the mesh, the opening is inpainted
 out of the lips first so no cavity shows along the closed line, and the photo's own interior is kept elsewhere
-(``generation.mouth.MouthSource``) as the texture of later openings.
+(``generation.render.mouth_source.MouthSource``) as the texture of later openings.
 """
 
 from __future__ import annotations
-
-from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 from scipy.interpolate import RBFInterpolator
 from scipy.spatial import Delaunay
 
-from generation.deform import N_MESH
 from generation.face import LANDMARKS, FaceAnalysis
-from generation.render import Renderer
-
-if TYPE_CHECKING:
-    from generation.rig import FaceRig
+from generation.render.deform import N_MESH
+from generation.render.rig import FaceRig
+from generation.render.warp import Warper
 
 __all__ = ["closed_face"]
 
@@ -39,7 +35,7 @@ def closed_face(rig: FaceRig, face: FaceAnalysis) -> FaceAnalysis:
     # travel a whole mouth height; triangles between the meeting lips simply have no area here.
     triangles = Delaunay(targets[0]).simplices.astype(np.int64)  # (K, 3)
     source = _lips_over_opening(face, rebuild=rig.config.rebuild_closed_lips)
-    image = Renderer(rig).warp(targets, triangles, source=source)[0]  # (H, W, 3) uint8
+    image = Warper(rig).warp(targets, triangles, source=source)[0]  # (H, W, 3) uint8
     image = _relaxed_upper_lip(image, targets[0, :N_MESH])
     image = _lip_seam(image, targets[0, list(LANDMARKS.INNER_UPPER)], rig.lip_color, rig.iod)
     landmarks = face.landmarks.copy()

@@ -1,36 +1,29 @@
-"""Renderer: draw a frame from the rig's target vertices by an inverse piecewise-affine warp.
+"""The mesh warp: draw a frame from target vertices by an inverse piecewise-affine warp of the rig's photo.
 
 For every output pixel we find the triangle of the *target* mesh it lies in (a triangle-id raster), map it back
 through that triangle's affine transform to the photo, and sample with ``grid_sample``. Because the map goes
 output -> source, every output pixel gets exactly one source pixel: lips never fold and there are no holes.
-Inside the opened inner-lip contour ``generation.mouth`` draws the interior instead of stretching the lips.
 The person is composited over the photo's still background, so only the person moves.
 
 All tensor maths runs on ``device`` (CPU or CUDA unchanged); only the triangle-id raster is drawn with OpenCV on
-the CPU (a few ms) and uploaded.
+the CPU (a few ms) and uploaded. ``generation.render.closing`` uses the warp alone to close an open mouth;
+``generation.render.renderer`` adds the mouth interior, the lids and the occluders on top.
 """
 
 from __future__ import annotations
-
-from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from generation.eyes import shade_closing_lids
-from generation.motion import MotionState
-from generation.mouth import draw_mouth_interior
+from generation.render.rig import FaceRig
 
-if TYPE_CHECKING:
-    from generation.rig import FaceRig
-
-__all__ = ["Renderer"]
+__all__ = ["Warper"]
 
 
-class Renderer:
-    """Draws frames of one prepared face. Thread-compatible (no shared mutable state across calls)."""
+class Warper:
+    """Warps one rig's photo to target meshes. Thread-compatible (no shared mutable state across calls)."""
 
     def __init__(self, rig: FaceRig) -> None:
         self.rig = rig
@@ -40,48 +33,9 @@ class Renderer:
             torch.arange(size, dtype=torch.float32, device=rig.device) + 0.5,
             indexing="ij",
         )
-        self._pixels = torch.stack([xs, ys], -1)  # (H, W, 2) pixel centres
+        self.pixels = torch.stack([xs, ys], -1)  # (H, W, 2) pixel centres
         self._tri_cpu = rig.triangles.astype(np.int32)
         self._facing = np.sign(_twice_signed_areas(rig.source_vertices, self._tri_cpu))  # (K,) front faces
-
-    @torch.no_grad()
-    def render(self, motion: MotionState) -> np.ndarray:
-        """Render len(motion) frames. Returns (B, size, size, 3) uint8 RGB.
-
-        Occluders found at rig time (a hand over the mouth, a hat over the eyes) stay on top, unmoved: the lips
-        under a mostly covered mouth get no interior, a covered eye neither blinks nor looks around, and the
-        photo's own occluder pixels are pasted over the finished frame.
-        """
-        occlusion = self.rig.occlusion
-        if any(occlusion.eyes_covered):
-            motion = motion.select(np.arange(len(motion)))  # a copy: the caller's motion is left as it was
-            right, left = occlusion.eyes_covered
-            if right:
-                motion.blink_r[:] = 0.0
-            if left:
-                motion.blink_l[:] = 0.0
-            motion.gaze_x[:] = 0.0  # both irises move together: one hidden, neither moves
-            motion.gaze_y[:] = 0.0
-        targets = self.rig.deform(motion)  # (B, V, 2)
-        out = self._warp(targets)
-        if not occlusion.mouth_hidden:
-            for b in range(len(targets)):
-                draw_mouth_interior(self.rig, self._pixels, out[b], targets[b])
-        blinking = np.nonzero(np.maximum(motion.blink_l, motion.blink_r) > 0.2)[0]
-        if len(blinking):
-            opened = motion.select(blinking)
-            opened.blink_l[:] = 0.0
-            opened.blink_r[:] = 0.0
-            open_targets = self.rig.deform(opened)
-            for j, b in enumerate(blinking):
-                amounts = (float(motion.blink_r[b]), float(motion.blink_l[b]))
-                shade_closing_lids(self.rig, out[b], targets[b], open_targets[j], amounts)
-        if self.rig.occluder_alpha is not None:
-            assert self.rig.occluder_rgb is not None
-            y0, y1, x0, x1 = self.rig.occluder_box
-            region = out[:, y0:y1, x0:x1]
-            region.add_((self.rig.occluder_rgb - region).mul_(self.rig.occluder_alpha))
-        return out.clamp_(0, 255).round_().to(torch.uint8).cpu().numpy()
 
     @torch.no_grad()
     def warp(self, targets: np.ndarray, triangles: np.ndarray | None = None, source: np.ndarray | None = None
@@ -96,9 +50,9 @@ class Renderer:
         if source is not None:
             image = torch.from_numpy(source).to(device=self.rig.device, dtype=torch.float32)
             image = image.permute(2, 0, 1).unsqueeze(0).contiguous()
-        return self._warp(targets, triangles, image).clamp_(0, 255).round_().to(torch.uint8).cpu().numpy()
+        return self.frames(targets, triangles, image).clamp_(0, 255).round_().to(torch.uint8).cpu().numpy()
 
-    def _warp(self, targets: np.ndarray, triangles: np.ndarray | None = None, source: torch.Tensor | None = None
+    def frames(self, targets: np.ndarray, triangles: np.ndarray | None = None, source: torch.Tensor | None = None
               ) -> torch.Tensor:  # fmt: skip
         """(B, H, W, 3) float frames: every output pixel sampled from the base image through its triangle."""
         rig = self.rig
@@ -114,8 +68,8 @@ class Renderer:
         flat = affine.reshape(bsz * k, 6)
         offset = (torch.arange(bsz, device=rig.device) * k)[:, None, None]
         per_pixel = flat[(ids_t.long() + offset).reshape(-1)].reshape(bsz, rig.size, rig.size, 2, 3)
-        px = self._pixels[None, ..., 0:1]  # (1, H, W, 1)
-        py = self._pixels[None, ..., 1:2]
+        px = self.pixels[None, ..., 0:1]  # (1, H, W, 1)
+        py = self.pixels[None, ..., 1:2]
         src = per_pixel[..., 0] * px + per_pixel[..., 1] * py + per_pixel[..., 2]  # (B, H, W, 2)
         grid = src * (2.0 / rig.size) - 1.0  # align_corners=False convention
         if rig.person is None:

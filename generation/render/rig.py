@@ -2,72 +2,30 @@
 
 A rig holds the 478 mesh landmarks of the (possibly mouth-closed) base photo, the weights that say how much each
 landmark follows the jaw, the lip corners and the smile, the fixed and half-following anchors around the face, the
-depth-sorted triangle mesh, and the person mask that keeps the background still. ``generation.deform`` moves its
-vertices by a MotionState and ``generation.render`` draws them.
+depth-sorted triangle mesh, the colours measured from the photo (lips, lid skin, teeth) and the person mask that
+keeps the background still. ``generation.render.deform`` moves its vertices by a MotionState and
+``generation.render.renderer`` draws them. A rig is built by ``generation.render.build.build_rig``, which also
+closes an open source mouth (``rebase`` onto the closed photo): the rig itself knows nothing of the stages that
+draw from it.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import cv2
 import numpy as np
 import torch
 from scipy.spatial import Delaunay
 
-from generation.closing import closed_face
-from generation.deform import N_MESH, deform_landmarks
-from generation.eyes import lid_tone
 from generation.face import LANDMARKS, FaceAnalysis, segment_person
 from generation.motion import MotionState
-from generation.mouth import MouthSource
 from generation.occlusion import Occlusion, fill_occluded, find_occluders
+from generation.render.config import RenderConfig
+from generation.render.deform import N_MESH, deform_landmarks
+from generation.render.mouth_source import MouthSource
 
-__all__ = ["RenderConfig", "FaceRig"]
+__all__ = ["FaceRig", "background_plate"]
 
-
-@dataclass(frozen=True)
-class RenderConfig:
-    """Args:
-    ring_scale: anchor ring radius relative to the face oval (around the head, in hair/neck).
-    ring_follow: share of the oval's motion the ring follows (0 = fixed, 1 = rigid with the face).
-    border_anchors: anchors per image side (fixed: the background stays still).
-    teeth_height: visible upper-teeth height (IOD units) when the mouth is open enough.
-    lower_teeth_height: visible lower-teeth height (IOD units).
-    feather_px: softness of the mouth-interior edge.
-    lid_close: how far the upper lid travels to the lower lid at blink = 1.
-    brow_raise: brow lift (IOD units) at brow = 1.
-    lash_strip: height (IOD) of the strip above each upper-lid point that a blink carries down unstretched
-        (the lashes); only the lid skin above it stretches to cover the eye.
-    open_mouth_gap: a photo whose inner-lip gap (IOD) exceeds this is closed once at rig time, and its own
-        mouth interior (teeth, tongue) is kept as the texture of every later opening.
-    still_background: composite the warped person over the photo's own background (selfie segmentation), so
-        only the person moves; background a move reveals (behind hair, a turned cheek, a shoulder) is filled
-        from a clean plate: the photo's background with the person inpainted away.
-    own_teeth_max: the longest stretch (IOD) of the photo's interior shown hanging from the upper lip: about the
-        upper incisors' exposure; below it a wider opening shows the cavity, not the photo's lower rows again.
-    occlusion: find what covers the mouth or eyes (``generation.occlusion``: a hand, a cup, a hat brim) and keep
-        it on top and unmoved in every frame; a mostly covered mouth is not opened, a covered eye not blinked.
-    rebuild_closed_lips: when closing an open photo mouth, refill whatever of the interior lies inside the mesh's
-        lip contours (teeth, tongue) with the lips' own texture first; False closes by the warp alone (the naive
-        path, kept as the tests' negative control).
-    """
-
-    ring_scale: float = 1.45
-    ring_follow: float = 0.6
-    border_anchors: int = 8
-    teeth_height: float = 0.085
-    lower_teeth_height: float = 0.035
-    feather_px: float = 0.7
-    lid_close: float = 0.97
-    brow_raise: float = 0.07
-    head_pivot_depth: float = 0.6
-    lash_strip: float = 0.06
-    open_mouth_gap: float = 0.06
-    still_background: bool = True
-    own_teeth_max: float = 0.11
-    occlusion: bool = True
-    rebuild_closed_lips: bool = True
+_EYES = (LANDMARKS.RIGHT_LID_PAIRS, LANDMARKS.LEFT_LID_PAIRS)
 
 
 def _smoothstep(x: np.ndarray) -> np.ndarray:
@@ -88,6 +46,7 @@ class FaceRig:
         self.mouth_source: MouthSource | None = None
         self.person: torch.Tensor | None = None  # (1, 1, H, W) person probability of the photo
         self.plate_hwc: torch.Tensor | None = None  # (H, W, 3) the photo's background, person inpainted away
+        mask: np.ndarray | None = None  # the person probability, shared with the occlusion analysis
         if config.still_background:
             mask = segment_person(face.image)
             self.person = torch.from_numpy(mask).to(device=device, dtype=torch.float32)[None, None].contiguous()
@@ -95,7 +54,7 @@ class FaceRig:
             self.plate_hwc = torch.from_numpy(plate).to(device=device, dtype=torch.float32).contiguous()
         shape = face.image.shape[:2]
         self.occlusion = (
-            find_occluders(face.image, face.landmarks, face.inter_ocular) if config.occlusion
+            find_occluders(face.image, face.landmarks, face.inter_ocular, person=mask) if config.occlusion
             else Occlusion.nothing(shape)
         )  # fmt: skip
         # The photo's own pixels pasted over every frame, and their weight, inside the box (y0, y1, x0, x1) that
@@ -113,18 +72,26 @@ class FaceRig:
             self.occluder_alpha = alpha.to(device=device, dtype=torch.float32)[..., None].contiguous()
             # The face layer is warped from the photo with the occluder painted out: a moving head would otherwise
             # carry a second copy of the occluder's edge out from under the still one.
-            face = FaceAnalysis(image=fill_occluded(face.image, self.occlusion.mask), landmarks=face.landmarks,
-                                crop_box=face.crop_box)  # fmt: skip
+            reach = int(round(0.3 * face.inter_ocular))
+            filled = fill_occluded(face.image, self.occlusion.mask, person=mask, reach=reach)
+            face = FaceAnalysis(image=filled, landmarks=face.landmarks, crop_box=face.crop_box)
         self._setup(face)
-        self.photo_gap = self.rest_gap
-        if self.rest_gap > config.open_mouth_gap and not self.occlusion.mouth_hidden:
-            # An open source mouth would stretch its tongue and palate into a tube on every frame: close it once
-            # (lips meet, the chin comes up), animate from that closed base, and keep the photo's own interior
-            # (its real teeth) as the texture drawn into later openings. A mouth under a hand is left as the mesh
-            # sees it: its lip points lie on the hand, and closing them would warp the hand's pixels.
-            source = MouthSource.from_face(face, device)
-            self._setup(closed_face(self, face))
-            self.mouth_source = source
+        self.photo_gap = self.rest_gap  # the photo's own opening, kept when the base is closed
+
+    @property
+    def needs_closing(self) -> bool:
+        """Whether the photo's mouth is open wider than ``config.open_mouth_gap`` and not under an occluder.
+
+        A mouth under a hand is left as the mesh sees it: its lip points lie on the hand, and closing them would
+        warp the hand's pixels.
+        """
+        return self.rest_gap > self.config.open_mouth_gap and not self.occlusion.mouth_hidden
+
+    def rebase(self, closed: FaceAnalysis, mouth_source: MouthSource) -> None:
+        """Animate from ``closed`` (the photo with its mouth closed) from now on, keeping the photo's own mouth
+        interior as the texture of later openings. ``photo_gap`` still says how open the photo was."""
+        self._setup(closed)
+        self.mouth_source = mouth_source
 
     def _setup(self, face: FaceAnalysis) -> None:
         """Everything derived from one (photo, landmarks) pair: frame, weights, anchors, mesh, colours."""
@@ -162,7 +129,7 @@ class FaceRig:
             self.background = (1.0 - self.person[0, 0]).contiguous()  # (H, W)
             self.photo_background_hwc = self.image[0].permute(1, 2, 0).contiguous()  # (H, W, 3): stays still
         self.lip_color = self._lip_color(face.image)
-        self.lid_tone = lid_tone(face.image, lm, v, self.iod)
+        self.lid_tone = _lid_tone(face.image, lm, v, self.iod)
         luminance = float(face.image[..., :3].mean())
         self.teeth_color = np.array([222.0, 214.0, 198.0]) * np.clip(luminance / 120.0, 0.65, 1.05)
 
@@ -322,6 +289,15 @@ class FaceRig:
         """Target vertex positions (mesh, ring, lash strip, border) for each frame: (B, V, 2) float64."""
         return deform_landmarks(self, motion)
 
+
+
+def _lid_tone(image: np.ndarray, landmarks: np.ndarray, down: np.ndarray, iod: float) -> np.ndarray:
+    """(3,) RGB of lit skin near the eyes: the median of the cheek just under both lower lids (the colour
+    ``generation.render.eyes`` pulls a closing lid toward)."""
+    lower = [p[1] for pairs in _EYES for p in pairs[1:-1]]
+    points = landmarks[lower, :2] + 0.15 * iod * down
+    ij = np.clip(np.round(points).astype(int), 0, image.shape[0] - 1)
+    return np.median(image[ij[:, 1], ij[:, 0]].astype(np.float64), axis=0)
 
 
 def _smooth_rim_depth(landmarks: np.ndarray, iod: float, width: float = 0.45, passes: int = 4) -> np.ndarray:

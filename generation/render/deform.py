@@ -1,26 +1,57 @@
 """Moving the rig's vertices: expression, blink, gaze and head pose applied to the 3D landmarks, then projected.
 
-Pure numpy on small arrays (a few hundred vertices per frame); the pixels are drawn by ``generation.render``.
+Pure numpy on small arrays (a few hundred vertices per frame); the pixels are drawn by
+``generation.render.renderer``. This module sits below the rig (the rig triangulates a deformed pose when it is
+set up), so it names what it reads from one as the ``Skeleton`` protocol instead of importing ``FaceRig``.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 
 from generation.face import LANDMARKS
 from generation.motion import MotionState
+from generation.render.config import RenderConfig
 
-if TYPE_CHECKING:
-    from generation.rig import FaceRig
-
-__all__ = ["N_MESH", "deform_landmarks", "inner_lip_gap"]
+__all__ = ["N_MESH", "Skeleton", "deform_landmarks", "inner_lip_gap"]
 
 N_MESH = 478
 
 
-def deform_landmarks(rig: FaceRig, motion: MotionState) -> np.ndarray:
+class Skeleton(Protocol):
+    """What deformation reads from a rig (``generation.render.rig.FaceRig`` provides it).
+
+    Attributes:
+        config: brow, lid, head-pivot and ring-follow settings. size: crop side (px).
+        landmarks: (478, 3) base landmarks. u, v: (2,) the eye line and "down" in the face. iod: inter-ocular px.
+        rest_gap: the base's inner-lip gap (IOD). mouth_half_width: px.
+        jaw_weight, jaw_close_weight, width_weight, smile_weight: (478,) how much each landmark follows.
+        ring, ring_parent: anchors around the head and the oval points they follow; border: fixed anchors.
+        lash_parent, lash_offset: the lash-strip vertices' lid points and offsets.
+    """
+
+    config: RenderConfig
+    size: int
+    landmarks: np.ndarray
+    u: np.ndarray
+    v: np.ndarray
+    iod: float
+    rest_gap: float
+    mouth_half_width: float
+    jaw_weight: np.ndarray
+    jaw_close_weight: np.ndarray
+    width_weight: np.ndarray
+    smile_weight: np.ndarray
+    ring: np.ndarray
+    ring_parent: np.ndarray
+    border: np.ndarray
+    lash_parent: np.ndarray
+    lash_offset: np.ndarray
+
+
+def deform_landmarks(rig: Skeleton, motion: MotionState) -> np.ndarray:
     """Apply expression, blink, gaze and head pose to the rig's landmarks.
 
     Returns:
