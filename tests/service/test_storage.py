@@ -225,3 +225,44 @@ def test_sweep_deletes_bucket_uploads_no_unfinished_job_needs(s3_server: S3Serve
     assert sorted(swept.objects) == ["uploads/det_orphan/clip.mp4", "uploads/req_failed/photo.png"]
     assert store.exists("uploads/req_queued/photo.png")
     rt.close()
+
+
+def test_a_staged_output_replaces_the_output_only_when_committed(store: Storage, tmp_path: Path) -> None:
+    """A run stages its finished video first (the bucket upload) and makes it the output in one quick step inside the
+    completion's transaction: until then the output keeps its old bytes, and a run that never commits (its lease
+    was lost, it failed) leaves nothing behind."""
+    key = "outputs/gen_x.mp4"
+    old, old_sha = _file(tmp_path / "old.mp4", 1000)
+    store.put_file(old, key)
+    target = store.output_target(store.location(key), work_dir=tmp_path / "work")
+    target.check_writable()
+
+    lost, _ = _file(target.staging_dir / ".gen_x.mp4.aaaa.signed.part.mp4", 2000)
+    staged = target.stage(lost)
+    assert hashlib.sha256(b"".join(store.iter_bytes(key))).hexdigest() == old_sha  # not the output yet
+    staged.discard()  # this run lost its lease: its video never becomes the output
+    assert hashlib.sha256(b"".join(store.iter_bytes(key))).hexdigest() == old_sha
+    if staged.staged_key is not None:
+        assert not store.exists(staged.staged_key)
+
+    won, won_sha = _file(target.staging_dir / ".gen_x.mp4.bbbb.signed.part.mp4", 3000)
+    staged = target.stage(won)
+    staged.commit()
+    staged.discard()  # a no-op once committed
+    assert hashlib.sha256(b"".join(store.iter_bytes(key))).hexdigest() == won_sha
+    if staged.staged_key is not None:
+        assert not store.exists(staged.staged_key)  # moved, not copied
+
+
+def test_sweep_deletes_staged_outputs_a_killed_run_left_in_the_bucket(s3_server: S3Server, tmp_path: Path) -> None:
+    from service.runtime import Runtime, initialize
+    from service.sweep import sweep_stale_files
+
+    settings = Settings(data_dir=tmp_path / "data", **s3_server.settings(s3_server.new_bucket()))
+    initialize(settings)
+    rt = Runtime(settings)
+    src, _ = _file(tmp_path / "staged.mp4", 10)
+    rt.storage.put_file(src, "staging/.gen_y.mp4.cccc.signed.part.mp4")
+    assert sweep_stale_files(rt, older_than=3600).objects == []  # a run may still be about to commit it
+    assert sweep_stale_files(rt, older_than=-5).objects == ["staging/.gen_y.mp4.cccc.signed.part.mp4"]
+    rt.close()
