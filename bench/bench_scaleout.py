@@ -76,6 +76,78 @@ def parent_pid(pid: int) -> int | None:
         return None
 
 
+def start_s3(tmp: Path) -> tuple[dict[str, str], subprocess.Popen[bytes]]:
+    """moto_server (a real S3-compatible HTTP server) on a loopback port, with a fresh bucket."""
+    import boto3
+
+    port = free_port()
+    with open(tmp / "moto.log", "wb") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], stdout=fh, stderr=fh
+        )
+    endpoint = f"http://127.0.0.1:{port}"
+    storage = {
+        "storage_url": "s3://provatar-scaleout/site",
+        "s3_endpoint_url": endpoint,
+        "s3_region": "us-east-1",
+        "s3_access_key_id": "bench",
+        "s3_secret_access_key": "bench-secret",
+    }
+    client = boto3.client(
+        "s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="bench", aws_secret_access_key="x"
+    )
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            client.create_bucket(Bucket="provatar-scaleout")
+            return storage, proc
+        except Exception:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise SystemExit("moto_server did not start:\n" + (tmp / "moto.log").read_text()[-2000:]) from None
+            time.sleep(0.2)
+
+
+def worker_machine_env(env: dict[str, str], api: Settings, data: Path) -> dict[str, str]:
+    """A worker as on another machine: its own empty data dir holding only a copy of the service keys; the signing
+    certificate, the audit key and witness are configuration it is given (a deployment mounts or injects them)."""
+    shutil.copytree(api.keys_dir, data / "keys")
+    return {
+        **env,
+        "PROVATAR_DATA_DIR": str(data),
+        "PROVATAR_SIGNING_CERT_CHAIN": str(api.cert_chain_path),
+        "PROVATAR_SIGNING_KEY": str(api.signing_key_path),
+        "PROVATAR_TRUST_ANCHORS": str(api.trust_anchors_path),
+        "PROVATAR_AUDIT_SIGNING_KEY": str(api.audit_signing_key or api.keys_dir / "audit_ed25519.pem"),
+        "PROVATAR_AUDIT_WITNESS_PATH": str(api.witness_path),
+    }
+
+
+def check_outputs_in_bucket(base: str, creds: tuple[str, str], rt: Runtime, rows: dict[str, Generation]) -> list[str]:
+    """Each succeeded job's video is an object in the bucket whose SHA-256 is the audited one."""
+    import hashlib
+
+    audited = {
+        e.details["generation_id"]: e.details["output_sha256"]
+        for e in rt.audit.query(action="generation.completed", limit=10_000)
+    }
+    problems = []
+    for gen_id, gen in rows.items():
+        if gen.status != JobStatus.succeeded:
+            continue
+        key = rt.storage.key_of(str(gen.output_path))
+        if key is None or not str(gen.output_path).startswith("s3://"):
+            problems.append(f"{gen_id}: output {gen.output_path} is not in the bucket")
+            continue
+        digest = hashlib.sha256(b"".join(rt.storage.iter_bytes(key))).hexdigest()
+        if digest != audited.get(gen_id):
+            problems.append(f"{gen_id}: the stored video is not the audited one")
+    staged = list(rt.storage.list_older("staging/", older_than=-60))  # type: ignore[attr-defined]
+    if staged:
+        problems.append(f"staged outputs left in the bucket: {staged}")
+    print(f"outputs in the bucket: {sum(g.status == JobStatus.succeeded for g in rows.values())} checked by SHA-256")
+    return problems
+
+
 async def one_client(
     base: str, creds: tuple[str, str], subject: str, photo: bytes, audio: bytes, jobs: int, submitted: dict[str, float]
 ) -> None:
@@ -102,6 +174,12 @@ def main() -> None:  # noqa: C901 - one linear script: set up, run, kill, check,
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--lease", type=float, default=10.0, help="PROVATAR_JOB_LEASE_SECONDS for the run")
     ap.add_argument("--timeout", type=float, default=900.0)
+    ap.add_argument(
+        "--s3",
+        action="store_true",
+        help="outputs and uploads in an S3 bucket (moto_server on loopback); each worker gets its own data dir, as "
+        "on another machine: only PostgreSQL, Redis, the bucket and the keys are shared",
+    )
     args = ap.parse_args()
 
     import redis
@@ -116,11 +194,15 @@ def main() -> None:  # noqa: C901 - one linear script: set up, run, kill, check,
 
     tmp = Path(tempfile.mkdtemp(prefix="provatar-scaleout-"))
     procs: list[subprocess.Popen[bytes]] = []
+    storage: dict[str, str] = {}
+    if args.s3:
+        storage, moto = start_s3(tmp)
+        procs.append(moto)
     workers: dict[int, str] = {}  # pid (and process group) -> name
     failures: list[str] = []
     rt: Runtime | None = None
     try:
-        settings = Settings(data_dir=tmp / "data", database_url=db_url, broker_url=REDIS_URL)
+        settings = Settings(data_dir=tmp / "data", database_url=db_url, broker_url=REDIS_URL, **storage)
         initialize(settings)
         rt = Runtime(settings)
         subject, _ = consent_ops.enroll(
@@ -149,6 +231,7 @@ def main() -> None:  # noqa: C901 - one linear script: set up, run, kill, check,
             "PROVATAR_RATE_LIMITS_ENABLED": "false",
             "PYTHONPATH": str(ROOT),
             "PYTHONUNBUFFERED": "1",
+            **{f"PROVATAR_{k.upper()}": v for k, v in storage.items()},
         }
         cli = [sys.executable, "-c", "from service.cli import main; main()"]
         port = free_port()
@@ -160,7 +243,7 @@ def main() -> None:  # noqa: C901 - one linear script: set up, run, kill, check,
             with open(logs[f"worker{i}"], "wb") as fh:
                 proc = subprocess.Popen(
                     [*cli, "worker", "--concurrency", "1", "--loglevel", "info"],
-                    env=env,
+                    env=worker_machine_env(env, settings, tmp / f"worker{i}-machine") if args.s3 else env,
                     stdout=fh,
                     stderr=fh,
                     start_new_session=True,
@@ -246,6 +329,8 @@ def main() -> None:  # noqa: C901 - one linear script: set up, run, kill, check,
             )
             if gen.attempts < 2 or requeued.count(gen.id) != 1:
                 failures.append(f"the killed job {gen.id} was not retried once (attempts {gen.attempts})")
+        if args.s3:  # every video is in the bucket, as audited; the API serves it though no worker ran on its disk
+            failures += check_outputs_in_bucket(base, creds[0], rt, rows)
         verify = subprocess.run([*cli, "audit", "verify"], env=env, capture_output=True, text=True, timeout=300)
         print(f"provatar audit verify: exit {verify.returncode}: {verify.stdout.strip() or verify.stderr.strip()}")
         if verify.returncode != 0:
@@ -256,7 +341,8 @@ def main() -> None:  # noqa: C901 - one linear script: set up, run, kill, check,
         succeeded = sum(g.status == JobStatus.succeeded for g in rows.values())
         print(
             f"{len(submitted)} jobs of {args.seconds:.1f} s audio, {args.clients} clients, {args.workers} workers x "
-            f"concurrency 1, PostgreSQL + Redis, lease {args.lease:.0f} s; {os.cpu_count()} CPUs"
+            f"concurrency 1, PostgreSQL + Redis{' + S3 (moto_server)' if args.s3 else ''}, lease {args.lease:.0f} s; "
+            f"{os.cpu_count()} CPUs"
         )
         print(
             f"succeeded {succeeded}/{len(submitted)}; wall {wall:.1f} s; {60 * len(submitted) / wall:.2f} jobs/minute"
