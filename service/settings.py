@@ -46,6 +46,13 @@ class Settings(BaseSettings):
     max_image_pixels: int = 40_000_000
     max_audio_seconds: float = 120.0
     max_detect_seconds: float = 600.0
+    live_stop_check_s: float = Field(
+        0.5,
+        gt=0,
+        le=10,
+        description="how often a live stream re-reads its consent and cancel flag (also while no audio arrives): "
+        "a revoked or expired consent stops the stream within this time plus one audio chunk's rendering",
+    )
 
     # --- identity gate: fused-dlib L2 distances in bands (match <= *_match, human review up to *_review), calibrated
     # person-disjoint by bench/calibrate_identity.py on ../shared/media (see bench/RESULTS.md) ---
