@@ -115,7 +115,7 @@ def test_a_second_face_pasted_small_is_counted_and_refused(
 ) -> None:
     photo = paste_face(astronaut, astronaut, astronaut_box, face_px, CORNER)
     # Negative control: the settings before issue 14 (40 px, 1024 px detection side) miss it.
-    before = FaceAnalyzer(min_face_px=40, max_side=1024, small_face_min_prob=0.95)
+    before = FaceAnalyzer(min_face_px=40, max_side=1024)
     assert before.count(photo) == 1
     faces = analyzer.detect(photo)
     assert len(faces) == 2
