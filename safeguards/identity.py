@@ -582,7 +582,7 @@ class FaceAnalyzer:
     window is 12 px; the pyramid starts at `_pyramid_min_px` (14), no upsampling. The block list sees them too: a
     face pasted at 20 px is 0.42-0.44 from the same person's reference (an outright block at <= 0.45), at 16 px
     0.45-0.50 (held for review), other people >= 0.59. Cost: the finest pyramid level is (12 / 14 * max_side)^2
-    pixels instead of (0.3 * 1024)^2 before, so counting takes 2.5-4x longer (+0.2-1.2 s per photo on 2 busy cores).
+    pixels instead of (0.3 * 1024)^2 before, so counting takes ~2.5x longer (+0.45 s median per photo on 2 busy cores).
 
     Args:
         embedder: the embedding backend; default: a process-wide `DlibEmbedder`.
