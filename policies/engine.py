@@ -185,10 +185,11 @@ def _messages(policy: LoadedPolicy, codes: list[str], facts: GenerationFacts) ->
 
 
 def _fill(template: str, values: dict[str, Any]) -> str:
-    """Fill {field} placeholders from the facts; a template that cannot be filled is returned as written."""
+    """Fill {field} placeholders from the facts; a template that cannot be filled (a field missing or None) is
+    returned as written."""
     try:
         names = {name for _, name, _, _ in string.Formatter().parse(template) if name}
-        if not names <= values.keys():
+        if not names <= values.keys() or any(values[name] is None for name in names):
             return template
         return template.format_map(values)
     except (ValueError, TypeError, KeyError, IndexError):

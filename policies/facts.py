@@ -50,6 +50,8 @@ class GenerationFacts:
     # Why the photo counts as poor (e.g. "small_face", "blurry", "turned", "occluded"); widens the bands.
     face_quality_issues: tuple[str, ...] = field(default_factory=tuple)
     photo_sha256: str | None = None
+    # The narrowest face (photo pixels) the count includes (it depends on the photo's size; stated in refusals).
+    smallest_face_px: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (for the audit entry)."""

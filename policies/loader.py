@@ -13,7 +13,7 @@ import cedarpy
 from policies.errors import PolicyLoadError
 
 DEFINITIONS = Path(__file__).parent / "definitions"
-DEFAULT_POLICY = DEFINITIONS / "generation.v2.cedar"
+DEFAULT_POLICY = DEFINITIONS / "generation.v3.cedar"
 _VERSION_RE = re.compile(r"^//\s*policy-version:\s*(\S+)\s*$", re.MULTILINE)
 _CODE_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 

@@ -391,10 +391,14 @@ class ReferencePhoto:
 def _single_face_embedding(analyzer: FaceAnalyzer, photo: ReferencePhoto) -> np.ndarray:
     """The embedding of the one face in a reference photo; a reference must show exactly one face."""
     faces = analyzer.faces(photo.image_rgb)
+    smallest = analyzer.smallest_counted_face_px(*photo.image_rgb.shape[:2])
     if not faces:
-        raise NoFaceInPhoto("no face was found in the reference photo; use a clear, frontal photo of the subject")
+        raise NoFaceInPhoto(
+            f"no face {smallest} px wide or more was found in the reference photo; use a clear, frontal photo of "
+            "the subject"
+        )
     if len(faces) > 1:
-        raise MultipleFacesInPhoto(len(faces))
+        raise MultipleFacesInPhoto(len(faces), smallest)
     return faces[0].embedding
 
 

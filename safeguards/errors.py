@@ -124,9 +124,13 @@ class MultipleFacesInPhoto(ConsentError):
 
     code = "multiple_faces"
 
-    def __init__(self, count: int) -> None:
-        super().__init__(f"the reference photo shows {count} faces; use a photo that shows only the subject's face")
+    def __init__(self, count: int, smallest_face_px: int | None = None) -> None:
+        counted = f" (faces {smallest_face_px} px wide or more are counted)" if smallest_face_px else ""
+        super().__init__(
+            f"the reference photo shows {count} faces{counted}; use a photo that shows only the subject's face"
+        )
         self.count = count
+        self.smallest_face_px = smallest_face_px
 
 
 class BlockedIdentityMatch(ConsentError):

@@ -134,4 +134,5 @@ def assess_generation_request(
         reviewed_by=tuple(reviewers),
         face_quality_issues=tuple(issues),
         photo_sha256=photo_sha256,
+        smallest_face_px=analyzer.smallest_counted_face_px(*photo_rgb.shape[:2]),
     )

@@ -26,6 +26,7 @@ Models are loaded once per process and shared; `FaceAnalyzer` is safe to call fr
 from __future__ import annotations
 
 import importlib.util
+import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -571,11 +572,26 @@ class FaceAnalyzer:
 
     Thread-safe: MTCNN runs without shared mutable state and the dlib networks are called under a lock.
 
+    Small faces count (issue 14): a second face pasted at 20 px into an enrolled photo must make it a two-face photo.
+    Boxes at least `min_face_px` (16) wide in the detection image are counted; the detection image is the photo
+    itself up to `max_side` (1536) pixels on the long side, else the photo downscaled to it. The size refusals state
+    (`smallest_counted_face_px`) is the one that is always counted: `stated_face_px` (20) in detection-image pixels,
+    i.e. 20 px up to 1536 px photos, 27 px at 2048, 53 px in a 4032x3024 phone photo. Measured with
+    bench/bench_small_faces.py (see bench/RESULTS.md "Small faces"): faces pasted at 18-45 px were found in every
+    photo tried (score >= 0.997); at 16 px in 3 of 4 (MTCNN boxes them at 15-16 px), at 12-14 px in none. MTCNN's
+    window is 12 px; the pyramid starts at `_pyramid_min_px` (14), no upsampling. The block list sees them too: a
+    face pasted at 20 px is 0.42-0.44 from the same person's reference (an outright block at <= 0.45), at 16 px
+    0.45-0.50 (held for review), other people >= 0.59. Cost: the finest pyramid level is (12 / 14 * max_side)^2
+    pixels instead of (0.3 * 1024)^2 before, so counting takes ~2.5x longer (+0.45 s median per photo on 2 busy cores).
+
     Args:
         embedder: the embedding backend; default: a process-wide `DlibEmbedder`.
-        min_face_px: faces narrower than this (full-image pixels) are ignored: too small to identify anyone.
+        min_face_px: the smallest face width counted, in detection-image pixels (see above).
         min_prob: MTCNN confidence a detection needs to count as a face. 0.95 rather than MTCNN's usual 0.9: on the
             shared media every real face scores >= 0.997 while a dark jacket fold in Obama's portrait scores 0.93.
+        small_face_min_prob: the confidence a face narrower than `small_face_px` needs. Small windows see less
+            context, so texture fools them more easily: at 16 px the shared media give one false face (18.6 px,
+            score 0.984, in a 2048 px portrait), while real faces pasted at 16-45 px all score >= 0.997.
         max_side: photos are downscaled to this longest side for detection only (speed); boxes are mapped back,
             embeddings are computed on the full-resolution photo.
         device: torch device for MTCNN.
@@ -584,24 +600,41 @@ class FaceAnalyzer:
     # MTCNN's stage thresholds and pyramid factor (facenet-pytorch defaults).
     _stage_thresholds = (0.6, 0.7, 0.7)
     _pyramid_factor = 0.709
+    # Where the pyramid starts (detection-image px): under min_face_px so that boxes MTCNN draws a little narrower
+    # than the face (a 20 px paste gets an 18 px box) are still found. MTCNN's own window is 12 px.
+    _pyramid_min_px = 14
+    # Faces narrower than this (detection-image px) need small_face_min_prob.
+    small_face_px = 40
+    # The narrowest face (detection-image px) that is always counted, the size refusals state (see above).
+    stated_face_px = 20
 
     def __init__(
         self,
         embedder: FaceEmbedder | None = None,
         *,
-        min_face_px: int = 40,
+        min_face_px: int = 16,
         min_prob: float = 0.95,
-        max_side: int = 1024,
+        small_face_min_prob: float = 0.99,
+        max_side: int = 1536,
         device: str = "cpu",
         quality_limits: QualityLimits | None = None,
     ) -> None:
         self.embedder: FaceEmbedder = embedder if embedder is not None else _shared(_load_default_embedder)
         self.min_face_px = int(min_face_px)
         self.min_prob = float(min_prob)
+        self.small_face_min_prob = float(small_face_min_prob)
         self.max_side = int(max_side)
         self.device = device
         self.quality_limits = quality_limits or QualityLimits()
         self._mtcnn = _shared(_load_mtcnn_nets, device)
+
+    def detection_scale(self, height: int, width: int) -> float:
+        """The factor a photo of this size is resized by for detection (1.0 up to `max_side`)."""
+        return min(1.0, self.max_side / max(height, width))
+
+    def smallest_counted_face_px(self, height: int, width: int) -> int:
+        """The narrowest face (photo pixels, rounded up) that is always counted in a photo of this size."""
+        return math.ceil(max(self.stated_face_px, self.min_face_px) / self.detection_scale(height, width))
 
     def detect(self, image_rgb: np.ndarray) -> list[tuple[FaceBox, float, np.ndarray]]:
         """Faces as (box, score, landmarks5) in full-image pixels, most confident first; no embeddings."""
@@ -611,13 +644,13 @@ class FaceAnalyzer:
 
         image = _check_image(image_rgb)
         h, w = image.shape[:2]
-        scale = min(1.0, self.max_side / max(h, w))
+        scale = self.detection_scale(h, w)
         small = image
         if scale < 1.0:
             size = (max(1, round(w * scale)), max(1, round(h * scale)))
             small = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
-        # The pyramid starts at the smallest face size wanted (in the downscaled image); 12 px is MTCNN's window.
-        min_size = max(12, int(self.min_face_px * scale))
+        # The pyramid starts a little under the smallest face counted (detection-image px); 12 px is MTCNN's window.
+        min_size = max(12, min(self._pyramid_min_px, self.min_face_px))
         m = self._mtcnn
         with torch.inference_mode():
             batch_boxes, batch_points = detect_face(
@@ -635,9 +668,11 @@ class FaceAnalyzer:
         found: list[tuple[FaceBox, float, np.ndarray]] = []
         for row, pts in zip(boxes, points, strict=True):
             score = float(row[4])
-            face = FaceBox(*(float(v) for v in row[:4])).scaled(1.0 / scale)
-            if score < self.min_prob or face.width < self.min_face_px:
+            width_px = float(row[2] - row[0])  # in the detection image
+            needed = self.small_face_min_prob if width_px < self.small_face_px else self.min_prob
+            if score < needed or width_px < self.min_face_px:
                 continue
+            face = FaceBox(*(float(v) for v in row[:4])).scaled(1.0 / scale)
             found.append((face, score, (pts / scale).astype(np.float32)))
         found.sort(key=lambda item: -item[1])
         return found

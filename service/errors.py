@@ -149,6 +149,20 @@ class Cancelled(ServiceError):
     exit_status = ExitStatus.DENIED
 
 
+class StreamStopped(ServiceError):
+    """A live stream was stopped while it ran: its subject's consent was revoked or expired (a policy refusal, 403,
+    WebSocket close 1008), or a cancel was requested (409)."""
+
+    code = "cancelled"
+    http_status = 409
+    exit_status = ExitStatus.DENIED
+
+    def __init__(self, message: str, *, code: str) -> None:
+        super().__init__(message, code=code)
+        if code != "cancelled":
+            self.http_status = 403
+
+
 class TooManyRequests(ServiceError):
     """A rate limit was hit; `retry_after` (whole seconds) becomes the Retry-After header."""
 

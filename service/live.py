@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +24,9 @@ from generation.streaming import StreamingSession
 from policies import PolicyDecision
 from safeguards.watermark import Watermarker, WatermarkPayload
 from service import job_state, leases
-from service.errors import Denied, describe
+from service.errors import Denied, StreamStopped, describe
 from service.marking import FrameMarker
-from service.models import JobStatus
+from service.models import Generation, JobStatus
 from service.pipeline import (
     ValidatedInputs,
     check_generation_policy,
@@ -37,6 +38,33 @@ from service.pipeline import (
 from service.runtime import Runtime
 
 JPEG_QUALITY = 90
+# How a stream that was stopped (consent gone, cancel requested) is recorded: cancelled, like a file job.
+_STOP_CODES = frozenset({"consent_revoked", "consent_expired", "cancelled"})
+
+
+def stop_reason(rt: Runtime, generation_id: str, consent_record_id: str | None) -> StreamStopped | None:
+    """Why a running live stream must stop now, or None. Reads the consent record the stream was admitted under
+    (revoked or expired since) and the job's cancel flag (set by a cancel request or by
+    `consent_ops.cancel_jobs_of_revoked_consent`, from any replica)."""
+    from safeguards.consent import ConsentRecord
+
+    now = datetime.now(UTC)
+    with rt.session() as session:
+        record = session.get(ConsentRecord, consent_record_id) if consent_record_id else None
+        gen = session.get(Generation, generation_id)
+        if record is not None:
+            if record.revoked_at is not None:
+                return StreamStopped(
+                    "the subject's consent was revoked during the stream; it was stopped", code="consent_revoked"
+                )
+            expires = record.expires_at if record.expires_at.tzinfo else record.expires_at.replace(tzinfo=UTC)
+            if expires <= now:
+                return StreamStopped(
+                    "the subject's consent expired during the stream; it was stopped", code="consent_expired"
+                )
+        if gen is not None and gen.cancel_requested_at is not None:
+            return StreamStopped("the stream was cancelled on request", code="cancelled")
+    return None
 
 
 @dataclass
@@ -52,9 +80,24 @@ class LiveStream:
     session: StreamingSession
     marker: FrameMarker
     heartbeat: leases.Heartbeat
+    consent_record_id: str | None = None
     started: float = field(default_factory=time.perf_counter)
     frames_sent: int = 0
     closed: bool = False
+    _next_check: float = 0.0
+
+    def check_allowed(self, *, force: bool = False) -> None:
+        """Raise StreamStopped when the stream may no longer run (consent revoked or expired, cancel requested).
+
+        Reads the database at most every `live_stop_check_s` seconds (chunks arrive many times a second) unless
+        `force`; called at every chunk boundary and, by the WebSocket route, while no audio arrives."""
+        now = time.monotonic()
+        if not force and now < self._next_check:
+            return
+        self._next_check = now + self.rt.settings.live_stop_check_s
+        reason = stop_reason(self.rt, self.generation_id, self.consent_record_id)
+        if reason is not None:
+            raise reason
 
     @property
     def fps(self) -> int:
@@ -67,6 +110,7 @@ class LiveStream:
 
     def push(self, samples: np.ndarray) -> list[bytes]:
         """Add mono float32 audio; returns the frames now ready (JPEG). Enforces the audio-length limit."""
+        self.check_allowed()
         limit = self.rt.settings.max_audio_seconds
         if self.session.duration_s + len(samples) / self.session.sample_rate > limit:
             raise Denied(
@@ -77,6 +121,7 @@ class LiveStream:
         return self._encode(self.session.push(samples))
 
     def finish(self) -> list[bytes]:
+        self.check_allowed(force=True)  # the last frames are sent only under a consent still in force
         frames = self._encode(self.session.finish())
         self.close(ok=True)
         return frames
@@ -100,7 +145,13 @@ class LiveStream:
             return
         self.closed = True
         self.heartbeat.stop()
-        status = JobStatus.succeeded if ok else (JobStatus.denied if code == "audio_too_long" else JobStatus.failed)
+        if ok:
+            status, action = JobStatus.succeeded, "generation.completed"
+        elif code in _STOP_CODES:
+            status, action = JobStatus.cancelled, "generation.cancelled"
+        else:
+            status = JobStatus.denied if code == "audio_too_long" else JobStatus.failed
+            action = "generation.failed"
         # Recorded with its audit entry, once, and only while this process still holds the stream's lease.
         job_state.move_audited(
             self.rt,
@@ -108,7 +159,7 @@ class LiveStream:
             status,
             conditions=[leases.held(self.heartbeat.lease.owner)],
             audit={
-                "action": "generation.completed" if ok else "generation.failed",
+                "action": action,
                 "actor": self.actor,
                 "subject": self.subject_id,
                 "outcome": "ok" if ok else "error",
@@ -212,4 +263,15 @@ def open_live_stream(
     )
     heartbeat = leases.Heartbeat(rt, lease)
     heartbeat.start()
-    return LiveStream(rt, gen.id, actor, subject_id, request_id, decision, session, marker, heartbeat)
+    return LiveStream(
+        rt,
+        gen.id,
+        actor,
+        subject_id,
+        request_id,
+        decision,
+        session,
+        marker,
+        heartbeat,
+        consent_record_id=facts.consent_record_id,
+    )

@@ -123,9 +123,13 @@ class Runtime:
         if self.settings.face_embedder == "facenet":
             if not self.settings.facenet_weights_path:
                 raise NotInitialized("face_embedder=facenet needs PROVATAR_FACENET_WEIGHTS_PATH")
-            return FaceAnalyzer(FacenetEmbedder(self.settings.facenet_weights_path, device=self.settings.device))
+            return FaceAnalyzer(
+                FacenetEmbedder(self.settings.facenet_weights_path, device=self.settings.device),
+                max_side=self.settings.face_detect_max_side,
+            )
         return FaceAnalyzer(
-            DlibEmbedder(num_jitters=self.settings.face_num_jitters, fuse=self.settings.face_fuse_views)
+            DlibEmbedder(num_jitters=self.settings.face_num_jitters, fuse=self.settings.face_fuse_views),
+            max_side=self.settings.face_detect_max_side,
         )
 
     @cached_property

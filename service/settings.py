@@ -46,6 +46,13 @@ class Settings(BaseSettings):
     max_image_pixels: int = 40_000_000
     max_audio_seconds: float = 120.0
     max_detect_seconds: float = 600.0
+    live_stop_check_s: float = Field(
+        0.5,
+        gt=0,
+        le=10,
+        description="how often a live stream re-reads its consent and cancel flag (also while no audio arrives): "
+        "a revoked or expired consent stops the stream within this time plus one audio chunk's rendering",
+    )
 
     # --- identity gate: fused-dlib L2 distances in bands (match <= *_match, human review up to *_review), calibrated
     # person-disjoint by bench/calibrate_identity.py on ../shared/media (see bench/RESULTS.md) ---
@@ -56,6 +63,13 @@ class Settings(BaseSettings):
     poor_photo_margin: float = Field(DEFAULT_POOR_PHOTO_MARGIN, description="band widening for poor photos")
     face_num_jitters: int = Field(1, ge=1, le=100, description="dlib jitters per view (cost: one pass each)")
     face_fuse_views: bool = Field(True, description="average 5-point, 68-point and mirrored dlib views")
+    face_detect_max_side: int = Field(
+        1536,
+        ge=512,
+        le=8192,
+        description="photos are downscaled to this long side to count faces; faces down to 20 px are counted up to "
+        "this size, 20 * long side / this in larger photos (detection time grows with its square)",
+    )
     review_approval_days: float = Field(30.0, gt=0, description="how long an identity-review approval stays valid")
     store_reference_photos: bool = False
     facenet_weights_path: Path | None = None

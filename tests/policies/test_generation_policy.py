@@ -23,8 +23,8 @@ from policies import (
 from policies.loader import DEFAULT_POLICY, schema_path_for
 
 # Pinned identity of the shipped policy: editing the policy or its schema must come with a new version line.
-PINNED_VERSION = "generation.v2"
-PINNED_HASH = "82818e4bccae2063589d180ccd7cb0dd1508ccce158f1be0b9c48181e7eee7e8"
+PINNED_VERSION = "generation.v3"
+PINNED_HASH = "f6f670da093379d0001d95e0274c19577fca9b67f00c1201415c313da8e952f8"
 
 
 def allowed_facts(**changes: Any) -> GenerationFacts:
@@ -45,6 +45,7 @@ def allowed_facts(**changes: Any) -> GenerationFacts:
         consent_clients=("client:abc",),
         audio_duration_s=9.7,
         max_audio_s=120.0,
+        smallest_face_px=16,
     )
     return dataclasses.replace(facts, **changes)
 
@@ -96,6 +97,10 @@ def test_messages_are_filled_from_the_facts() -> None:
     )
     assert "subj_1" in decision.messages["consent_revoked"]
     assert "3 faces" in decision.messages["multiple_faces"]
+    # The smallest face counted is stated (issue 14), and a fact that is missing leaves no "None" in a message.
+    assert "faces 16 px wide or more are counted" in decision.messages["multiple_faces"]
+    unknown = evaluate_generation(allowed_facts(face_count=0, subject_distance=None, smallest_face_px=None))
+    assert "None" not in unknown.messages["no_face"]
 
 
 def test_all_matching_reasons_in_priority_order() -> None:
@@ -232,11 +237,11 @@ def test_a_policy_without_permit_denies_with_policy_error(tmp_path: Path) -> Non
 @pytest.mark.parametrize(
     ("mutation", "match"),
     [
-        (lambda t: t.replace("// policy-version: generation.v2", "// no version"), "policy-version"),
+        (lambda t: t.replace("// policy-version: generation.v3", "// no version"), "policy-version"),
         (lambda t: t.replace("context.face_count == 0", "context.face_count == "), "does not parse"),
         (lambda t: t.replace("context.face_count > 1", "context.faces > 1"), "validation"),
         (lambda t: t.replace('@id("multiple_faces")', '@id("no_face")'), "two forbid rules"),
-        (lambda t: t.replace('@message("No face was found', '@note("No face was found'), "@message"),
+        (lambda t: t.replace('@message("No face {smallest', '@note("No face {smallest'), "@message"),
     ],
 )
 def test_broken_policy_files_fail_at_load(tmp_path: Path, mutation: Any, match: str) -> None:

@@ -8,7 +8,12 @@ Protocol (all on `/v1/stream`, token in `Authorization: Bearer` or `?access_toke
 3. server -> text  {"type": "ready", "generation_id", "fps", "width", "height", "lookahead_ms"}  (or an error)
 4. client -> binary  mono PCM chunks; server -> binary  4-byte big-endian frame index + JPEG, for each ready frame
 5. client -> text  {"type": "end"}; server sends the remaining frames, then {"type": "done", "frames", ...}
-Errors: server -> text {"type": "error", "code", "message"} and closes (1008 auth/policy, 1003 bad input).
+Errors: server -> text {"type": "error", "code", "message"} and closes (1008 auth/policy, 1003 bad input); the
+close reason is the error code.
+Revocation: the stream re-reads its consent and cancel flag at every chunk and, while no chunk arrives, every
+PROVATAR_LIVE_STOP_CHECK_S seconds; a revoked or expired consent ends it with {"type": "error", "code":
+"consent_revoked" | "consent_expired"} and close code 1008 (a cancel request: "cancelled", 1008), audited as
+generation.cancelled.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import numpy as np
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from generation.framing import Framing
-from service.errors import Forbidden, InvalidInput, Unauthorized, describe
+from service.errors import Forbidden, InvalidInput, StreamStopped, Unauthorized, describe
 from service.live import LiveStream, open_live_stream
 from service.runtime import Runtime
 from service.validation import check_text
@@ -35,7 +40,8 @@ MAX_CHUNK_BYTES = 1 << 20
 
 async def _fail(ws: WebSocket, rt: Runtime, exc: BaseException, actor: str, rid: str) -> None:
     problem = describe(exc)
-    if "decision" not in problem.details:  # policy denials are audited as decisions already
+    # Policy denials are audited as decisions already, a stopped stream by its generation.cancelled entry.
+    if "decision" not in problem.details and not isinstance(exc, StreamStopped):
         rt.audit.append(
             action="auth.failed" if problem.http_status in (401, 403) else "request.rejected",
             actor=actor,
@@ -45,7 +51,8 @@ async def _fail(ws: WebSocket, rt: Runtime, exc: BaseException, actor: str, rid:
         )
     try:
         await ws.send_text(json.dumps({"type": "error", **problem.to_json()}))
-        await ws.close(code=1008 if problem.http_status in (401, 403) else 1003)
+        policy = problem.http_status in (401, 403) or isinstance(exc, StreamStopped)
+        await ws.close(code=1008 if policy else 1003, reason=problem.code)
     except (RuntimeError, WebSocketDisconnect):  # the client is already gone
         pass
 
@@ -58,6 +65,22 @@ def _decode(data: bytes, encoding: str) -> np.ndarray:
     if len(data) % 2:
         raise InvalidInput("pcm_s16le chunks must be a whole number of 2-byte samples", code="invalid_audio")
     return np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0
+
+
+async def _next_message(ws: WebSocket, live: LiveStream) -> Any:
+    """The client's next message; while waiting for it, check every `live_stop_check_s` seconds that the stream may
+    still run, so a revocation ends an idle stream too (StreamStopped). The pending receive is never cancelled:
+    a message that arrives during a check is kept, not lost."""
+    receive = asyncio.ensure_future(ws.receive())
+    try:
+        while True:
+            done, _ = await asyncio.wait({receive}, timeout=live.rt.settings.live_stop_check_s)
+            if done:
+                return receive.result()
+            await asyncio.to_thread(live.check_allowed, force=True)
+    finally:
+        if not receive.done():
+            receive.cancel()
 
 
 @router.websocket("/v1/stream")
@@ -125,7 +148,7 @@ async def stream(ws: WebSocket) -> None:
         )
         index = 0
         while True:
-            message = await ws.receive()
+            message = await _next_message(ws, live)
             if message.get("type") == "websocket.disconnect":
                 raise WebSocketDisconnect(code=1001)
             if message.get("bytes") is not None:
