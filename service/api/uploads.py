@@ -23,6 +23,17 @@ def safe_suffix(filename: str | None, default: str) -> str:
     return suffix if suffix.startswith(".") and len(suffix) > 1 else default
 
 
+async def read_upload(upload: UploadFile, limit: int, field: str) -> bytes:
+    """An uploaded file's bytes, refused when larger than `limit` (413) or empty (400); reads at most limit + 1."""
+    data = await upload.read(limit + 1)
+    await upload.close()
+    if len(data) > limit:
+        raise PayloadTooLarge(f"{field} is larger than the {limit // (1 << 20)} MiB upload limit")
+    if not data:
+        raise InvalidInput(f"{field} is empty (0 bytes)", code="invalid_image" if field == "photo" else "invalid_input")
+    return data
+
+
 async def save_upload(upload: UploadFile, dest: Path, *, max_bytes: int, field: str) -> Path:
     """Copy an upload to `dest`; refuse empty or oversized files, leaving nothing behind."""
     dest.parent.mkdir(parents=True, exist_ok=True)

@@ -12,9 +12,10 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 
 from safeguards.consent import BlockedIdentityPublic, SubjectPublic, list_blocked, list_subjects
 from service import consent_ops
+from service.api.uploads import read_upload
 from service.console.subject_view import subject_view
 from service.console.web import PREFIX, ConsoleUser, audit_console, render, request_id, require, require_post, runtime
-from service.errors import ConfirmationMismatch, InvalidInput, PayloadTooLarge
+from service.errors import ConfirmationMismatch, InvalidInput
 
 router = APIRouter()
 Reader = Annotated[ConsoleUser, require("consent:read")]
@@ -39,13 +40,7 @@ async def _read_limited(upload: UploadFile | None, limit: int, field: str) -> by
     """An uploaded file's bytes under the upload limit; None when the file input was left empty."""
     if upload is None or not upload.filename:
         return None
-    data = await upload.read(limit + 1)
-    await upload.close()
-    if len(data) > limit:
-        raise PayloadTooLarge(f"{field} is larger than the {limit // (1 << 20)} MiB upload limit")
-    if not data:
-        raise InvalidInput(f"{field} is empty (0 bytes)", code="invalid_image" if field == "photo" else "invalid_input")
-    return data
+    return await read_upload(upload, limit, field)
 
 
 # --- reading ---------------------------------------------------------------------------------------------------

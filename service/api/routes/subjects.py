@@ -21,23 +21,13 @@ from safeguards.consent import (
 from service import consent_ops
 from service.api.deps import RequestId, RequireScope, RuntimeDep, SessionDep
 from service.api.paging import page_body
+from service.api.uploads import read_upload
 from service.auth import Principal
-from service.errors import InvalidInput, PayloadTooLarge
 from service.pagination import keyset_page
 
 router = APIRouter(prefix="/v1", tags=["consent"])
 Reader = Annotated[Principal, RequireScope("consent:read")]
 Writer = Annotated[Principal, RequireScope("consent:write")]
-
-
-async def _read_limited(upload: UploadFile, limit: int, field: str) -> bytes:
-    data = await upload.read(limit + 1)
-    await upload.close()
-    if len(data) > limit:
-        raise PayloadTooLarge(f"{field} is larger than the {limit // (1 << 20)} MiB upload limit")
-    if not data:
-        raise InvalidInput(f"{field} is empty (0 bytes)", code="invalid_image" if field == "photo" else "invalid_input")
-    return data
 
 
 def _subject_view(session: SessionDep, subject_id: str) -> dict[str, Any]:
@@ -74,8 +64,8 @@ async def enroll_subject(
 ) -> dict[str, Any]:
     """Enroll a subject from reference photos and record their consent in one step."""
     limit = rt.settings.max_upload_bytes
-    contents = [await _read_limited(p, limit, "photo") for p in photos]
-    evidence_bytes = await _read_limited(evidence, limit, "evidence") if evidence is not None else None
+    contents = [await read_upload(p, limit, "photo") for p in photos]
+    evidence_bytes = await read_upload(evidence, limit, "evidence") if evidence is not None else None
     digest = consent_ops.evidence_digest(evidence_bytes, evidence_sha256)
     subject, record = await asyncio.to_thread(
         consent_ops.enroll,
@@ -135,7 +125,7 @@ async def grant_consent(
     allowed_clients: Annotated[list[str] | None, Form()] = None,
     expires_days: Annotated[float, Form(gt=0, le=3650)] = 365.0,
 ) -> ConsentRecordPublic:
-    evidence_bytes = await _read_limited(evidence, rt.settings.max_upload_bytes, "evidence") if evidence else None
+    evidence_bytes = await read_upload(evidence, rt.settings.max_upload_bytes, "evidence") if evidence else None
     record = consent_ops.grant(
         rt,
         subject_id=subject_id,
@@ -191,7 +181,7 @@ async def add_to_blocklist(
     label: Annotated[str, Form(min_length=1, max_length=200)],
     reason: Annotated[str, Form(min_length=1, max_length=1000)] = "public figure",
 ) -> BlockedIdentityPublic:
-    contents = [await _read_limited(p, rt.settings.max_upload_bytes, "photo") for p in photo]
+    contents = [await read_upload(p, rt.settings.max_upload_bytes, "photo") for p in photo]
     entry = await asyncio.to_thread(
         consent_ops.block, rt, photos=contents, label=label, reason=reason, actor=principal.actor, request_id=rid
     )
