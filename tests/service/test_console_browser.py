@@ -12,7 +12,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ import pytest
 
 from generation import load_audio, load_image
 from generation.media import encode_mp4
-from tests.service.test_real_server import cli_env, free_port
+from tests.service.test_real_server import running_server
 
 pytestmark = pytest.mark.slow
 
@@ -52,52 +51,18 @@ class Console:
 
 @pytest.fixture(scope="module")
 def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
-    tmp = tmp_path_factory.mktemp("console-server")
-    env = cli_env(tmp / "data")
-    init = subprocess.run(
-        [sys.executable, "-m", "service.cli", "init"], env=env, capture_output=True, text=True, timeout=300
-    )
-    assert init.returncode == 0, init.stderr
-    fields = dict(line.split(":", 1) for line in init.stdout.splitlines() if line.strip().startswith("client_"))
-    admin = (fields["  client_id"].strip(), fields["  client_secret"].strip())
-    port = free_port()
-    log = tmp / "server.log"
-    with open(log, "wb") as fh:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "serve", "--port", str(port)], env=env, stdout=fh, stderr=fh
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            assert proc.poll() is None, f"provatar serve exited with {proc.returncode}:\n{log.read_text()}"
-            try:
-                if httpx.get(f"{base}/health", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, f"provatar serve did not come up:\n{log.read_text()}"
-            time.sleep(0.5)
-        token = httpx.post(
-            f"{base}/v1/token", data={"grant_type": "client_credentials", "scope": "clients:admin"}, auth=admin
-        ).json()["access_token"]
+    with running_server(tmp_path_factory.mktemp("console-server")) as server:
+        token = server.token("clients:admin")
         creds = {}
         for role, scopes in ROLES.items():
             r = httpx.post(
-                f"{base}/v1/clients",
+                f"{server.base}/v1/clients",
                 json={"name": f"console-{role}", "scopes": scopes},
                 headers={"Authorization": f"Bearer {token}"},
             )
             assert r.status_code == 201, r.text
             creds[role] = (r.json()["client_id"], r.json()["client_secret"])
-        yield Console(base, creds, log)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        yield Console(server.base, creds, server.log)
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,10 +62,10 @@ def cli_env(data_dir: Path) -> dict[str, str]:
     return {**os.environ, "PROVATAR_DATA_DIR": str(data_dir), "PYTHONPATH": path, "PYTHONUNBUFFERED": "1"}
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    tmp = tmp_path_factory.mktemp("real-server")
-    env = cli_env(tmp / "data")
+@contextmanager
+def running_server(tmp: Path, env: dict[str, str] | None = None) -> Iterator[Server]:
+    """`provatar init` then `provatar serve` on a free port, as an operator starts them; stopped on exit."""
+    env = env or cli_env(tmp / "data")
     init = subprocess.run(
         [sys.executable, "-m", "service.cli", "init"], env=env, capture_output=True, text=True, timeout=300
     )
@@ -97,6 +98,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with running_server(tmp_path_factory.mktemp("real-server")) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")
