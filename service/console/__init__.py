@@ -65,15 +65,8 @@ def create_console(parent: FastAPI) -> FastAPI:
             # The API's request metrics label by route template; ours are relative to the mount, so say where.
             request.scope["route"] = MountedRoute(PREFIX + str(getattr(route, "path", "")))
         secure = is_https(request)
-        refreshed = getattr(request.state, "console_set_cookie", None)
         if getattr(request.state, "console_clear_cookie", False):
             response.delete_cookie(sessions.SESSION_COOKIE, path=sessions.COOKIE_PATH)
-        elif refreshed:
-            rt = parent.state.runtime
-            response.set_cookie(
-                sessions.SESSION_COOKIE, refreshed, max_age=rt.settings.console_session_seconds,
-                path=sessions.COOKIE_PATH, httponly=True, samesite="strict", secure=secure,
-            )  # fmt: skip
         headers = response.headers
         headers.setdefault("Content-Security-Policy", CSP)
         headers.setdefault("X-Content-Type-Options", "nosniff")

@@ -22,10 +22,10 @@ from service.console.web import (
     request_id,
     require_post,
     runtime,
-    session_key,
     source,
 )
 from service.errors import CsrfRefused, ServiceError
+from service.models import ConsoleSession
 from service.validation import MAX_ID_LENGTH, has_control_chars, terminal_safe
 
 router = APIRouter()
@@ -96,7 +96,7 @@ def sign_in(
             authenticate_unknown_client(client_secret)
         with rt.session() as db:
             client = authenticate_client(session=db, client_id=client_id, client_secret=client_secret)
-            sv, scopes = secret_version(client), console_scopes(client.scopes)
+            sv, scopes, name = secret_version(client), console_scopes(client.scopes), client.name
     except ServiceError as exc:
         lim.spend("auth_failure.ip", host)
         claimed = terminal_safe(client_id, max_length=200) if client_id else None
@@ -122,23 +122,60 @@ def sign_in(
             message="This client has no console role (it needs audit:read, consent:read, consent:write or detect).",
             status_code=403,
         )
+    return begin_session(
+        request, principal=f"client:{client_id}", name=name, via="client", scopes=scopes, next_path=next,
+        client_id=client_id, sv=sv,
+    )  # fmt: skip
+
+
+def begin_session(
+    request: Request,
+    *,
+    principal: str,
+    name: str,
+    via: str,
+    scopes: frozenset[str],
+    next_path: str | None,
+    client_id: str | None = None,
+    sv: str | None = None,
+    details: dict[str, object] | None = None,
+) -> RedirectResponse:
+    """Open a session row for a principal that proved who it is, audit the sign-in, and set the cookie."""
+    rt = runtime(request)
     lifetime = rt.settings.console_session_seconds
-    claims = sessions.new_claims(client_id=client_id, sv=sv, lifetime_s=lifetime)
+    with rt.session() as db:
+        token, row = sessions.open_session(
+            db, principal=principal, name=name, via=via, scopes=scopes, lifetime_s=lifetime, client_id=client_id,
+            secret_version=sv, user_agent=request.headers.get("user-agent"), source=source(request),
+        )  # fmt: skip
+        session_id, expires_at = row.id, row.expires_at
+        db.commit()
     audit_console(
         request,
         action="console.signed_in",
-        actor=f"client:{client_id}",
-        details={"roles": roles_for(scopes), "scopes": sorted(scopes), "expires_at": claims.expires_at},
-    )
-    response = RedirectResponse(safe_next(next), status_code=303)
-    set_cookie(response, request, sessions.SESSION_COOKIE, sessions.encode_session(claims, session_key(rt)), lifetime)
+        actor=principal,
+        details={
+            "via_method": via, "roles": roles_for(scopes), "scopes": sorted(scopes),
+            "session": session_id[:16], "expires_at": int(expires_at.timestamp()), **(details or {}),
+        },
+    )  # fmt: skip
+    response = RedirectResponse(safe_next(next_path), status_code=303)
+    set_cookie(response, request, sessions.SESSION_COOKIE, token, lifetime)
     response.delete_cookie(sessions.PRESESSION_COOKIE, path=sessions.COOKIE_PATH)
     return response
 
 
 @router.post("/sign-out")
 def sign_out(request: Request, user: Annotated[ConsoleUser, require_post(None)]) -> RedirectResponse:
-    audit_console(request, action="console.signed_out", actor=user.actor)
+    """End the session in the table (a copy of the cookie stops working too), then drop the cookie."""
+    rt = runtime(request)
+    with rt.session() as db:
+        row = db.get(ConsoleSession, user.session_id)
+        if row is not None:
+            sessions.end_session(row, by=user.actor, reason="signed_out")
+            db.add(row)
+            db.commit()
+    audit_console(request, action="console.signed_out", actor=user.actor, details={"session": user.session_id[:16]})
     response = RedirectResponse(f"{PREFIX}/sign-in?why=signed_out", status_code=303)
     response.delete_cookie(sessions.SESSION_COOKIE, path=sessions.COOKIE_PATH)
     return response
