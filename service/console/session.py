@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlmodel import Session, col, select
 
+from service.errors import NotFound
 from service.models import ConsoleSession
 
 SESSION_COOKIE = "provatar_console"
@@ -35,8 +36,10 @@ class BadSession(Exception):
     which)."""
 
 
-class UnknownSession(LookupError):
-    """An operator named a session id that does not exist."""
+class UnknownSession(NotFound):
+    """An operator named a session id that does not exist (or a prefix that names more than one)."""
+
+    code = "console_session_not_found"
 
 
 def session_id_of(token: str) -> str:

@@ -766,3 +766,35 @@ def test_a_log_that_does_not_verify_is_not_packaged_into_a_bundle(env: Env) -> N
         with env.rt.engine.begin() as conn:
             conn.execute(text("UPDATE audit_event SET actor = 'test' WHERE seq = :s"), {"s": victim.seq})
     assert not [e for e in last_entries(env, "audit.exported", 3) if e.seq > victim.seq and e.details.get("format")]
+
+
+def test_an_operator_lists_and_revokes_sessions_from_the_cli(env: Env) -> None:
+    from typer.testing import CliRunner
+
+    from service.cli import app
+    from service.settings import get_settings
+
+    c = sign_in(env, "auditor")
+    cli_env = {"PROVATAR_DATA_DIR": str(env.rt.settings.data_dir)}
+
+    def cli(*args: str):  # type: ignore[no-untyped-def]
+        get_settings.cache_clear()
+        try:
+            return CliRunner().invoke(app, list(args), env=cli_env, catch_exceptions=False)
+        finally:
+            get_settings.cache_clear()
+
+    listed = cli("console", "sessions", "--json")
+    assert listed.exit_code == 0, listed.output
+    mine = [s for s in json.loads(listed.stdout) if s["principal"] == f"client:{env.creds['auditor'][0]}"]
+    assert mine and mine[0]["via"] == "client" and "audit:read" in mine[0]["scopes"]
+    revoked = cli("console", "sessions", "--revoke", mine[0]["id"][:16])
+    assert revoked.exit_code == 0 and "revoked" in revoked.stdout
+    r = c.get("/console/audit")
+    assert r.status_code == 303 and "why=expired" in r.headers["location"]
+    entry = last_entries(env, "console.session_revoked")[0]
+    assert entry.details["principal"] == f"client:{env.creds['auditor'][0]}" and entry.actor.startswith("cli:")
+    missing = cli("console", "sessions", "--revoke", "deadbeefdeadbeef")
+    assert missing.exit_code != 0 and "console_session_not_found" in missing.output
+    ended = json.loads(cli("console", "sessions", "--all", "--json").stdout)
+    assert any(s["id"] == mine[0]["id"] and s["revoked_reason"] == "revoked" for s in ended)
