@@ -23,7 +23,7 @@ from generation.errors import GenerationError
 from policies.errors import PolicyError
 from safeguards.errors import SafeguardError
 from service.api.deps import refuse_control_characters
-from service.console import routes_audit, routes_auth, routes_detect, routes_subjects
+from service.console import routes_audit, routes_auth, routes_detect, routes_oidc, routes_subjects
 from service.console import session as sessions
 from service.console.web import HERE, PREFIX, audit_console, is_https, rejections, render, request_id, source
 from service.errors import AUTH_FAILURE_CODES, ExitStatus, Problem, ServiceError, describe
@@ -54,7 +54,7 @@ def create_console(parent: FastAPI) -> FastAPI:
     )
     console.state.parent = parent
     console.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
-    for module in (routes_auth, routes_audit, routes_subjects, routes_detect):
+    for module in (routes_auth, routes_oidc, routes_audit, routes_subjects, routes_detect):
         console.include_router(module.router)
 
     @console.middleware("http")

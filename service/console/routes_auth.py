@@ -50,13 +50,13 @@ def set_cookie(response: Response, request: Request, name: str, value: str, max_
     )
 
 
-def _sign_in_form(
+def sign_in_form(
     request: Request, *, next_path: str, message: str | None = None, status_code: int = 200
 ) -> HTMLResponse:
     token = sessions.new_presession_token()
-    response = render(
-        request, "sign_in.html", {"pre": token, "next": next_path, "message": message}, status_code=status_code
-    )
+    oidc_on = bool(runtime(request).settings.console_oidc_discovery)
+    context = {"pre": token, "next": next_path, "message": message, "oidc": oidc_on}
+    response = render(request, "sign_in.html", context, status_code=status_code)
     set_cookie(response, request, sessions.PRESESSION_COOKIE, token, max_age=3600)
     return response
 
@@ -71,7 +71,7 @@ SIGN_IN_REASONS = {
 
 @router.get("/sign-in", response_class=HTMLResponse)
 def sign_in_page(request: Request, next: str | None = None, why: str | None = None) -> HTMLResponse:  # noqa: A002
-    return _sign_in_form(request, next_path=safe_next(next), message=SIGN_IN_REASONS.get(why or ""))
+    return sign_in_form(request, next_path=safe_next(next), message=SIGN_IN_REASONS.get(why or ""))
 
 
 @router.post("/sign-in", response_model=None)
@@ -108,7 +108,7 @@ def sign_in(
             request_id=request_id(request),
             details={"endpoint": f"{PREFIX}/sign-in", "via": "console", "code": exc.code, "message": exc.message},
         )
-        return _sign_in_form(
+        return sign_in_form(
             request, next_path=safe_next(next), message="Unknown client id or wrong secret.", status_code=401
         )
     if not scopes:
@@ -116,7 +116,7 @@ def sign_in(
             request, action="console.sign_in_refused", actor=f"client:{client_id}", outcome="denied",
             details={"reason": "no console role (needs audit:read, consent:read, consent:write or detect)"},
         )  # fmt: skip
-        return _sign_in_form(
+        return sign_in_form(
             request,
             next_path=safe_next(next),
             message="This client has no console role (it needs audit:read, consent:read, consent:write or detect).",
