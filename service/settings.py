@@ -101,7 +101,7 @@ class Settings(BaseSettings):
     # Auth failures and 429s from one source: the first is audited in full, the rest of the window as one count.
     rejection_summary_seconds: float = 60.0
 
-    # --- console (/console): a signed session cookie; see service/console/session.py ---
+    # --- console (/console): sessions are rows named by a random cookie; see service/console/session.py ---
     console_session_seconds: int = Field(8 * 3600, gt=0, description="a console sign-in lasts at most this long")
     console_idle_seconds: int = Field(30 * 60, gt=0, description="a console session unused this long ends")
     # Sign-in through an OpenID Connect provider (authorization code + PKCE; service/console/oidc.py). On when a
