@@ -139,8 +139,10 @@ def begin_session(
     client_id: str | None = None,
     sv: str | None = None,
     details: dict[str, object] | None = None,
-) -> RedirectResponse:
-    """Open a session row for a principal that proved who it is, audit the sign-in, and set the cookie."""
+    response: Response | None = None,
+) -> Response:
+    """Open a session row for a principal that proved who it is, audit the sign-in, and set the cookie on
+    `response` (default: a redirect to `next_path`)."""
     rt = runtime(request)
     lifetime = rt.settings.console_session_seconds
     with rt.session() as db:
@@ -159,7 +161,7 @@ def begin_session(
             "session": session_id[:16], "expires_at": int(expires_at.timestamp()), **(details or {}),
         },
     )  # fmt: skip
-    response = RedirectResponse(safe_next(next_path), status_code=303)
+    response = response or RedirectResponse(safe_next(next_path), status_code=303)
     set_cookie(response, request, sessions.SESSION_COOKIE, token, lifetime)
     response.delete_cookie(sessions.PRESESSION_COOKIE, path=sessions.COOKIE_PATH)
     return response

@@ -14,7 +14,7 @@ from fastapi.responses import RedirectResponse, Response
 
 from service.console import oidc
 from service.console.routes_auth import begin_session, safe_next, sign_in_form
-from service.console.web import PREFIX, audit_console, is_https, limiter, runtime, session_key, source
+from service.console.web import PREFIX, audit_console, is_https, limiter, render, runtime, session_key, source
 from service.errors import NotFound
 
 router = APIRouter()
@@ -95,9 +95,13 @@ def oidc_callback(request: Request, code: str = "", state: str = "", error: str 
             status_code=403,
             details={"claimed": identity.claimed},
         )
+    # A page that moves on by itself, not a redirect: this response ends a navigation the provider's site began,
+    # so a redirect onwards would go without the SameSite=Strict session cookie it sets (found by the browser test).
+    next_path = safe_next(pending.next_path)
+    page = render(request, "signed_in.html", {"next": next_path, "principal": principal})
     response = begin_session(
-        request, principal=principal, name=identity.name, via="oidc", scopes=identity.scopes,
-        next_path=pending.next_path, details={"issuer": identity.issuer, "claimed": identity.claimed},
+        request, principal=principal, name=identity.name, via="oidc", scopes=identity.scopes, next_path=next_path,
+        details={"issuer": identity.issuer, "claimed": identity.claimed}, response=page,
     )  # fmt: skip
     _clear_pending(response)
     return response

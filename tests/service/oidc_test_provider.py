@@ -25,7 +25,7 @@ from joserfc import jwt
 from joserfc.jwk import RSAKey
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 CLIENT_ID = "provatar-console"
@@ -36,6 +36,9 @@ CLIENT_SECRET = "console-secret-for-tests"
 class LoopbackProvider:
     issuer: str = ""
     mode: str = "ok"  # ok | wrong_nonce | bad_signature | expired | wrong_audience
+    # True: the authorize endpoint shows a page whose "Approve" link goes back (as a real provider's login page
+    # does: the navigation back then starts on the provider's site); False: it redirects back at once.
+    interactive: bool = False
     user: dict[str, Any] = field(default_factory=lambda: {"sub": "alice", "name": "Alice", "roles": ["compliance"]})
     key: RSAKey = field(default_factory=lambda: RSAKey.generate_key(2048, parameters={"kid": "k1"}))
     other_key: RSAKey = field(default_factory=lambda: RSAKey.generate_key(2048, parameters={"kid": "k1"}))
@@ -82,7 +85,10 @@ class LoopbackProvider:
                 "nonce": q["nonce"], "challenge": q["code_challenge"], "redirect_uri": q["redirect_uri"],
                 "user": dict(self.user),
             }  # fmt: skip
-            return RedirectResponse(f"{q['redirect_uri']}?{urlencode({'code': code, 'state': q['state']})}", 302)
+            back = f"{q['redirect_uri']}?{urlencode({'code': code, 'state': q['state']})}"
+            if self.interactive:
+                return HTMLResponse(f'<!doctype html><title>Provider</title><a id="approve" href="{back}">Approve</a>')
+            return RedirectResponse(back, 302)
 
         async def token(request: Request) -> Response:
             form = dict(await request.form())
@@ -113,12 +119,14 @@ class LoopbackProvider:
 
 
 @contextmanager
-def running_provider() -> Iterator[LoopbackProvider]:
-    """The provider on a free loopback port, for the duration of the block."""
+def running_provider(host_name: str = "127.0.0.1") -> Iterator[LoopbackProvider]:
+    """The provider on a free loopback port, for the duration of the block. `host_name` is the name its issuer URL
+    uses: "localhost" makes it another site than a console at 127.0.0.1 (a browser treats the return as cross-site,
+    as with a real provider)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
-    provider = LoopbackProvider(issuer=f"http://127.0.0.1:{sock.getsockname()[1]}")
+    provider = LoopbackProvider(issuer=f"http://{host_name}:{sock.getsockname()[1]}")
     server = uvicorn.Server(uvicorn.Config(provider.app(), log_level="warning", lifespan="off"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
