@@ -146,6 +146,7 @@ def begin_session(
     rt = runtime(request)
     lifetime = rt.settings.console_session_seconds
     with rt.session() as db:
+        sessions.purge_old(db)
         token, row = sessions.open_session(
             db, principal=principal, name=name, via=via, scopes=scopes, lifetime_s=lifetime, client_id=client_id,
             secret_version=sv, user_agent=request.headers.get("user-agent"), source=source(request),

@@ -28,6 +28,7 @@ from service.models import ConsoleSession
 SESSION_COOKIE = "provatar_console"
 PRESESSION_COOKIE = "provatar_console_pre"
 COOKIE_PATH = "/console"
+KEEP_ENDED = timedelta(days=30)  # how long `console sessions --all` still shows a session after it expired
 TOUCH_EVERY = timedelta(seconds=60)  # how stale `last_seen_at` may get (the idle limit is minutes, not seconds)
 
 
@@ -135,6 +136,16 @@ def revoke_session(db: Session, session_id: str, *, by: str, now: datetime | Non
     end_session(row, by=by, reason="revoked", now=now)
     db.add(row)
     return row
+
+
+def purge_old(db: Session, *, now: datetime | None = None) -> int:
+    """Delete rows past their absolute expiry by more than KEEP_ENDED (the audit log keeps the sign-in and its end);
+    the number deleted. Run at each sign-in, so the table stays the size of its recent sessions."""
+    cutoff = _now(now) - KEEP_ENDED
+    rows = db.exec(select(ConsoleSession).where(col(ConsoleSession.expires_at) < cutoff).limit(1000)).all()
+    for row in rows:
+        db.delete(row)
+    return len(rows)
 
 
 def list_sessions(db: Session, *, include_ended: bool = False, now: datetime | None = None) -> list[ConsoleSession]:

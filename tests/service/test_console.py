@@ -20,7 +20,7 @@ from safeguards.consent import ConsentCreate, Subject, grant_consent, list_conse
 from service.api.main import create_app
 from service.auth import create_client, set_disabled
 from service.console import session as sessions
-from service.models import Generation, JobStatus
+from service.models import ConsoleSession, Generation, JobStatus
 from service.runtime import Runtime, initialize
 from service.settings import Settings
 
@@ -199,6 +199,10 @@ def test_session_rows_enforce_idle_and_absolute_limits_and_revocation(env: Env) 
             sessions.find_session(db, token, idle_s=50, now=at(62))
         with pytest.raises(sessions.UnknownSession):
             sessions.revoke_session(db, "0" * 64, by="operator")
+        assert sessions.purge_old(db, now=at(100) + sessions.KEEP_ENDED) == 0  # kept a while after expiry
+        assert sessions.purge_old(db, now=at(101) + sessions.KEEP_ENDED) >= 1
+        db.commit()
+        assert db.get(type(row), row.id) is None
     key = b"k" * 32
     csrf = sessions.csrf_token(row.id, key)
     assert sessions.csrf_matches(csrf, csrf) and not sessions.csrf_matches(None, csrf)
@@ -229,10 +233,14 @@ def test_sign_out_and_disabling_the_client_end_the_session(env: Env) -> None:
     env.creds["temp"] = (cid, secret)
     c = sign_in(env, "temp")
     assert c.get("/console/detect").status_code == 200
+    session_id = sessions.session_id_of(c.cookies[sessions.SESSION_COOKIE])
     with env.rt.session() as db:
         set_disabled(session=db, client_id=cid, disabled=True)
         db.commit()
     assert c.get("/console/detect").status_code == 303
+    with env.rt.session() as db:
+        row = db.get(ConsoleSession, session_id)
+        assert row is not None and row.revoked_reason == "client_changed"  # ended for good, not just refused
 
 
 # --- roles and CSRF -----------------------------------------------------------------------------------------------
