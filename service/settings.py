@@ -245,7 +245,7 @@ class Settings(BaseSettings):
         if self.console_oidc_discovery_url:
             return self.console_oidc_discovery_url
         if self.external_issuer:
-            return self.external_issuer.rstrip("/") + "/.well-known/openid-configuration"
+            return self.external_issuer.rstrip("/") + "/.well-known/openid-configuration"  # OIDC Discovery §4
         return None
 
     @property

@@ -40,6 +40,7 @@ KEY_REFETCH_SECONDS = 60  # an unknown key id fetches the JWKS again, at most th
 ALGORITHMS = ["RS256", "PS256", "ES256", "EdDSA"]
 LEEWAY_S = 30
 HTTP_TIMEOUT_S = 10.0
+WELL_KNOWN = "/.well-known/openid-configuration"
 
 
 class OidcRefused(Unauthorized):
@@ -171,8 +172,9 @@ class OidcProvider:
                     )
                 except KeyError as exc:
                     raise OidcRefused("provider_unreachable", f"the discovery document lacks {exc}") from exc
-                if self.settings.external_issuer and meta.issuer != self.settings.external_issuer:
-                    # OIDC Discovery §4.3: the document must name the issuer we asked about.
+                asked = self.discovery_url.removesuffix(WELL_KNOWN)
+                if asked != self.discovery_url and meta.issuer.rstrip("/") != asked.rstrip("/"):
+                    # OIDC Discovery §4.3: the document must name the issuer whose well-known URL we read.
                     raise OidcRefused("wrong_issuer", f"the discovery document names issuer {meta.issuer!r}")
                 self._metadata = (time.monotonic(), meta)
             return self._metadata[1]
@@ -218,13 +220,16 @@ class OidcProvider:
         sep = "&" if "?" in meta.authorization_endpoint else "?"
         return f"{meta.authorization_endpoint}{sep}{query}", pending
 
-    def finish(self, *, code: str, state: str, pending: PendingLogin) -> OidcIdentity:
-        """Check the state, exchange the code (with the PKCE verifier), verify the id_token; the signed-in identity."""
+    def finish(self, *, code: str, state: str, pending: PendingLogin, iss: str | None = None) -> OidcIdentity:
+        """Check the state, exchange the code (with the PKCE verifier), verify the id_token; the signed-in identity.
+        `iss` is the callback's issuer parameter (RFC 9207), checked when the provider sends it."""
         if not state or not hmac.compare_digest(state.encode(), pending.state.encode()):
             raise OidcRefused("wrong_state", "the provider's answer does not belong to the sign-in this browser began")
         if not code:
             raise OidcRefused("no_code", "the provider sent no authorization code")
         meta = self.metadata()
+        if iss is not None and iss != meta.issuer:
+            raise OidcRefused("wrong_issuer", "the answer names another issuer than ours (mix-up)")
         form = {
             "grant_type": "authorization_code",
             "code": code,

@@ -74,7 +74,9 @@ def oidc_start(request: Request, next: str | None = None) -> Response:  # noqa: 
 
 
 @router.get("/oidc/callback", response_model=None)
-def oidc_callback(request: Request, code: str = "", state: str = "", error: str | None = None) -> Response:
+def oidc_callback(
+    request: Request, code: str = "", state: str = "", error: str | None = None, iss: str | None = None
+) -> Response:
     lim, host = limiter(request), source(request)
     lim.hit("token.ip", host)
     lim.check("auth_failure.ip", host)
@@ -83,7 +85,7 @@ def oidc_callback(request: Request, code: str = "", state: str = "", error: str 
         pending = oidc.decode_pending(request.cookies.get(oidc.PENDING_COOKIE), session_key(runtime(request)))
         if error:
             raise oidc.OidcRefused("provider_error", f"the provider answered with an error: {error[:100]}")
-        identity = prov.finish(code=code[:2048], state=state[:512], pending=pending)
+        identity = prov.finish(code=code[:2048], state=state[:512], pending=pending, iss=iss)
     except oidc.OidcRefused as exc:
         lim.spend("auth_failure.ip", host)
         return _refused(request, exc)

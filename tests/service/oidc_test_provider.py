@@ -39,6 +39,7 @@ class LoopbackProvider:
     # True: the authorize endpoint shows a page whose "Approve" link goes back (as a real provider's login page
     # does: the navigation back then starts on the provider's site); False: it redirects back at once.
     interactive: bool = False
+    announced_issuer: str | None = None  # what discovery claims the issuer is (default: the truth)
     user: dict[str, Any] = field(default_factory=lambda: {"sub": "alice", "name": "Alice", "roles": ["compliance"]})
     key: RSAKey = field(default_factory=lambda: RSAKey.generate_key(2048, parameters={"kid": "k1"}))
     other_key: RSAKey = field(default_factory=lambda: RSAKey.generate_key(2048, parameters={"kid": "k1"}))
@@ -62,7 +63,7 @@ class LoopbackProvider:
         async def discovery(request: Request) -> Response:
             return JSONResponse(
                 {
-                    "issuer": self.issuer,
+                    "issuer": self.announced_issuer or self.issuer,
                     "authorization_endpoint": f"{self.issuer}/authorize",
                     "token_endpoint": f"{self.issuer}/token",
                     "jwks_uri": f"{self.issuer}/jwks",

@@ -17,7 +17,7 @@ from sqlalchemy import text
 
 from service.api.main import create_app
 from service.console import session as sessions
-from service.console.oidc import PENDING_COOKIE, OidcRefused, scopes_from_claim
+from service.console.oidc import PENDING_COOKIE, OidcProvider, OidcRefused, scopes_from_claim
 from service.models import ConsoleSession
 from service.runtime import Runtime, initialize
 from service.settings import Settings
@@ -53,6 +53,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
 @pytest.fixture(autouse=True)
 def _well_behaved(env: Env) -> Iterator[None]:
     env.provider.mode = "ok"
+    env.provider.announced_issuer = None
     env.provider.user = {"sub": "alice", "name": "Alice", "roles": ["compliance"]}
     yield
 
@@ -187,3 +188,19 @@ def test_without_oidc_settings_there_is_no_oidc_sign_in(tmp_path) -> None:  # ty
         assert 'id="oidc-sign-in"' not in c.get("/console/sign-in").text
         assert c.get("/console/oidc/start").status_code == 404
     rt.close()
+
+
+def test_an_answer_naming_another_issuer_is_refused(env: Env) -> None:
+    c = browser(env)
+    back = back_from_provider(to_provider(c))
+    r = c.get(back + "&iss=https%3A%2F%2Fevil.example")  # RFC 9207: the answer came from another provider
+    assert r.status_code == 401 and last_refusal(env)["reason"] == "wrong_issuer"
+
+
+def test_a_discovery_document_naming_another_issuer_is_refused(env: Env) -> None:
+    env.provider.announced_issuer = "https://elsewhere.example"
+    with pytest.raises(OidcRefused) as refused:
+        OidcProvider(env.rt.settings).metadata()  # OIDC Discovery 4.3
+    assert refused.value.reason == "wrong_issuer"
+    env.provider.announced_issuer = None
+    assert OidcProvider(env.rt.settings).metadata().issuer == env.provider.issuer
