@@ -514,6 +514,7 @@ from service import (  # noqa: E402,F401
     cli_audit,
     cli_clients,
     cli_consent,
+    cli_console,
     cli_db,
     cli_demo,
     cli_eval,

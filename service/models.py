@@ -187,3 +187,27 @@ class WebhookAttempt(SQLModel, table=True):
     status_code: int | None = None
     outcome: str = Field(max_length=20)
     error: str | None = Field(default=None, max_length=500)
+
+
+class ConsoleSession(SQLModel, table=True):
+    """A browser console session (service/console/session.py). The cookie holds a random 256-bit token; only its
+    SHA-256 is stored, so a copy of this table cannot be replayed as cookies. Sign-out and an operator's revocation
+    set `revoked_at`, which ends the session at once, wherever the cookie was copied to."""
+
+    __tablename__ = "service_console_session"
+
+    id: str = Field(primary_key=True, max_length=64)  # sha256 hex of the cookie's token
+    principal: str = Field(max_length=300, index=True)  # "client:<id>" or "oidc:<sub>"
+    name: str = Field(max_length=300)  # shown in the page header
+    via: str = Field(max_length=16)  # "client" (id + secret) or "oidc"
+    client_id: str | None = Field(default=None, max_length=64)  # client sessions: re-checked on every request
+    secret_version: str | None = Field(default=None, max_length=32)  # the client's `sv` at sign-in
+    scopes: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    user_agent_sha256: str | None = Field(default=None, max_length=64)  # which browser, without storing it
+    source: str | None = Field(default=None, max_length=64)
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    last_seen_at: datetime = Field(sa_type=UTCDateTime)
+    expires_at: datetime = Field(sa_type=UTCDateTime, index=True)
+    revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    revoked_by: str | None = Field(default=None, max_length=300)
+    revoked_reason: str | None = Field(default=None, max_length=40)  # signed_out, revoked, client_changed

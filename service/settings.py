@@ -115,9 +115,31 @@ class Settings(BaseSettings):
     # Auth failures and 429s from one source: the first is audited in full, the rest of the window as one count.
     rejection_summary_seconds: float = 60.0
 
-    # --- console (/console): a signed session cookie; see service/console/session.py ---
+    # --- console (/console): sessions are rows named by a random cookie; see service/console/session.py ---
     console_session_seconds: int = Field(8 * 3600, gt=0, description="a console sign-in lasts at most this long")
     console_idle_seconds: int = Field(30 * 60, gt=0, description="a console session unused this long ends")
+    # Sign-in through an OpenID Connect provider (authorization code + PKCE; service/console/oidc.py). On when a
+    # client id is set and the provider is known: its discovery URL, else PROVATAR_EXTERNAL_ISSUER's
+    # /.well-known/openid-configuration.
+    console_oidc_client_id: str | None = Field(None, description="the console's client id at the OIDC provider")
+    console_oidc_client_secret: SecretStr | None = Field(
+        None, description="its secret (client_secret_basic at the token endpoint); unset: a public client (PKCE only)"
+    )
+    console_oidc_discovery_url: str | None = Field(
+        None, description="the provider's /.well-known/openid-configuration; default from PROVATAR_EXTERNAL_ISSUER"
+    )
+    console_oidc_redirect_uri: str | None = Field(
+        None, description="registered redirect URI; default: PROVATAR_PUBLIC_URL (or request) + /console/oidc/callback"
+    )
+    console_oidc_request_scopes: str = Field("openid profile", description="scopes asked of the provider")
+    console_oidc_scopes_claim: str = Field(
+        "roles", description="the id_token claim (a list or a space-separated string) whose values become scopes"
+    )
+    console_oidc_scope_map: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description='claim value -> provatar scopes, e.g. {"compliance": ["audit:read", "consent:read"]}; a value '
+        "that is itself a console scope (audit:read, consent:read, consent:write, detect) maps to itself",
+    )
 
     # --- shared storage: finished videos and staged uploads (service/storage.py) ---
     storage_url: str | None = Field(
@@ -228,6 +250,17 @@ class Settings(BaseSettings):
         if v is not None and not v.expanduser().is_file():
             raise ValueError(f"PROVATAR_EXTRA_TRUST_ANCHORS: {v} is not a file (a PEM bundle of root certificates)")
         return v.expanduser() if v is not None else None
+
+    @property
+    def console_oidc_discovery(self) -> str | None:
+        """Where the console's OIDC provider describes itself, or None when OIDC sign-in is not configured."""
+        if not self.console_oidc_client_id:
+            return None
+        if self.console_oidc_discovery_url:
+            return self.console_oidc_discovery_url
+        if self.external_issuer:
+            return self.external_issuer.rstrip("/") + "/.well-known/openid-configuration"  # OIDC Discovery §4
+        return None
 
     @property
     def is_production(self) -> bool:

@@ -23,7 +23,7 @@ from generation.errors import GenerationError
 from policies.errors import PolicyError
 from safeguards.errors import SafeguardError
 from service.api.deps import refuse_control_characters
-from service.console import routes_audit, routes_auth, routes_detect, routes_subjects
+from service.console import routes_audit, routes_auth, routes_detect, routes_oidc, routes_subjects
 from service.console import session as sessions
 from service.console.web import HERE, PREFIX, audit_console, is_https, rejections, render, request_id, source
 from service.errors import AUTH_FAILURE_CODES, ExitStatus, Problem, ServiceError, describe
@@ -54,7 +54,7 @@ def create_console(parent: FastAPI) -> FastAPI:
     )
     console.state.parent = parent
     console.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
-    for module in (routes_auth, routes_audit, routes_subjects, routes_detect):
+    for module in (routes_auth, routes_oidc, routes_audit, routes_subjects, routes_detect):
         console.include_router(module.router)
 
     @console.middleware("http")
@@ -65,15 +65,8 @@ def create_console(parent: FastAPI) -> FastAPI:
             # The API's request metrics label by route template; ours are relative to the mount, so say where.
             request.scope["route"] = MountedRoute(PREFIX + str(getattr(route, "path", "")))
         secure = is_https(request)
-        refreshed = getattr(request.state, "console_set_cookie", None)
         if getattr(request.state, "console_clear_cookie", False):
             response.delete_cookie(sessions.SESSION_COOKIE, path=sessions.COOKIE_PATH)
-        elif refreshed:
-            rt = parent.state.runtime
-            response.set_cookie(
-                sessions.SESSION_COOKIE, refreshed, max_age=rt.settings.console_session_seconds,
-                path=sessions.COOKIE_PATH, httponly=True, samesite="strict", secure=secure,
-            )  # fmt: skip
         headers = response.headers
         headers.setdefault("Content-Security-Policy", CSP)
         headers.setdefault("X-Content-Type-Options", "nosniff")

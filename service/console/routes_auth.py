@@ -22,10 +22,10 @@ from service.console.web import (
     request_id,
     require_post,
     runtime,
-    session_key,
     source,
 )
 from service.errors import CsrfRefused, ServiceError
+from service.models import ConsoleSession
 from service.validation import MAX_ID_LENGTH, has_control_chars, terminal_safe
 
 router = APIRouter()
@@ -50,13 +50,13 @@ def set_cookie(response: Response, request: Request, name: str, value: str, max_
     )
 
 
-def _sign_in_form(
+def sign_in_form(
     request: Request, *, next_path: str, message: str | None = None, status_code: int = 200
 ) -> HTMLResponse:
     token = sessions.new_presession_token()
-    response = render(
-        request, "sign_in.html", {"pre": token, "next": next_path, "message": message}, status_code=status_code
-    )
+    oidc_on = bool(runtime(request).settings.console_oidc_discovery)
+    context = {"pre": token, "next": next_path, "message": message, "oidc": oidc_on}
+    response = render(request, "sign_in.html", context, status_code=status_code)
     set_cookie(response, request, sessions.PRESESSION_COOKIE, token, max_age=3600)
     return response
 
@@ -71,7 +71,7 @@ SIGN_IN_REASONS = {
 
 @router.get("/sign-in", response_class=HTMLResponse)
 def sign_in_page(request: Request, next: str | None = None, why: str | None = None) -> HTMLResponse:  # noqa: A002
-    return _sign_in_form(request, next_path=safe_next(next), message=SIGN_IN_REASONS.get(why or ""))
+    return sign_in_form(request, next_path=safe_next(next), message=SIGN_IN_REASONS.get(why or ""))
 
 
 @router.post("/sign-in", response_model=None)
@@ -96,7 +96,7 @@ def sign_in(
             authenticate_unknown_client(client_secret)
         with rt.session() as db:
             client = authenticate_client(session=db, client_id=client_id, client_secret=client_secret)
-            sv, scopes = secret_version(client), console_scopes(client.scopes)
+            sv, scopes, name = secret_version(client), console_scopes(client.scopes), client.name
     except ServiceError as exc:
         lim.spend("auth_failure.ip", host)
         claimed = terminal_safe(client_id, max_length=200) if client_id else None
@@ -108,7 +108,7 @@ def sign_in(
             request_id=request_id(request),
             details={"endpoint": f"{PREFIX}/sign-in", "via": "console", "code": exc.code, "message": exc.message},
         )
-        return _sign_in_form(
+        return sign_in_form(
             request, next_path=safe_next(next), message="Unknown client id or wrong secret.", status_code=401
         )
     if not scopes:
@@ -116,29 +116,69 @@ def sign_in(
             request, action="console.sign_in_refused", actor=f"client:{client_id}", outcome="denied",
             details={"reason": "no console role (needs audit:read, consent:read, consent:write or detect)"},
         )  # fmt: skip
-        return _sign_in_form(
+        return sign_in_form(
             request,
             next_path=safe_next(next),
             message="This client has no console role (it needs audit:read, consent:read, consent:write or detect).",
             status_code=403,
         )
+    return begin_session(
+        request, principal=f"client:{client_id}", name=name, via="client", scopes=scopes, next_path=next,
+        client_id=client_id, sv=sv,
+    )  # fmt: skip
+
+
+def begin_session(
+    request: Request,
+    *,
+    principal: str,
+    name: str,
+    via: str,
+    scopes: frozenset[str],
+    next_path: str | None,
+    client_id: str | None = None,
+    sv: str | None = None,
+    details: dict[str, object] | None = None,
+    response: Response | None = None,
+) -> Response:
+    """Open a session row for a principal that proved who it is, audit the sign-in, and set the cookie on
+    `response` (default: a redirect to `next_path`)."""
+    rt = runtime(request)
     lifetime = rt.settings.console_session_seconds
-    claims = sessions.new_claims(client_id=client_id, sv=sv, lifetime_s=lifetime)
+    with rt.session() as db:
+        sessions.purge_old(db)
+        token, row = sessions.open_session(
+            db, principal=principal, name=name, via=via, scopes=scopes, lifetime_s=lifetime, client_id=client_id,
+            secret_version=sv, user_agent=request.headers.get("user-agent"), source=source(request),
+        )  # fmt: skip
+        session_id, expires_at = row.id, row.expires_at
+        db.commit()
     audit_console(
         request,
         action="console.signed_in",
-        actor=f"client:{client_id}",
-        details={"roles": roles_for(scopes), "scopes": sorted(scopes), "expires_at": claims.expires_at},
-    )
-    response = RedirectResponse(safe_next(next), status_code=303)
-    set_cookie(response, request, sessions.SESSION_COOKIE, sessions.encode_session(claims, session_key(rt)), lifetime)
+        actor=principal,
+        details={
+            "via_method": via, "roles": roles_for(scopes), "scopes": sorted(scopes),
+            "session": session_id[:16], "expires_at": int(expires_at.timestamp()), **(details or {}),
+        },
+    )  # fmt: skip
+    response = response or RedirectResponse(safe_next(next_path), status_code=303)
+    set_cookie(response, request, sessions.SESSION_COOKIE, token, lifetime)
     response.delete_cookie(sessions.PRESESSION_COOKIE, path=sessions.COOKIE_PATH)
     return response
 
 
 @router.post("/sign-out")
 def sign_out(request: Request, user: Annotated[ConsoleUser, require_post(None)]) -> RedirectResponse:
-    audit_console(request, action="console.signed_out", actor=user.actor)
+    """End the session in the table (a copy of the cookie stops working too), then drop the cookie."""
+    rt = runtime(request)
+    with rt.session() as db:
+        row = db.get(ConsoleSession, user.session_id)
+        if row is not None:
+            sessions.end_session(row, by=user.actor, reason="signed_out")
+            db.add(row)
+            db.commit()
+    audit_console(request, action="console.signed_out", actor=user.actor, details={"session": user.session_id[:16]})
     response = RedirectResponse(f"{PREFIX}/sign-in?why=signed_out", status_code=303)
     response.delete_cookie(sessions.SESSION_COOKIE, path=sessions.COOKIE_PATH)
     return response

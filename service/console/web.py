@@ -73,16 +73,24 @@ def source(request: Request) -> str:
 
 @dataclass(frozen=True)
 class ConsoleUser:
-    """The signed-in client, with the scopes the console acts on and the CSRF token of its session."""
+    """The signed-in principal (a client, or an OIDC user `oidc:<sub>`), with the scopes the console acts on, its
+    session's id and that session's CSRF token."""
 
-    client_id: str
+    principal: str
     name: str
     scopes: frozenset[str]
     csrf: str
+    session_id: str
 
     @property
     def actor(self) -> str:
-        return f"client:{self.client_id}"
+        return self.principal
+
+    @property
+    def client_id(self) -> str:
+        """The id whose generations this user owns: a client's id; an OIDC user owns none (`oidc:<sub>` names no
+        client)."""
+        return self.principal.removeprefix("client:")
 
     @property
     def roles(self) -> list[str]:
@@ -97,31 +105,36 @@ class ConsoleUser:
 
 
 def current_user(request: Request) -> ConsoleUser:
-    """The session's user; ConsoleSignInRequired when there is no valid session, or its client was disabled or its
-    secret rotated since. A session seen again after a minute gets a fresh idle clock (the cookie is re-set)."""
+    """The session's user; ConsoleSignInRequired when the cookie names no live session (none, unknown, signed out,
+    revoked, expired, idle too long), or a client session whose client was disabled or its secret rotated since
+    (that session is ended in the table too)."""
     cached = getattr(request.state, "console_user", None)
     if cached is not None:
         return cached  # type: ignore[no-any-return]
     rt = runtime(request)
-    cookie = request.cookies.get(sessions.SESSION_COOKIE)
-    if not cookie:
+    token = request.cookies.get(sessions.SESSION_COOKIE)
+    if not token:
         raise ConsoleSignInRequired("sign in to use the console")
-    key = session_key(rt)
-    try:
-        claims = sessions.decode_session(cookie, key, idle_s=rt.settings.console_idle_seconds)
-    except sessions.BadSession as exc:
-        request.state.console_clear_cookie = True
-        raise ConsoleSignInRequired(str(exc)) from exc
     with rt.session() as db:
-        client = db.get(Client, claims.client_id)
-        if client is None or client.disabled or secret_version(client) != claims.sv:
+        try:
+            row = sessions.find_session(db, token, idle_s=rt.settings.console_idle_seconds)
+        except sessions.BadSession as exc:
             request.state.console_clear_cookie = True
-            raise ConsoleSignInRequired("the client was disabled or its secret rotated: sign in again")
-        name, scopes = client.name, console_scopes(client.scopes)
-    refreshed = sessions.touched(claims)
-    if refreshed.last_seen - claims.last_seen >= 60:
-        request.state.console_set_cookie = sessions.encode_session(refreshed, key)
-    user = ConsoleUser(claims.client_id, name, scopes, sessions.csrf_token(claims, key))
+            raise ConsoleSignInRequired(str(exc)) from exc
+        scopes = frozenset(row.scopes)
+        if row.via == "client":
+            client = db.get(Client, row.client_id) if row.client_id else None
+            if client is None or client.disabled or secret_version(client) != row.secret_version:
+                sessions.end_session(row, by="provatar", reason="client_changed")
+                db.add(row)
+                db.commit()
+                request.state.console_clear_cookie = True
+                raise ConsoleSignInRequired("the client was disabled or its secret rotated: sign in again")
+            scopes = console_scopes(client.scopes)  # a client's scopes changed since sign-in apply at once
+        if sessions.touch(row):
+            db.add(row)
+            db.commit()
+        user = ConsoleUser(row.principal, row.name, scopes, sessions.csrf_token(row.id, session_key(rt)), row.id)
     request.state.console_user = user
     return user
 

@@ -20,7 +20,7 @@ from safeguards.consent import ConsentCreate, Subject, grant_consent, list_conse
 from service.api.main import create_app
 from service.auth import create_client, set_disabled
 from service.console import session as sessions
-from service.models import Generation, JobStatus
+from service.models import ConsoleSession, Generation, JobStatus
 from service.runtime import Runtime, initialize
 from service.settings import Settings
 
@@ -167,30 +167,57 @@ def test_pages_redirect_to_sign_in_without_a_valid_session(env: Env) -> None:
     assert r.status_code == 303 and r.headers["location"].startswith("/console/sign-in?next=%2Fconsole%2Faudit")
     signed = sign_in(env, "reviewer")
     value = signed.cookies[sessions.SESSION_COOKIE]
-    payload, mac = value.split(".")
-    forged = json.loads(sessions._unb64(payload)) | {"client_id": env.creds["officer"][0]}
-    c.cookies.set(sessions.SESSION_COOKIE, sessions._b64(json.dumps(forged).encode()) + "." + mac, path="/console")
+    c.cookies.set(sessions.SESSION_COOKIE, value[:-2] + ("AA" if value[-2:] != "AA" else "BB"), path="/console")
     r = c.get("/console/subjects/new")
     assert r.status_code == 303 and "why=expired" in r.headers["location"]
     assert any("Max-Age=0" in h or "expires=" in h.lower() for h in r.headers.get_list("set-cookie"))
 
 
-def test_session_lifetimes_and_signature() -> None:
+def test_session_rows_enforce_idle_and_absolute_limits_and_revocation(env: Env) -> None:
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    with env.rt.session() as db:
+        token, row = sessions.open_session(
+            db, principal="client:cl_x", name="x", via="client", scopes=frozenset({"detect"}), lifetime_s=100, now=t0
+        )
+        db.commit()
+        assert row.id == sessions.session_id_of(token) and token not in row.id  # only the hash is stored
+        at = lambda s: t0 + timedelta(seconds=s)  # noqa: E731
+        assert sessions.find_session(db, token, idle_s=50, now=at(49)).id == row.id
+        with pytest.raises(sessions.BadSession, match="idle"):
+            sessions.find_session(db, token, idle_s=50, now=at(50))
+        assert not sessions.touch(row, now=at(30))  # under a minute: no write
+        assert sessions.touch(row, now=at(60))
+        db.commit()
+        assert sessions.find_session(db, token, idle_s=50, now=at(99)).last_seen_at == at(60)
+        with pytest.raises(sessions.BadSession, match="expired"):
+            sessions.find_session(db, token, idle_s=50, now=at(100))  # the absolute limit does not slide
+        with pytest.raises(sessions.BadSession, match="no such"):
+            sessions.find_session(db, token + "x", idle_s=50, now=at(1))
+        sessions.revoke_session(db, row.id[:12], by="operator", now=at(61))
+        db.commit()
+        with pytest.raises(sessions.BadSession, match="revoked"):
+            sessions.find_session(db, token, idle_s=50, now=at(62))
+        with pytest.raises(sessions.UnknownSession):
+            sessions.revoke_session(db, "0" * 64, by="operator")
+        assert sessions.purge_old(db, now=at(100) + sessions.KEEP_ENDED) == 0  # kept a while after expiry
+        assert sessions.purge_old(db, now=at(101) + sessions.KEEP_ENDED) >= 1
+        db.commit()
+        assert db.get(type(row), row.id) is None
     key = b"k" * 32
-    claims = sessions.new_claims(client_id="cl_1", sv="sv", lifetime_s=100, now=1000)
-    cookie = sessions.encode_session(claims, key)
-    assert sessions.decode_session(cookie, key, idle_s=50, now=1049) == claims
-    with pytest.raises(sessions.BadSession, match="idle"):
-        sessions.decode_session(cookie, key, idle_s=50, now=1050)
-    later = sessions.encode_session(sessions.touched(claims, now=1060), key)
-    assert sessions.decode_session(later, key, idle_s=50, now=1099).last_seen == 1060
-    with pytest.raises(sessions.BadSession, match="expired"):
-        sessions.decode_session(later, key, idle_s=50, now=1100)  # the absolute limit does not slide
-    with pytest.raises(sessions.BadSession, match="signature"):
-        sessions.decode_session(cookie, b"x" * 32, idle_s=50, now=1001)
-    csrf = sessions.csrf_token(claims, key)
+    csrf = sessions.csrf_token(row.id, key)
     assert sessions.csrf_matches(csrf, csrf) and not sessions.csrf_matches(None, csrf)
-    assert not sessions.csrf_matches(csrf[:-1] + "A" if csrf[-1] != "A" else csrf[:-1] + "B", csrf)
+    assert csrf != sessions.csrf_token("other", key)
+    assert not sessions.csrf_matches(csrf[:-1] + "a" if csrf[-1] != "a" else csrf[:-1] + "b", csrf)
+
+
+def test_a_copied_cookie_stops_working_after_sign_out(env: Env) -> None:
+    c = sign_in(env, "reviewer")
+    copy = browser(env)
+    copy.cookies.set(sessions.SESSION_COOKIE, c.cookies[sessions.SESSION_COOKIE], path="/console")
+    assert copy.get("/console/audit").status_code == 200
+    assert c.post("/console/sign-out", data={"csrf_token": page_csrf(c)}).status_code == 303
+    r = copy.get("/console/audit")
+    assert r.status_code == 303 and "why=expired" in r.headers["location"]
 
 
 def test_sign_out_and_disabling_the_client_end_the_session(env: Env) -> None:
@@ -206,10 +233,14 @@ def test_sign_out_and_disabling_the_client_end_the_session(env: Env) -> None:
     env.creds["temp"] = (cid, secret)
     c = sign_in(env, "temp")
     assert c.get("/console/detect").status_code == 200
+    session_id = sessions.session_id_of(c.cookies[sessions.SESSION_COOKIE])
     with env.rt.session() as db:
         set_disabled(session=db, client_id=cid, disabled=True)
         db.commit()
     assert c.get("/console/detect").status_code == 303
+    with env.rt.session() as db:
+        row = db.get(ConsoleSession, session_id)
+        assert row is not None and row.revoked_reason == "client_changed"  # ended for good, not just refused
 
 
 # --- roles and CSRF -----------------------------------------------------------------------------------------------
@@ -743,3 +774,35 @@ def test_a_log_that_does_not_verify_is_not_packaged_into_a_bundle(env: Env) -> N
         with env.rt.engine.begin() as conn:
             conn.execute(text("UPDATE audit_event SET actor = 'test' WHERE seq = :s"), {"s": victim.seq})
     assert not [e for e in last_entries(env, "audit.exported", 3) if e.seq > victim.seq and e.details.get("format")]
+
+
+def test_an_operator_lists_and_revokes_sessions_from_the_cli(env: Env) -> None:
+    from typer.testing import CliRunner
+
+    from service.cli import app
+    from service.settings import get_settings
+
+    c = sign_in(env, "auditor")
+    cli_env = {"PROVATAR_DATA_DIR": str(env.rt.settings.data_dir)}
+
+    def cli(*args: str):  # type: ignore[no-untyped-def]
+        get_settings.cache_clear()
+        try:
+            return CliRunner().invoke(app, list(args), env=cli_env, catch_exceptions=False)
+        finally:
+            get_settings.cache_clear()
+
+    listed = cli("console", "sessions", "--json")
+    assert listed.exit_code == 0, listed.output
+    mine = [s for s in json.loads(listed.stdout) if s["principal"] == f"client:{env.creds['auditor'][0]}"]
+    assert mine and mine[0]["via"] == "client" and "audit:read" in mine[0]["scopes"]
+    revoked = cli("console", "sessions", "--revoke", mine[0]["id"][:16])
+    assert revoked.exit_code == 0 and "revoked" in revoked.stdout
+    r = c.get("/console/audit")
+    assert r.status_code == 303 and "why=expired" in r.headers["location"]
+    entry = last_entries(env, "console.session_revoked")[0]
+    assert entry.details["principal"] == f"client:{env.creds['auditor'][0]}" and entry.actor.startswith("cli:")
+    missing = cli("console", "sessions", "--revoke", "deadbeefdeadbeef")
+    assert missing.exit_code != 0 and "console_session_not_found" in missing.output
+    ended = json.loads(cli("console", "sessions", "--all", "--json").stdout)
+    assert any(s["id"] == mine[0]["id"] and s["revoked_reason"] == "revoked" for s in ended)
