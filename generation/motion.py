@@ -50,8 +50,8 @@ class MotionConfig:
         and every 1.0-2.2 s within long phrases).
     accent_turn_deg: size of the small turn that goes with a stressed syllable (speech-driven yaw).
     pitch_follow_deg: chin rise per octave of pitch above the speaker's median.
-    max_head_deg: soft limit of any head angle at intensity 1 (grows with sqrt(intensity) above 1); larger turns
-        than ~20 degrees show the renderer's limits of a single photo (a hidden ear, hair torn from the background).
+    max_head_deg: soft limit of any head angle, at every intensity: larger turns than ~20 degrees show the limits
+        of rendering from a single photo (a hidden ear, hair torn from the background).
     blink_snap_s: a scheduled blink this close to a phrase boundary moves onto it.
 
     The head amplitudes are set so the yaw of speech, as dlib + solvePnP measure it on the rendered video
@@ -195,7 +195,9 @@ def motion_from_audio(
     k_lids = emotion.lids
     state.blink_l[:] = np.clip(blink + k_lids * (1.0 - blink), -0.3, 1.0)
     state.blink_r[:] = state.blink_l
-    limit = np.radians(config.max_head_deg * max(1.0, intensity) ** 0.5)
+    # The same limit at every intensity: it is what one photo can be turned by without tearing (higher intensities
+    # move the head more often and further within it).
+    limit = np.radians(config.max_head_deg)
     state.yaw[:] = _soft_limit(yaw, limit)
     state.pitch[:] = _soft_limit(pitch + np.radians(emotion.pitch_deg), limit)
     state.roll[:] = _soft_limit(roll, limit)
