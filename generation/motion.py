@@ -71,11 +71,11 @@ class MotionConfig:
     blinks_per_minute: float = 17.0
     blink_min_s: float = 0.2
     blink_max_s: float = 0.4
-    head_yaw_deg: float = 6.0
+    head_yaw_deg: float = 6.5
     head_pitch_deg: float = 2.0
     head_roll_deg: float = 1.5
     nod_deg: float = 2.5
-    phrase_turn_deg: float = 11.0
+    phrase_turn_deg: float = 12.5
     accent_turn_deg: float = 2.5
     pitch_follow_deg: float = 3.0
     max_head_deg: float = 20.0

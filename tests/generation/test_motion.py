@@ -281,7 +281,7 @@ def test_head_yaw_in_real_range_on_speech() -> None:
     yaw = [np.degrees(motion_from_audio(features, MotionConfig(seed=seed)).yaw) for seed in range(8)]
     assert 5.0 <= np.median([y.std() for y in yaw]) <= 9.0
     steps = np.abs(np.diff(np.stack(yaw), axis=1))
-    assert steps.mean() < 0.4 and steps.max() < 2.0  # degrees per frame (real heads: ~0.3-0.7 measured by dlib)
+    assert steps.mean() < 0.4 and steps.max() < 2.5  # deg/frame; real: ~0.3-0.7 mean (dlib)
     calm = [np.degrees(motion_from_audio(features, MotionConfig(seed=s, intensity=0.5)).yaw).std() for s in range(8)]
     assert np.median(calm) < 0.6 * np.median([y.std() for y in yaw])
     unbroken = extract_features(_speech_like(8.0, pauses=False))
