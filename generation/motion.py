@@ -5,10 +5,12 @@ only this. Amplitudes are in face-relative units (inter-ocular distance, IOD), i
 
 - Lips: a ``LipTrack`` (generation.visemes: from recognised phones with coarticulation, or from acoustics) is
   calibrated to real talking heads: inner-lip gap ~0.04-0.09 IOD at the median, 0.13-0.16 at the 90th
-  percentile, exactly closed on p/b/m and in silence, never a one-frame flash.
-- The rest follows prosody: nods on stressed syllables, a new head orientation per phrase, chin up with high
-  pitch, brows on pitch accents, blinks drawn to phrase boundaries (10-32 per minute, 100-400 ms), calm idle in
-  pauses. Random parts come from one seeded generator, so a seed reproduces the motion exactly.
+  percentile, exactly closed on p/b/m and in silence, never a one-frame flash, and 80 ms ahead of the sound.
+- The rest follows prosody: nods and small turns on stressed syllables, a new head orientation per phrase and
+  every 1-2 s within one (yaw std 5-9 degrees like real talking heads, within 20 degrees), more motion in louder
+  stretches, chin up with high pitch, brows on pitch accents, blinks drawn to phrase boundaries (10-32 per minute,
+  100-400 ms), calm idle in pauses. Random parts come from one seeded generator, so a seed reproduces the motion
+  exactly.
 - Controls (generation.controls) add gaze direction, head distance and emotion offsets and scale the motion.
 """
 
