@@ -5,10 +5,12 @@ only this. Amplitudes are in face-relative units (inter-ocular distance, IOD), i
 
 - Lips: a ``LipTrack`` (generation.visemes: from recognised phones with coarticulation, or from acoustics) is
   calibrated to real talking heads: inner-lip gap ~0.04-0.09 IOD at the median, 0.13-0.16 at the 90th
-  percentile, exactly closed on p/b/m and in silence, never a one-frame flash.
-- The rest follows prosody: nods on stressed syllables, a new head orientation per phrase, chin up with high
-  pitch, brows on pitch accents, blinks drawn to phrase boundaries (10-32 per minute, 100-400 ms), calm idle in
-  pauses. Random parts come from one seeded generator, so a seed reproduces the motion exactly.
+  percentile, exactly closed on p/b/m and in silence, never a one-frame flash, and 80 ms ahead of the sound.
+- The rest follows prosody: nods and small turns on stressed syllables, a new head orientation per phrase and
+  every 1-2 s within one (yaw std 5-9 degrees like real talking heads, within 20 degrees), more motion in louder
+  stretches, chin up with high pitch, brows on pitch accents, blinks drawn to phrase boundaries (10-32 per minute,
+  100-400 ms), calm idle in pauses. Random parts come from one seeded generator, so a seed reproduces the motion
+  exactly.
 - Controls (generation.controls) add gaze direction, head distance and emotion offsets and scale the motion.
 """
 
@@ -41,12 +43,22 @@ class MotionConfig:
     intensity: scales head, brow and gaze motion (Controls.motion_intensity overrides it when set).
     gap_median / gap_p90: target inner-lip gap (IOD units) at the median / 90th percentile of speech frames.
     gap_max: the widest opening ever produced.
+    lip_lead_s: the lips show the sound this much ahead of hearing it (rounded to whole frames, so closures stay
+        exact): in real talking heads the mouth opens before the vowel it shapes is loud, and leads the audio
+        envelope by 0-120 ms at the peak of their cross-correlation.
     blinks_per_minute: mean blink rate; blink_min_s / blink_max_s: blink durations.
     head_yaw_deg / head_pitch_deg / head_roll_deg: standard deviation of the slow head drift.
-    nod_deg: size of the nod on stressed syllables. phrase_turn_deg: std of the new head orientation per phrase.
+    nod_deg: size of the nod on stressed syllables. phrase_turn_deg: std of each new head orientation (per phrase,
+        and every 1.0-2.2 s within long phrases).
+    accent_turn_deg: size of the small turn that goes with a stressed syllable (speech-driven yaw).
     pitch_follow_deg: chin rise per octave of pitch above the speaker's median.
-    max_head_deg: soft limit of any head angle at intensity 1 (grows with sqrt(intensity) above 1).
+    max_head_deg: soft limit of any head angle, at every intensity: larger turns than ~20 degrees show the limits
+        of rendering from a single photo (a hidden ear, hair torn from the background).
     blink_snap_s: a scheduled blink this close to a phrase boundary moves onto it.
+
+    The head amplitudes are set so the yaw of speech, as dlib + solvePnP measure it on the rendered video
+    (bench/eval_generation.py), has a standard deviation of 5-9 degrees like real talking heads, and its change per
+    frame stays within 0.5-1.5x theirs (bench/RESULTS.md, "Lip sync and head motion").
     """
 
     fps: int = 25
@@ -57,16 +69,18 @@ class MotionConfig:
     gap_max: float = 0.24
     attack: float = 0.8
     release: float = 0.6
+    lip_lead_s: float = 0.08
     blinks_per_minute: float = 17.0
     blink_min_s: float = 0.2
     blink_max_s: float = 0.4
-    head_yaw_deg: float = 2.0
-    head_pitch_deg: float = 1.5
-    head_roll_deg: float = 1.1
-    nod_deg: float = 1.6
-    phrase_turn_deg: float = 1.5
-    pitch_follow_deg: float = 2.0
-    max_head_deg: float = 9.0
+    head_yaw_deg: float = 6.5
+    head_pitch_deg: float = 2.0
+    head_roll_deg: float = 1.5
+    nod_deg: float = 2.5
+    phrase_turn_deg: float = 12.5
+    accent_turn_deg: float = 2.5
+    pitch_follow_deg: float = 3.0
+    max_head_deg: float = 20.0
     blink_snap_s: float = 0.8
 
 
@@ -183,7 +197,9 @@ def motion_from_audio(
     k_lids = emotion.lids
     state.blink_l[:] = np.clip(blink + k_lids * (1.0 - blink), -0.3, 1.0)
     state.blink_r[:] = state.blink_l
-    limit = np.radians(config.max_head_deg * max(1.0, intensity) ** 0.5)
+    # The same limit at every intensity: it is what one photo can be turned by without tearing (higher intensities
+    # move the head more often and further within it).
+    limit = np.radians(config.max_head_deg)
     state.yaw[:] = _soft_limit(yaw, limit)
     state.pitch[:] = _soft_limit(pitch + np.radians(emotion.pitch_deg), limit)
     state.roll[:] = _soft_limit(roll, limit)
@@ -226,8 +242,19 @@ def _calibrate(raw: np.ndarray, speech: np.ndarray, config: MotionConfig) -> np.
 def _mouth(
     lips: LipTrack, features: AudioFeatures, config: MotionConfig, emotion: EmotionOffsets
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Calibrated gap, width, rounding and lower-lip tuck from a lip track."""
-    speech = ~features.silence
+    """Calibrated gap, width, rounding and lower-lip tuck from a lip track, leading the audio by config.lip_lead_s."""
+    # Everything below works on the shown timeline: frame t shows the lips of the sound heard lead frames later.
+    lead = max(0, int(round(config.lip_lead_s * config.fps)))
+    lips = LipTrack(
+        openness=_advance(lips.openness, lead),
+        width=_advance(lips.width, lead),
+        rounding=_advance(lips.rounding, lead),
+        lower_lip=_advance(lips.lower_lip, lead),
+        closed=_advance(lips.closed, lead),
+        source=lips.source,
+    )
+    quiet = _advance(features.silence, lead)
+    speech = ~quiet
     # The calibration statistics are those of real speech including its closures, so count closed frames at 0.
     raw = np.where(lips.closed, 0.0, lips.openness.astype(np.float64))
     target = _calibrate(raw, speech, config)
@@ -240,7 +267,7 @@ def _mouth(
         gap[t] = level
     # p/b/m: the lips meet, exactly. Silence: closed, except the frame just before speech (anticipation).
     gap[lips.closed] = 0.0
-    silence = features.silence & ~np.concatenate([speech[1:], [False]])
+    silence = quiet & ~np.concatenate([speech[1:], [False]])
     gap = np.where(silence, 0.0, gap)
     # Smoothing and closures shift the statistics a little: calibrate once more on the result (0 stays 0).
     gap = _calibrate(gap, speech, config) * emotion.gap_scale + emotion.gap_add * (gap > 0)
@@ -258,13 +285,26 @@ def _mouth(
     )
 
 
+def _advance(x: np.ndarray, frames: int) -> np.ndarray:
+    """x[t + frames] at frame t; the last value is held past the end."""
+    if frames <= 0 or len(x) == 0:
+        return x
+    if frames >= len(x):
+        return np.repeat(x[-1:], len(x))
+    return np.concatenate([x[frames:], np.repeat(x[-1:], frames)])
+
+
 def _no_flashes(gap: np.ndarray, open_above: float = 0.02) -> np.ndarray:
-    """Close any opening that lasts a single frame between closed frames (chattering), e.g. "m-a-m" at 25 fps."""
+    """Close any opening that lasts a single frame between closed frames (chattering), e.g. "m-a-m" at 25 fps.
+
+    The flash is lowered to half of ``open_above``, not to it: a turned or tilted head projects the same opening a
+    few per cent wider or narrower, and a gap left exactly at the threshold would read as open again on screen.
+    """
     opened = gap > open_above
     prev_closed = np.concatenate([[True], ~opened[:-1]])
     next_closed = np.concatenate([~opened[1:], [True]])
     flash = opened & prev_closed & next_closed
-    return np.where(flash, np.minimum(gap, open_above), gap)
+    return np.where(flash, np.minimum(gap, 0.5 * open_above), gap)
 
 
 def phrase_boundaries(features: AudioFeatures, min_pause_s: float = 0.15) -> np.ndarray:
@@ -338,38 +378,65 @@ def _head_and_brows(
     intensity: float,
     boundaries: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Head yaw, pitch, roll (radians) and brow raise from prosody, plus seeded drift.
+
+    Three layers, each smooth (the fastest, a nod, takes 0.5 s):
+    - slow drift (seconds), calmer in pauses;
+    - a new orientation per phrase (a turn toward another "listener");
+    - prosodic gestures: on stressed syllables (loudness onsets) a nod and a small turn that goes and comes back;
+      high pitch lifts the chin; louder stretches of speech move the head more than quiet ones.
+    """
     n = len(features)
     fps = config.fps
     k = intensity
+    deg = np.pi / 180.0
     speech = (~features.silence).astype(np.float64)
     # Calmer in pauses: full activity while talking, a third of it after ~1 s of silence (idle).
     activity = 0.35 + 0.65 * gaussian_filter1d(speech, fps * 0.5)
-    deg = np.pi / 180.0
-    yaw = _smooth_noise(n, rng, fps * 0.9) * config.head_yaw_deg * deg
+    # Emphasis: louder stretches move the head more. Mean loudness over the clip's speech maps to 1.
+    energy = gaussian_filter1d(features.loudness.astype(np.float64), fps * 0.4)
+    talking = speech > 0
+    mean_energy = float(energy[talking].mean()) if talking.any() else 0.0
+    emphasis = 0.75 + 0.25 * np.clip(energy / mean_energy, 0.0, 2.0) if mean_energy > 0 else np.full(n, 0.75)
+    yaw = _smooth_noise(n, rng, fps * 1.0) * config.head_yaw_deg * deg
     pitch = _smooth_noise(n, rng, fps * 0.7) * config.head_pitch_deg * deg
     roll = _smooth_noise(n, rng, fps * 1.2) * config.head_roll_deg * deg
 
-    # Each phrase settles into its own orientation (a turn toward a new "listener"), reached in ~0.3 s.
-    starts = np.concatenate([[0], boundaries]).astype(np.int64)
-    turn = np.zeros(n)
-    tilt = np.zeros(n)
-    for i, start in enumerate(starts):
-        stop = starts[i + 1] if i + 1 < len(starts) else n
-        turn[start:stop] = rng.normal(0.0, config.phrase_turn_deg)
-        tilt[start:stop] = rng.normal(0.0, config.phrase_turn_deg * 0.5)
-    turn = gaussian_filter1d(turn, fps * 0.3) * deg
-    tilt = gaussian_filter1d(tilt, fps * 0.3) * deg
-
-    # Nods on stressed syllables: peaks of rising loudness, at most one per 0.6 s.
+    # Stressed syllables: peaks of rising loudness, at most one per 0.6 s.
     onset = np.clip(np.diff(features.loudness, prepend=0.0), 0, None) * features.loudness
     peaks, _ = find_peaks(onset, height=0.08, distance=max(1, int(0.6 * fps)))
+
+    # The head settles into a new orientation (a turn toward another "listener") at each phrase and, within a long
+    # phrase, on a stressed syllable once the last one has been held for 1.0-2.2 s. Real talking heads re-orient
+    # every few seconds: a clip of a single long phrase held still would look frozen. The turn is a Gaussian step
+    # (sigma 0.5 s, ~1 s end to end), which keeps it under ~2 degrees a frame. Each new orientation tends to the
+    # other side of the last one (AR(1) with -0.5: the std stays phrase_turn_deg), as a speaker addressing a room
+    # looks from side to side rather than drifting off to one.
+    starts = _orientation_starts(n, boundaries, peaks, fps, rng)
+    turn = np.zeros(n)
+    tilt = np.zeros(n)
+    side = 0.0
+    for i, start in enumerate(starts):
+        stop = starts[i + 1] if i + 1 < len(starts) else n
+        side = -0.5 * side + rng.normal(0.0, config.phrase_turn_deg * np.sqrt(0.75))
+        turn[start:stop] = side
+        tilt[start:stop] = rng.normal(0.0, config.phrase_turn_deg * 0.3)
+    turn = gaussian_filter1d(turn, fps * 0.5) * deg
+    tilt = gaussian_filter1d(tilt, fps * 0.5) * deg
+    strength = np.clip(onset[peaks] / 0.3, 0.3, 1.0)
     impulses = np.zeros(n)
-    impulses[peaks] = np.clip(onset[peaks] / 0.3, 0.3, 1.0)
+    impulses[peaks] = strength
     # Phrase ends get a small settling nod too.
     impulses[boundaries[boundaries < n]] = np.maximum(impulses[boundaries[boundaries < n]], 0.5)
-    kernel_t = np.arange(int(0.5 * fps)) / fps
-    kernel = np.sin(np.pi * kernel_t / 0.5) ** 2  # a 0.5 s down-and-back bump
-    nods = np.convolve(impulses, kernel)[:n]
+    nods = np.convolve(impulses, _bump(0.5, fps))[:n]  # a 0.5 s down-and-back bump
+    # Each accent also turns the head a little, mostly further the way the phrase already turned (emphasis toward
+    # the listener), sometimes back; the turn lasts longer than the nod (0.9 s).
+    phrase_sign = np.sign(turn[peaks]) if len(peaks) else np.zeros(0)
+    phrase_sign[phrase_sign == 0] = 1.0
+    sides = np.where(rng.random(len(peaks)) < 0.7, phrase_sign, -phrase_sign)
+    accents = np.zeros(n)
+    accents[peaks] = strength * sides
+    accent_turn = np.convolve(accents, _bump(0.9, fps))[:n] * config.accent_turn_deg * deg
 
     # Pitch: high f0 lifts the chin a little (negative pitch = chin up); brows rise with pitch accents.
     voiced = features.f0_hz > 0
@@ -382,13 +449,39 @@ def _head_and_brows(
         accent = np.where(voiced, np.clip((features.f0_hz / median_f0 - 1.1) / 0.3, 0, 1), 0.0)
         brow = gaussian_filter1d(accent, fps * 0.15)
     brow = np.clip(brow * 0.8 + 0.25 * nods, 0, 1)
-    pitch = (pitch + tilt) * activity + nods * config.nod_deg * deg - lift
+    pitch = (pitch + tilt) * activity + (nods * config.nod_deg * deg - lift) * emphasis
+    yaw = (yaw + turn) * activity * emphasis + accent_turn
     return (
-        ((yaw + turn) * activity * k).astype(np.float32),
+        (yaw * k).astype(np.float32),
         (pitch * k).astype(np.float32),
         (roll * activity * k).astype(np.float32),
         (brow * min(k, 1.5)).astype(np.float32),
     )
+
+
+def _orientation_starts(
+    n: int, boundaries: np.ndarray, peaks: np.ndarray, fps: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Frames where the head takes a new orientation: 0, every phrase start, and stressed syllables (``peaks``)
+    that come after the current orientation was held for a random 1.0-2.2 s and at least 0.5 s before the next
+    phrase (which brings its own)."""
+    phrase_starts = sorted({0, *(int(b) for b in boundaries if 0 < b < n)})
+    out: list[int] = []
+    for i, start in enumerate(phrase_starts):
+        stop = phrase_starts[i + 1] if i + 1 < len(phrase_starts) else n
+        out.append(start)
+        hold = rng.uniform(1.0, 2.2) * fps
+        for peak in peaks[(peaks > start) & (peaks < stop - 0.5 * fps)]:
+            if peak - out[-1] >= hold:
+                out.append(int(peak))
+                hold = rng.uniform(1.0, 2.2) * fps
+    return np.asarray(out, dtype=np.int64)
+
+
+def _bump(duration_s: float, fps: int) -> np.ndarray:
+    """A smooth out-and-back bump (sin^2) lasting duration_s, peak 1."""
+    t = np.arange(max(2, int(round(duration_s * fps)))) / fps
+    return np.sin(np.pi * t / duration_s) ** 2
 
 
 def _gaze(

@@ -4,7 +4,8 @@ Two paths produce the same ``LipTrack``:
 - ``lips_from_phones``: each ARPAbet phone has a viseme target (opening, width, rounding, lower-lip tuck, closure)
   and a dominance; neighbouring targets blend by dominance functions (Cohen & Massaro 1993), which decay more
   slowly before a phone than after it, so the lips anticipate the next sound (~60 ms) and consonants that do not
-  need the lips (t, k, s) take their shape from the neighbouring vowels ("t" in "two" is rounded).
+  need the lips (t, k, s) take their shape from the neighbouring vowels ("t" in "two" is rounded). How far they
+  open follows the opening heard in the audio, so stress and a misrecognised vowel still show.
 - ``lips_from_acoustics``: language-independent, from loudness, voicing, formant proxies and short energy dips
   (stop closures); used for other languages, singing and music.
 ``openness`` is in arbitrary units; ``generation.motion`` calibrates it to the real-video inner-lip gap.
@@ -69,11 +70,14 @@ class CoarticulationConfig:
     anticipation_s: time constant of a phone's influence before it starts (lips move ahead of the sound).
     carryover_s: time constant of its influence after it ends.
     closure_dip_db: (acoustic path) a level dip this deep below both neighbours within speech is a stop closure.
+    heard_weight: (phone path) how much of a viseme's opening follows the opening heard in the audio at that
+        moment (0 = the viseme's own opening only, 1 = fully scaled by what is heard).
     """
 
     anticipation_s: float = 0.06
     carryover_s: float = 0.035
     closure_dip_db: float = 8.0
+    heard_weight: float = 0.75
 
 
 @dataclass(frozen=True)
@@ -129,8 +133,16 @@ def lips_from_phones(
         target = np.array([float(getattr(v, attr)) for v in vis])  # (S,)
         return (weights * target[idx]).sum(axis=1).astype(np.float32)  # (T,)
 
-    # Stressed (louder) syllables open wider; the phone alone does not know how loud it was.
-    openness = blend("openness") * (0.55 + 0.45 * features.loudness)
+    # The phone says which shape the lips take; how far they open at that moment is heard better than recognised:
+    # a stressed syllable opens wider, a mumbled one less, a vowel the recogniser got wrong (another language)
+    # still opens as wide as it sounds. So the viseme's opening is scaled by the acoustic opening (loudness,
+    # vowel spectrum, F1: language-independent). On 20 clips in 6 languages and singing, this raised the
+    # mouth/envelope correlation (best lag) of the motion from a median 0.55 (loudness alone, weight 0.45) to 0.66.
+    heard = _acoustic_openness(features)
+    speech = ~features.silence
+    top = float(np.percentile(heard[speech], 95)) if speech.any() else 0.0
+    heard = np.clip(heard / top, 0.0, 1.2) if top > 0 else np.zeros_like(heard)
+    openness = blend("openness") * ((1.0 - config.heard_weight) + config.heard_weight * heard)
     closed = np.zeros(n, dtype=bool)
     stop = np.zeros(n, dtype=bool)
     for seg, v in zip(segs, vis, strict=True):
@@ -163,12 +175,9 @@ def _frames_of(start_s: float, end_s: float, fps: int, n: int) -> np.ndarray:
     return np.array([mid] if n else [], dtype=np.int64)
 
 
-def lips_from_acoustics(features: AudioFeatures, config: CoarticulationConfig | None = None) -> LipTrack:
-    """Language-independent lips from loudness, spectral shape, formant proxies and voicing."""
-    config = config or CoarticulationConfig()
-    n = len(features)
-    voiced = features.voicing
-    # Open vowels: loud, voiced, energy low in the spectrum, high F1. Fricatives (s, f, sh): bright, noisy.
+def _acoustic_openness(features: AudioFeatures) -> np.ndarray:
+    """(T,) uncalibrated opening heard in the audio, 0 in silence: open vowels are loud, voiced, low in the spectrum,
+    with a high F1; fricatives (s, f, sh) are bright and noisy."""
     vowel = np.clip((features.low_high_db + 5.0) / 25.0, 0.0, 1.0)
     fricative = np.clip((features.zcr - 0.12) / 0.25, 0.0, 1.0)
     f1_open = np.clip((features.f1_hz - 350.0) / 400.0, 0.0, 1.0)
@@ -177,10 +186,18 @@ def lips_from_acoustics(features: AudioFeatures, config: CoarticulationConfig | 
         * (0.45 + 0.55 * vowel)
         * (0.75 + 0.5 * f1_open)
         * (1.0 - 0.6 * fricative)
-        * (0.6 + 0.4 * voiced)
+        * (0.6 + 0.4 * features.voicing)
     )
+    return np.where(features.silence, 0.0, openness).astype(np.float64)
+
+
+def lips_from_acoustics(features: AudioFeatures, config: CoarticulationConfig | None = None) -> LipTrack:
+    """Language-independent lips from loudness, spectral shape, formant proxies and voicing."""
+    config = config or CoarticulationConfig()
+    n = len(features)
+    voiced = features.voicing
+    openness = _acoustic_openness(features)
     speech = ~features.silence
-    openness = np.where(speech, openness, 0.0)
     # Low F2 (o, u, w) rounds the lips; high F2 (i, e) spreads them. Only judged where voiced.
     rounding = np.clip((1350.0 - features.f2_hz) / 450.0, 0.0, 1.0) * voiced * speech
     spread = np.clip((features.f2_hz - 1500.0) / 600.0, 0.0, 1.0) * voiced * speech

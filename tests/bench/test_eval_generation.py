@@ -70,3 +70,36 @@ def test_single_frame_dips_are_not_blinks() -> None:
     ear[20] = 0.1  # one frame: landmark jitter
     ear[60:64] = [0.25, 0.12, 0.1, 0.24]  # a blink
     assert _blinks(ear, 25.0) == [(60, 63)]
+
+
+def test_yaw_std_reads_a_known_turn_and_ignores_a_fixed_offset() -> None:
+    """solvePnP poses of a head turning +-10 degrees (std 7.07) seen through a fixed model offset (the generic 3D
+    model's y-up axes against the camera's: 180 degrees about x): the offset drops out, the turn is read."""
+    import cv2
+    import numpy as np
+
+    from bench.eval_generation import _yaw_std_deg
+
+    flip = cv2.Rodrigues(np.array([np.pi, 0.0, 0.0]))[0]
+    yaws = np.radians(10.0) * np.sin(np.linspace(0, 2 * np.pi, 100, endpoint=False))
+    rvecs = np.array([cv2.Rodrigues(cv2.Rodrigues(np.array([0.0, y, 0.0]))[0] @ flip)[0].ravel() for y in yaws])
+    assert abs(_yaw_std_deg(rvecs) - 7.07) < 0.1
+    still = np.repeat(rvecs[:1], 50, axis=0)
+    assert _yaw_std_deg(still) < 1e-6  # negative control: no turn, no std, whatever the offset
+    pitch_only = np.array([cv2.Rodrigues(cv2.Rodrigues(np.array([y, 0.0, 0.0]))[0] @ flip)[0].ravel() for y in yaws])
+    assert _yaw_std_deg(pitch_only) < 0.1  # a nod is not read as a turn
+
+
+def test_issue_12_criteria_lip_r_lead_and_yaw() -> None:
+    def clip(r: float, lag: float, yaw: float) -> ClipReport:
+        report = _report("photo__speech", 14.0, 0.35)
+        report.corr_at_offset, report.av_offset_ms, report.yaw_std_deg = r, lag, yaw
+        return report
+
+    real = [_report("real", 15.0, None, kind="real")]
+    rows = {row[0]: row[1] for row in acceptance([clip(0.5, -60, 6.0), clip(0.4, -70, 5.5)], real)}
+    assert rows["lip r (best lag) median >= 0.35"] and rows["lips lead audio by 0-120 ms"]
+    assert rows["yaw std median 5-9 deg"]
+    rows = {row[0]: row[1] for row in acceptance([clip(0.3, +10, 2.0), clip(0.2, +5, 3.0)], real)}
+    assert rows["lip r (best lag) median >= 0.35"] is False and rows["lips lead audio by 0-120 ms"] is False
+    assert rows["yaw std median 5-9 deg"] is False

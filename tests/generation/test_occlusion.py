@@ -12,6 +12,7 @@ import pytest
 
 from generation import GenerationConfig, PreparedFace, TalkingFaceGenerator, load_audio, load_image
 from generation.face import LANDMARKS, FaceAnalysis, detect_landmarks
+from generation.generator import OCCLUDED_HEAD_LIMIT_DEG
 from generation.motion import MotionState
 from generation.render import RenderConfig, build_rig
 from tests.generation.occluders import GLOVE, with_glove, with_microphone
@@ -124,6 +125,25 @@ def test_microphone_in_the_background_is_not_an_occluder(generator: TalkingFaceG
     prepared = generator.prepare(image)
     assert "object" not in prepared.rig.occlusion.sources
     assert prepared.warnings == []
+
+
+def test_occluded_face_turns_within_the_occluded_limit(generator: TalkingFaceGenerator, photo: np.ndarray,
+                                                      example_audio: Path) -> None:  # fmt: skip
+    """Past ~10 degrees the seam between a face and the occluder kept over it shows: an occluded face's generated
+    motion stays within OCCLUDED_HEAD_LIMIT_DEG; the same audio and seeds turn a clear face further."""
+    prepared = generator.prepare(with_glove(photo, "full"))
+    assert prepared.rig.occlusion.any
+    audio = load_audio(example_audio)
+    captured: list[MotionState] = []
+    free = []
+    for seed in range(4):
+        speaker = TalkingFaceGenerator(GenerationConfig(size=generator.config.size, seed=seed))
+        free.append(float(np.degrees(np.abs(speaker.motion(audio).yaw)).max()))
+        speaker.render_motion = lambda _prepared, motion: (captured.append(motion), iter(()))[1]  # type: ignore[method-assign]
+        assert list(speaker.crops(prepared, audio)) == []
+    assert len(captured) == 4
+    turned = max(float(np.degrees(np.abs(m.yaw)).max()) for m in captured)
+    assert turned < OCCLUDED_HEAD_LIMIT_DEG < max(free), (turned, free)
 
 
 def test_clear_face_has_no_occluder_and_no_warning(prepared: PreparedFace) -> None:
