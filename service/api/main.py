@@ -20,7 +20,7 @@ from generation.errors import GenerationError
 from policies.errors import PolicyError
 from safeguards.errors import SafeguardError
 from service.api.deps import refuse_control_characters
-from service.api.problems import COMMON_ERRORS, ProblemResponse, add_problem_schema, problem_response
+from service.api.problems import COMMON_ERRORS, PUBLIC_ERRORS, ProblemResponse, add_problem_schema, problem_response
 from service.api.routes import (
     audit,
     clients,
@@ -258,9 +258,8 @@ def create_app(
         )
         return problem_response(request, problem)
 
-    app.include_router(health.router)
-    app.include_router(problems.router)
-    app.include_router(token.router)
+    for public in (health.router, problems.router, token.router):
+        app.include_router(public, responses=PUBLIC_ERRORS)
     app.include_router(stream.router)
     for router in (
         subjects.router,
