@@ -79,9 +79,7 @@ COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
 # Operations that need no token (health, problem types, discovery, the token endpoint) can still be refused before
 # their handler runs: a control character in the URL is a 400 app-wide, a malformed parameter a 422, and a database
 # or disk failure a 503. Documented on them too, so a client (and schemathesis) finds every status it can get.
-PUBLIC_ERRORS: dict[int | str, dict[str, Any]] = {
-    code: COMMON_ERRORS[code] for code in (400, 422, 500, 503)
-}
+PUBLIC_ERRORS: dict[int | str, dict[str, Any]] = {code: COMMON_ERRORS[code] for code in (400, 422, 500, 503)}
 
 
 def add_problem_schema(openapi: dict[str, Any]) -> dict[str, Any]:

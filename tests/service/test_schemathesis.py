@@ -80,25 +80,28 @@ def start_server(tmp: Path, *, rate_limits: bool = False) -> tuple[subprocess.Po
             [sys.executable, "-m", "service.cli", "serve", "--port", str(port)], env=env, stdout=fh, stderr=fh
         )
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
-    while True:
-        if proc.poll() is not None:
-            raise AssertionError(f"provatar serve exited with {proc.returncode}:\n{log.read_text()}")
-        try:
-            if httpx.get(f"{base}/health/live", timeout=5).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise AssertionError(f"provatar serve did not come up:\n{log.read_text()}")
-        time.sleep(0.5)
-    r = httpx.post(f"{base}/v1/token", data={"grant_type": "client_credentials"}, auth=admin)
-    assert r.status_code == 200, r.text
-    body = r.json()
-    assert set(body["scope"].split()) == set(SCOPES), body  # the admin token must reach every operation
-    target = FuzzTarget(base, body["access_token"], log)
-    seed_resources(target)
+    try:  # a server that came up but could not be prepared must not outlive the test run
+        deadline = time.monotonic() + 300
+        while True:
+            if proc.poll() is not None:
+                raise AssertionError(f"provatar serve exited with {proc.returncode}:\n{log.read_text()}")
+            try:
+                if httpx.get(f"{base}/health/live", timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"provatar serve did not come up:\n{log.read_text()}")
+            time.sleep(0.5)
+        r = httpx.post(f"{base}/v1/token", data={"grant_type": "client_credentials"}, auth=admin)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert set(body["scope"].split()) == set(SCOPES), body  # the admin token must reach every operation
+        target = FuzzTarget(base, body["access_token"], log)
+        seed_resources(target)
+    except BaseException:
+        stop_server(proc)
+        raise
     return proc, target
 
 
