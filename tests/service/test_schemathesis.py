@@ -13,6 +13,7 @@ seeded below: a throwaway API client, a webhook, and a problem code.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -138,6 +139,28 @@ def use_real_ids(case: Any, real_ids: dict[str, str]) -> None:
             case.path_parameters[name] = real_ids[name]
 
 
+# RFC 9110 §5.1/§5.5: a header name is a token; a value has no control characters but tab. The server's HTTP parser
+# (h11, under uvicorn) answers a request breaking that with its own text/plain 400 before the application runs, so
+# the OpenAPI cannot describe that answer; such cases are checked for that 400 (and no 5xx) instead.
+_HEADER_NAME = re.compile(r"[-!#$%&'*+.^_`|~0-9A-Za-z]+")
+_HEADER_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
+
+
+def breaks_http_syntax(case: Any) -> bool:
+    return any(
+        not _HEADER_NAME.fullmatch(str(name)) or not _HEADER_VALUE.fullmatch(str(value))
+        for name, value in (case.headers or {}).items()
+    )
+
+
+def call_and_check(case: Any, base: str, headers: dict[str, str] | None = None) -> Any:
+    if breaks_http_syntax(case):
+        response = case.call(base_url=base, headers=headers)
+        assert response.status_code == 400, (case.operation.label, response.status_code)
+        return response
+    return case.call_and_validate(base_url=base, headers=headers, checks=CHECKS)
+
+
 def server_errors_in_log(log: Path) -> list[str]:
     return [line for line in log.read_text(errors="replace").splitlines() if "Traceback" in line]
 
@@ -172,9 +195,7 @@ FUZZ_SETTINGS = settings(
 @FUZZ_SETTINGS
 def test_every_operation_with_an_all_scopes_token(case: Any, fuzz_target: FuzzTarget) -> None:
     use_real_ids(case, fuzz_target.real_ids)
-    case.call_and_validate(
-        base_url=fuzz_target.base, headers={"Authorization": f"Bearer {fuzz_target.token}"}, checks=CHECKS
-    )
+    call_and_check(case, fuzz_target.base, {"Authorization": f"Bearer {fuzz_target.token}"})
 
 
 @schema.parametrize()
@@ -183,7 +204,7 @@ def test_every_operation_without_a_token(case: Any, fuzz_target: FuzzTarget) -> 
     use_real_ids(case, fuzz_target.real_ids)
     if case.headers:
         case.headers.pop("Authorization", None)
-    response = case.call_and_validate(base_url=fuzz_target.base, checks=CHECKS)
+    response = call_and_check(case, fuzz_target.base)
     path = case.operation.path
     public = path.startswith(("/health", "/problems", "/.well-known", "/v1/token", "/openapi"))
     if not public:
