@@ -20,7 +20,7 @@ from generation.errors import GenerationError
 from policies.errors import PolicyError
 from safeguards.errors import SafeguardError
 from service.api.deps import refuse_control_characters
-from service.api.problems import COMMON_ERRORS, ProblemResponse, add_problem_schema, problem_response
+from service.api.problems import COMMON_ERRORS, PUBLIC_ERRORS, ProblemResponse, add_problem_schema, problem_response
 from service.api.routes import (
     audit,
     clients,
@@ -221,8 +221,13 @@ def create_app(
             log.exception("unhandled error on %s %s", request.method, request.url.path)
         if problem.http_status == 503:
             health.record_unavailable(request.app, problem.code)  # /health reports not ready for a while
-        # Policy denials were audited as policy decisions; everything else that is refused is audited here.
-        if "decision" not in problem.details:
+        # Policy denials were audited as policy decisions; everything else that is refused is audited here. Not when
+        # the database itself is unavailable: the audit log lives there, so the append would only wait out the same
+        # busy timeout again (a held lock made every such request take twice as long) and fail; the log line above
+        # and the access log record the request instead.
+        if problem.code == "database_unavailable":
+            log.warning("%s %s: database unavailable; the rejection is not audited", request.method, request.url.path)
+        elif "decision" not in problem.details:
             try:
                 _audit_rejection(request, problem.code, problem.message, problem.http_status)
             except Exception:  # a full disk or a lost database must not turn the answer into a plain-text 500
@@ -262,9 +267,8 @@ def create_app(
         )
         return problem_response(request, problem)
 
-    app.include_router(health.router)
-    app.include_router(problems.router)
-    app.include_router(token.router)
+    for public in (health.router, problems.router, token.router):
+        app.include_router(public, responses=PUBLIC_ERRORS)
     app.include_router(stream.router)
     for router in (
         subjects.router,

@@ -45,7 +45,7 @@ def problem_response(request: Request, problem: Problem) -> ProblemResponse:
 _REF = {"$ref": "#/components/schemas/ProblemDetails"}
 
 
-def _described(description: str, **headers: str) -> dict[str, Any]:
+def described(description: str, **headers: str) -> dict[str, Any]:
     out: dict[str, Any] = {"description": description, "content": {PROBLEM_MEDIA_TYPE: {"schema": _REF}}}
     if headers:
         out["headers"] = {name: {"description": text, "schema": {"type": "string"}} for name, text in headers.items()}
@@ -54,20 +54,32 @@ def _described(description: str, **headers: str) -> dict[str, Any]:
 
 # Merged into every operation of the OpenAPI (see main.py); the schema itself is added by `add_problem_schema`.
 COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
-    400: _described("Invalid input (e.g. an undecodable photo, invalid controls)"),
-    401: _described(
+    400: described("Invalid input (e.g. an undecodable photo, invalid controls)"),
+    401: described(
         "No, an invalid or an expired bearer token (RFC 6750 §3.1)",
         **{"WWW-Authenticate": 'Bearer realm="provatar"[, error="invalid_token", error_description="..."]'},
     ),
-    403: _described(
+    403: described(
         "The token lacks the operation's scope (insufficient_scope), or the policy denied the request (`reasons`)",
         **{"WWW-Authenticate": 'Bearer realm="provatar", error="insufficient_scope", scope="..." (scope errors)'},
     ),
-    404: _described("No such resource for this client"),
-    422: _described("Request fields failed validation (`errors` lists them)"),
-    429: _described("Rate limit hit", **{"Retry-After": "seconds to wait before retrying"}),
-    500: _described("Internal error (no internals are shown)"),
+    404: described("No such resource for this client"),
+    409: described("The resource's state does not allow this now (e.g. not finished yet, subject erased)"),
+    413: described("An upload or the request body is over its size limit"),
+    415: described("An upload is not of a type this operation accepts"),
+    422: described("Request fields failed validation (`errors` lists them)"),
+    429: described("Rate limit hit", **{"Retry-After": "seconds to wait before retrying"}),
+    500: described("Internal error (no internals are shown)"),
+    503: described(
+        "The database or the disk cannot be used right now (unreachable, locked, full or read-only)",
+        **{"Retry-After": "seconds to wait before retrying"},
+    ),
 }
+
+# Operations that need no token (health, problem types, discovery, the token endpoint) can still be refused before
+# their handler runs: a control character in the URL is a 400 app-wide, a malformed parameter a 422, and a database
+# or disk failure a 503. Documented on them too, so a client (and schemathesis) finds every status it can get.
+PUBLIC_ERRORS: dict[int | str, dict[str, Any]] = {code: COMMON_ERRORS[code] for code in (400, 422, 500, 503)}
 
 
 def add_problem_schema(openapi: dict[str, Any]) -> dict[str, Any]:

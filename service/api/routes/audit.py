@@ -20,6 +20,12 @@ router = APIRouter(prefix="/v1/audit", tags=["audit"])
 AuditReader = Annotated[Principal, RequireScope("audit:read")]
 
 
+class NdjsonResponse(StreamingResponse):
+    """JSON Lines; as the response class, it is also what the OpenAPI documents for the 200."""
+
+    media_type = "application/x-ndjson"
+
+
 @dataclass(frozen=True)
 class AuditFilters:
     """Query filters shared by listing and export (FastAPI reads them from the query string)."""
@@ -64,12 +70,11 @@ def verify_log(rt: RuntimeDep, _: AuditReader) -> dict[str, Any]:
     return {"intact": True, **asdict(report)}
 
 
-@router.get("/export")
-def export_log(rt: RuntimeDep, _: AuditReader, filters: Filters) -> StreamingResponse:
+@router.get("/export", response_class=NdjsonResponse)
+def export_log(rt: RuntimeDep, _: AuditReader, filters: Filters) -> NdjsonResponse:
     """The (filtered) log as JSON Lines, one canonical entry per line, hashes included for offline checking."""
     lines = (canonical_text(e.to_record()) + "\n" for e in rt.audit.iter_events(**asdict(filters)))
-    return StreamingResponse(
+    return NdjsonResponse(
         lines,  # streamed in batches from the database, never the whole log in memory
-        media_type="application/x-ndjson",
         headers={"Content-Disposition": 'attachment; filename="provatar-audit.jsonl"'},
     )

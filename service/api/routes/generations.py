@@ -19,6 +19,7 @@ from service import idempotency, job_state, output_access
 from service.api.deps import RequestId, RequireScope, RuntimeDep, SessionDep
 from service.api.downloads import stored_file_response
 from service.api.paging import page_body
+from service.api.problems import described
 from service.api.uploads import safe_suffix, save_upload, share_staged_uploads
 from service.auth import Principal
 from service.errors import Conflict, Gone, NotFound
@@ -244,7 +245,21 @@ def get_generation(
     return _public(gen, request, session)
 
 
-@router.get("/{generation_id}/video", name="download_generation", response_model=None)
+@router.get(
+    "/{generation_id}/video",
+    name="download_generation",
+    response_model=None,
+    response_class=Response,
+    responses={
+        200: {"description": "the MP4", "content": {"video/mp4": {"schema": {"type": "string", "format": "binary"}}}},
+        206: {
+            "description": "the requested byte range (`Range: bytes=...`)",
+            "content": {"video/mp4": {"schema": {"type": "string", "format": "binary"}}},
+        },
+        410: described("no longer served; the problem code says why (consent_revoked, retention_expired, ...)"),
+        416: {"description": "the requested range is not satisfiable (`Content-Range: bytes */size`)"},
+    },
+)
 def download_generation(
     request: Request,
     rt: RuntimeDep,

@@ -7,6 +7,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from service.api.deps import RuntimeDep
+from service.api.problems import described
 from service.errors import RETRY_UNAVAILABLE_S
 from service.readiness import Readiness, check_readiness
 from service.runtime import Runtime
@@ -42,7 +43,12 @@ def live() -> dict[str, str]:
     return {"status": "ok"}
 
 
-_NOT_READY = {503: {"description": "not ready: a check failed (problem+json listing each check)"}}
+_NOT_READY = {
+    503: described(
+        "not ready: a check failed (problem+json listing each check in `failed` and `checks`)",
+        **{"Retry-After": "seconds to wait before probing again"},
+    )
+}
 
 
 @router.get("/health/ready", responses=_NOT_READY)

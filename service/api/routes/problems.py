@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from service.api.problems import COMMON_ERRORS
 from service.errors import HINTS, NotFound, problem_title
 
 router = APIRouter(tags=["errors"])
 
 
-@router.get("/problems/{code}")
+@router.get("/problems/{code}", responses={404: COMMON_ERRORS[404]})
 def problem_type(code: str) -> dict[str, str]:
     """A human description of one problem type: its title and what to do about it."""
     if code not in HINTS:
