@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import ColumnElement, func, or_, update
@@ -97,6 +98,11 @@ def reap_expired_leases(rt: Runtime, *, enqueue: Enqueue | None = None, now: dat
             continue
         touched.append(gen.id)
         log.warning("generation %s: lease of %s expired -> %s", gen.id, gen.lease_owner, to.value)
+        if gen.params.get("in_process") and gen.output_path and "://" not in gen.output_path:
+            # A dead `provatar generate`: its temp files lie beside the user's -o path, where no sweep looks.
+            from service.sweep import discard_run_leftovers
+
+            discard_run_leftovers(Path(gen.output_path))
         if to == JobStatus.queued and enqueue is not None:
             _send(rt, gen.id, enqueue, now)
     return touched

@@ -41,6 +41,27 @@ def _older(path: Path, cutoff: float) -> bool:
         return False
 
 
+def discard_run_leftovers(output: Path) -> list[Path]:
+    """Delete the temp files a killed run left beside its output `output` (a CLI `-o` path, which the periodic
+    sweep never visits): only hidden files named after the output and of the run's temp patterns
+    (`.NAME.TOKEN.unsigned.part.mp4`, ...), never the output itself or anything else in that folder."""
+    removed = []
+    folder = output.parent
+    if not folder.is_dir():
+        return removed
+    for part in folder.iterdir():
+        # `.NAME.TOKEN.unsigned.part.mp4`, and the encoder's own temp of that (`..NAME.TOKEN...part`)
+        ours = part.name.startswith(".") and part.name.lstrip(".").startswith(f"{output.name}.")
+        if not ours or part.is_symlink() or not part.is_file() or not any(part.match(g) for g in PART_GLOBS):
+            continue
+        try:
+            part.unlink()
+            removed.append(part)
+        except OSError:
+            log.warning("could not remove the temp file %s of a stopped run", part, exc_info=True)
+    return removed
+
+
 def sweep_stale_files(rt: Runtime, *, older_than: float | None = None) -> SweepResult:
     """Delete stale `*.part` files in the outputs dir and the staged uploads no unfinished job needs."""
     older_than = rt.settings.stale_file_seconds if older_than is None else older_than

@@ -37,7 +37,6 @@ from service.pipeline import PART_GLOBS
 from service.reaper import reap_expired_leases
 from service.runtime import Runtime, initialize
 from service.settings import Settings
-from service.sweep import sweep_stale_files
 from tests.service.conftest import short_speech
 from tests.service.test_real_server import cli_env
 
@@ -124,8 +123,14 @@ def killed_run(
 def test_a_killed_generate_is_failed_by_the_reaper_and_leaves_the_output_path_alone(killed_run: KilledRun) -> None:
     rt, gen_id, keep = killed_run.rt, killed_run.gen_id, killed_run.keep
     assert keep.read_bytes() == b"my precious video"
+    # What SIGKILL left beside the target is only the run's hidden temp files, of the sweepable patterns.
+    leftovers = [p for p in killed_run.out_dir.iterdir() if p.name != "keep.mp4"]
+    assert leftovers and all(p.name.startswith(".") and any(p.match(g) for g in PART_GLOBS) for p in leftovers)
+    lookalike = killed_run.out_dir / ".keep.mp4.notes.txt"  # the user's, only named alike: never touched
+    lookalike.write_text("mine")
     # Before the lease runs out, nobody may touch the job (its runner could be alive, only slow).
     assert gen_id not in reap_expired_leases(rt)
+    assert all(p.exists() for p in leftovers)
     time.sleep(LEASE_S + 0.5)
     assert gen_id in reap_expired_leases(rt, now=datetime.now(UTC) + timedelta(seconds=1))
     job = _jobs_for(rt, keep)[0]
@@ -134,21 +139,9 @@ def test_a_killed_generate_is_failed_by_the_reaper_and_leaves_the_output_path_al
     # Not requeued (a server must never finish it into the user's file), and the file is still the user's.
     assert keep.read_bytes() == b"my precious video"
     assert reap_expired_leases(rt, now=datetime.now(UTC) + timedelta(hours=1)) == []
-    # What SIGKILL left beside the target is only the run's hidden temp files, of the sweepable patterns.
-    leftovers = [p for p in killed_run.out_dir.iterdir() if p.name != "keep.mp4"]
-    assert leftovers and all(p.name.startswith(".") and any(p.match(g) for g in PART_GLOBS) for p in leftovers)
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap: sweep_stale_files only looks in outputs_dir and work_dir, and the reaper does not clean up "
-    "beside a dead CLI job's -o path, so its `.keep.mp4.*.part` temp file stays there forever",
-)
-def test_a_killed_generates_temp_files_beside_the_output_are_swept(killed_run: KilledRun) -> None:
-    time.sleep(LEASE_S + 0.5)
-    reap_expired_leases(killed_run.rt, now=datetime.now(UTC) + timedelta(seconds=1))
-    sweep_stale_files(killed_run.rt, older_than=0)
-    assert sorted(p.name for p in killed_run.out_dir.iterdir()) == ["keep.mp4"]
+    # The periodic sweep never looks beside a CLI user's -o path: the reaper that failed the job removed the run's
+    # temp files there, and nothing else.
+    assert sorted(p.name for p in killed_run.out_dir.iterdir()) == [".keep.mp4.notes.txt", "keep.mp4"]
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
