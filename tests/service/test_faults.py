@@ -20,7 +20,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -150,25 +149,10 @@ def db_url(request: pytest.FixtureRequest) -> Iterator[str | None]:
     if request.param == "sqlite":
         yield None
         return
-    import sqlalchemy
+    from tests.conftest import postgres_schema
 
-    from tests.conftest import POSTGRES_URL
-
-    schema = f"t_faults_{uuid.uuid4().hex[:8]}"
-    admin = sqlalchemy.create_engine(POSTGRES_URL)
-    try:
-        with admin.begin() as conn:
-            conn.execute(sqlalchemy.text(f'CREATE SCHEMA "{schema}"'))
-    except sqlalchemy.exc.OperationalError as exc:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"PostgreSQL not reachable: {exc}")
-    try:
-        yield f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(sqlalchemy.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with postgres_schema("t_faults") as url:
+        yield url
 
 
 @pytest.fixture()

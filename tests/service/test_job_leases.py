@@ -3,10 +3,8 @@ job ownership). No rendering here: rows are made directly; test_celery_worker.py
 
 from __future__ import annotations
 
-import os
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -30,25 +28,10 @@ def db_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     if request.param == "sqlite":
         yield None
         return
-    import sqlalchemy
+    from tests.conftest import postgres_schema
 
-    from tests.conftest import POSTGRES_URL
-
-    schema = f"t_leases_{uuid.uuid4().hex[:8]}"
-    admin = sqlalchemy.create_engine(POSTGRES_URL)
-    try:
-        with admin.begin() as conn:
-            conn.execute(sqlalchemy.text(f'CREATE SCHEMA "{schema}"'))
-    except sqlalchemy.exc.OperationalError as exc:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"PostgreSQL not reachable: {exc}")
-    try:
-        yield f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(sqlalchemy.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with postgres_schema("t_leases") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
