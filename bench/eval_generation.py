@@ -79,6 +79,9 @@ _PNP_MODEL = np.array(
 )  # fmt: skip
 
 
+# MTCNN box -> HOG box: (centre x shift, centre y shift) as shares of MTCNN's width/height, side as a share of its
+# width. Fitted by --fit-fallback on frames where both detectors found the face (see DlibFaces._fallback_rect).
+FALLBACK_BOX = (0.0, 0.08, 1.04)  # from 71 of 75 photos (portraits, identities, celebrities), 2026-11-30
 BLINK_DEEP = 0.70  # a blink dips EAR below this share of the open-eye level
 
 # ------------------------------------------------------------------------------------------------ dlib stack
@@ -88,7 +91,13 @@ class DlibFaces:
     The package is located with importlib (its __init__ needs pkg_resources, so it is never imported).
     """
 
-    def __init__(self, detect_side: int = 320) -> None:
+    def __init__(self, detect_side: int = 320, fallback: Any | None = None) -> None:
+        """``fallback``: a safeguards.identity.FaceAnalyzer (MTCNN) asked for the face box when HOG finds none.
+
+        HOG looks for the eyes-brows-nose pattern of an upright frontal face; a hat brim over the eyes hides it in the
+        photo itself, before any rendering. MTCNN (a CNN cascade, also not the generator's mediapipe) still finds
+        such faces, and the 68-point predictor is run on its box, so those faces are measured, not dropped.
+        """
         import dlib
 
         spec = importlib.util.find_spec("face_recognition_models")
@@ -99,6 +108,31 @@ class DlibFaces:
         self._detector = dlib.get_frontal_face_detector()
         self._predictor = dlib.shape_predictor(str(models / "shape_predictor_68_face_landmarks.dat"))
         self._detect_side = detect_side
+        self._fallback = fallback
+        self.fallback_frames = 0  # frames whose box came from the fallback detector (HOG found none)
+
+    def _fallback_rect(self, frame: np.ndarray, previous: np.ndarray | None) -> Any | None:
+        """A HOG-like dlib rectangle from the fallback detector's box, or None.
+
+        The 68-point predictor was trained on HOG's boxes: square, from the brows to just under the lower lip.
+        MTCNN's box runs from the forehead to the chin, so it is mapped onto HOG's convention (FALLBACK_BOX: same
+        centre x, a square of 1.04 MTCNN widths, centre moved down by 0.08 of its height), fitted on photos where both
+        detectors found the face: `bench/eval_generation.py --fit-fallback`.
+        """
+        found = self._fallback.detect(frame) if self._fallback is not None else []
+        if not found:
+            return None
+        if previous is not None:
+            c = previous.mean(0)
+            box = min(found, key=lambda f: math.hypot((f[0].left + f[0].right) / 2 - c[0],
+                                                      (f[0].top + f[0].bottom) / 2 - c[1]))[0]  # fmt: skip
+        else:
+            box = found[0][0]
+        w, h = box.right - box.left, box.bottom - box.top
+        cx = (box.left + box.right) / 2 + FALLBACK_BOX[0] * w
+        cy = (box.top + box.bottom) / 2 + FALLBACK_BOX[1] * h
+        half = FALLBACK_BOX[2] * w / 2
+        return self._dlib.rectangle(int(cx - half), int(cy - half), int(cx + half), int(cy + half))
 
     def landmarks(self, frame: np.ndarray, previous: np.ndarray | None) -> np.ndarray | None:
         """(68, 2) landmarks of the tracked face, or None when the detector finds no face.
@@ -111,7 +145,11 @@ class DlibFaces:
         small = cv2.resize(frame, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
         rects = list(self._detector(small, 0)) or list(self._detector(small, 1))
         if not rects:
-            return None
+            rect = self._fallback_rect(frame, previous)
+            if rect is None:
+                return None
+            self.fallback_frames += 1
+            return np.array([[p.x, p.y] for p in self._predictor(frame, rect).parts()], dtype=np.float64)
 
         def centre(r: Any) -> np.ndarray:
             return np.array([(r.left() + r.right()) / 2, (r.top() + r.bottom()) / 2]) / scale
@@ -134,6 +172,10 @@ class Identity:
         from safeguards.identity import FaceAnalyzer
 
         self._analyzer = FaceAnalyzer()
+
+    @property
+    def analyzer(self) -> Any:
+        return self._analyzer
 
     def embed(self, image: np.ndarray, near: np.ndarray | None = None) -> np.ndarray | None:
         found = self._analyzer.detect(image)
@@ -316,6 +358,7 @@ class ClipReport:
     frames: int
     fps: float
     face_found: float
+    face_found_by_fallback: float  # share of frames whose face only MTCNN found (HOG missed it)
     identity_mean: float | None
     identity_max: float | None
     corr_envelope: float | None
@@ -334,6 +377,7 @@ class ClipReport:
     yaw_std_deg: float | None = None  # head yaw's standard deviation over the clip (solvePnP, smoothed as above)
     ear_closed_ratio: float | None = None  # EAR of a fully closed render / open (None for real videos)
     closed_gap: float | None = None  # dlib's inner-lip gap on the still face with closed lips (None: real)
+    source_face: bool = True  # whether this instrument finds the face in the source photo itself (False: unmeasurable)
     sheet: str = ""
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -358,6 +402,7 @@ def measure_clip(name: str, kind: str, frames: list[np.ndarray], times: np.ndarr
     rvecs = np.full((n, 3), np.nan)
     pose: tuple[np.ndarray, np.ndarray] | None = None
     prev_lm: np.ndarray | None = None
+    fallback_before = faces.fallback_frames
     for i, frame in enumerate(frames):
         lm = faces.landmarks(frame, prev_lm)
         lms.append(lm)
@@ -414,6 +459,7 @@ def measure_clip(name: str, kind: str, frames: list[np.ndarray], times: np.ndarr
     report = ClipReport(
         name=name, kind=kind, frames=n, fps=float((n - 1) / max(times[-1] - times[0], 1e-6)),
         face_found=float(np.mean([lm is not None for lm in lms])) if n else 0.0,
+        face_found_by_fallback=(faces.fallback_frames - fallback_before) / n if n else 0.0,
         identity_mean=float(np.mean(dists)) if dists else None,
         identity_max=float(np.max(dists)) if dists else None,
         corr_envelope=corr0, av_offset_ms=offset, corr_at_offset=corr_best,
@@ -500,6 +546,7 @@ def _fmt(x: float | None, spec: str = ".3f") -> str:
 
 _COLUMNS = (
     ("face%", lambda r: _fmt(100 * r.face_found, ".0f")),
+    ("MTCNN%", lambda r: _fmt(100 * r.face_found_by_fallback, ".0f")),
     ("id mean", lambda r: _fmt(r.identity_mean)),
     ("id max", lambda r: _fmt(r.identity_max)),
     ("corr env", lambda r: _fmt(r.corr_envelope)),
@@ -550,11 +597,27 @@ def closed_render_probe(generator: TalkingFaceGenerator, prepared: Any, faces: D
     return ears[1] / max(ears[0], 1e-6), gaps[0]
 
 
+def unmeasurable_portraits(generated: list[ClipReport]) -> list[str]:
+    """Portraits whose own photo shows this instrument no face (neither HOG nor MTCNN): every measure here starts
+    from a found face, so their clips cannot be judged by it and are left out of every criterion, by name."""
+    return sorted({r.name.split("__")[0] for r in generated if not r.source_face})
+
+
 def acceptance(generated: list[ClipReport], real: list[ClipReport]) -> list[tuple[str, bool | None, str]]:
-    """The issue-4 and issue-12 'Done when' criteria: (criterion, passed or None when not measurable, evidence)."""
+    """The issue-4 and issue-12 'Done when' criteria: (criterion, passed or None when not measurable, evidence).
+
+    Clips of portraits in `unmeasurable_portraits` are left out of every criterion (``main`` prints why)."""
     out: list[tuple[str, bool | None, str]] = []
+    generated = [r for r in generated if r.source_face]
+    if not generated:
+        return [("any criterion", None, "no portrait whose face this instrument finds in the photo itself")]
     faces = min(r.face_found for r in generated)
-    out.append(("face found in 100 % of frames", faces >= 1.0, f"min over clips {100 * faces:.1f} %"))
+    evidence = f"min over clips {100 * faces:.1f} %"
+    helped = sorted({f"{r.name.split('__')[0]} ({100 * r.face_found_by_fallback:.0f} %)" for r in generated
+                     if r.face_found_by_fallback > 0})  # fmt: skip
+    if helped:
+        evidence += f"; frames found by MTCNN where dlib's HOG finds none: {', '.join(helped)}"
+    out.append(("face found in 100 % of frames", faces >= 1.0, evidence))
     ids = [r.identity_mean for r in generated if r.identity_mean is not None]
     mean_id = float(np.mean(ids)) if ids else None
     out.append(("mean identity distance <= 0.25", None if mean_id is None else mean_id <= 0.25,
@@ -632,6 +695,38 @@ def acceptance(generated: list[ClipReport], real: list[ClipReport]) -> list[tupl
     return out
 
 
+# ------------------------------------------------------------------------------------------------ fallback fit
+def _fit_side(image: np.ndarray, side: int) -> np.ndarray:
+    """The image scaled down so its longer side is at most ``side`` (detection needs no more)."""
+    h, w = image.shape[:2]
+    scale = min(1.0, side / max(h, w))
+    if scale == 1.0:
+        return image
+    return cv2.resize(image, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+
+
+def fit_fallback_box(images: list[np.ndarray], faces: DlibFaces, analyzer: Any) -> tuple[float, float, float, int]:
+    """Median mapping from MTCNN's box to HOG's over images where both find one face: (dx/w, dy/h, side/w, n)."""
+    import dlib
+
+    detector = dlib.get_frontal_face_detector()
+    rows = []
+    for image in images:
+        hog = list(detector(image, 1))
+        found = analyzer.detect(image)
+        if len(hog) != 1 or len(found) != 1:
+            continue
+        r, box = hog[0], found[0][0]
+        w, h = box.right - box.left, box.bottom - box.top
+        rows.append((((r.left() + r.right()) / 2 - (box.left + box.right) / 2) / w,
+                     ((r.top() + r.bottom()) / 2 - (box.top + box.bottom) / 2) / h,
+                     r.width() / w))  # fmt: skip
+    if not rows:
+        raise SystemExit("no image where both detectors found exactly one face")
+    dx, dy, side = np.median(np.array(rows), axis=0)
+    return float(dx), float(dy), float(side), len(rows)
+
+
 # ------------------------------------------------------------------------------------------------ main
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -647,6 +742,8 @@ def main() -> None:
     parser.add_argument("--no-videos", action="store_true", help="skip the real videos")
     parser.add_argument("--quick", action="store_true", help="2 portraits x 1 speech, 4 s, real videos 4 s")
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--fit-fallback", action="store_true",
+                        help="print the MTCNN -> HOG box mapping fitted on the shared photos, and exit")  # fmt: skip
     args = parser.parse_args()
     import torch
 
@@ -665,8 +762,16 @@ def main() -> None:
     if args.quick:
         portraits, speech, args.seconds = portraits[:2], speech[:1], 4.0
 
-    faces = DlibFaces()
     identity = Identity()
+    faces = DlibFaces(fallback=identity.analyzer)
+    hog_only = DlibFaces()
+    if args.fit_fallback:
+        photos = [p for d in ("portraits", "identities", "celebrities") for p in sorted((args.media / d).rglob("*"))
+                  if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp")]  # fmt: skip
+        images = [_fit_side(load_image(p, max_pixels=50_000_000), 1024) for p in photos]
+        dx, dy, side, n = fit_fallback_box(images, faces, identity.analyzer)
+        print(f"FALLBACK_BOX = ({dx:.2f}, {dy:.2f}, {side:.2f})  # from {n} of {len(images)} photos")
+        return
     generator = TalkingFaceGenerator(GenerationConfig(size=512, fps=25, seed=args.seed))
     reports: list[ClipReport] = []
     for photo_path in portraits:
@@ -677,6 +782,7 @@ def main() -> None:
             continue
         reference = identity.embed(prepared.face.image, near=prepared.face.landmarks[:, :2].mean(0))
         closed_ratio, closed_gap = closed_render_probe(generator, prepared, faces)
+        source_face = faces.landmarks(prepared.face.image, None) is not None
         for speech_path in speech:
             # Each clip its own seed: with one seed every clip of a length would repeat one draw of blink times
             # and head drift, and the table would measure that draw, not the generator.
@@ -688,10 +794,13 @@ def main() -> None:
             t_gen = time.perf_counter() - t0
             name = f"{photo_path.stem}__{speech_path.stem}"
             times = np.arange(len(frames)) / 25.0
-            report, series = measure_clip(name, "generated", frames, times, audio, faces, identity, reference,
-                                          args.identity_every)  # fmt: skip
+            # An unmeasurable portrait's clips are still made and drawn (a sheet to judge by eye), but measured
+            # without the MTCNN fallback: running it on every frame of a face it cannot find costs minutes.
+            report, series = measure_clip(name, "generated", frames, times, audio, faces if source_face else hog_only,
+                                          identity, reference, args.identity_every)  # fmt: skip
             report.seconds["generate"] = round(t_gen, 2)
             report.ear_closed_ratio = None if closed_ratio is None else round(closed_ratio, 3)
+            report.source_face = source_face
             report.closed_gap = None if closed_gap is None else round(closed_gap, 3)
             report.sheet = str(args.out / f"{name}.png")
             contact_sheet(frames, series, Path(report.sheet))
@@ -717,6 +826,9 @@ def main() -> None:
     print_table(reports + real)
     if reports:
         print("\nissue 4 + 12 acceptance (generated vs real):")
+        for name in unmeasurable_portraits(reports):
+            print(f"  excluded {name}: neither dlib's HOG nor MTCNN finds a face in the photo itself (e.g. eyes under "
+                  "a hat brim), so no measure here applies; judge its contact sheet by eye")  # fmt: skip
         for criterion, passed, evidence in acceptance(reports, real):
             mark = "n/a " if passed is None else ("PASS" if passed else "FAIL")
             print(f"  [{mark}] {criterion}: {evidence}")

@@ -30,6 +30,7 @@ __all__ = [
     "MotionConfig",
     "MotionState",
     "motion_from_audio",
+    "blink_profile",
     "blink_track",
     "inner_gap_targets",
     "phrase_boundaries",
@@ -344,18 +345,30 @@ def blink_track(
         length = max(3, int(round(duration * fps)))
         if start + length > n_frames:
             break
-        close = max(1, int(round(length * 0.35)))
-        profile = np.concatenate(
-            [
-                np.linspace(0.0, 1.0, close + 1)[1:],  # closing, ends fully closed
-                np.linspace(1.0, 0.0, length - close + 1)[1:-1],  # opening, ends before fully open
-            ]
-        )
+        profile = blink_profile(length)
         out[start : start + len(profile)] = np.maximum(out[start : start + len(profile)], profile)
         last_end = when + duration
         # Gamma-shaped intervals: blinks cluster a little but never closer than 1 s.
         t = max(t, when) + gap + duration
     return out
+
+
+def blink_profile(length: int) -> np.ndarray:
+    """Lid closure over one blink of ``length`` frames (>= 3): a fast close, a short hold shut, a slower opening.
+
+    Real blinks close in 70-100 ms, stay shut for a frame or two and reopen over 150-250 ms (the upper lid's
+    opening is the slow phase). A shut hold matters for how a blink reads: with a linear close-open ramp, only one
+    frame is fully closed and the blink looks (and measures, on an eye-aspect-ratio curve) like a flicker.
+    The profile's last frame is still a little closed; the frame after it is open.
+    """
+    close = max(1, int(round(length * 0.3)))
+    hold = max(1, int(round(length * 0.2))) if length >= 4 else 0
+    opening = max(1, length - close - hold)
+    ramp_up = np.linspace(0.0, 1.0, close + 1)[1:]  # ends fully closed
+    # Smoothstep opening: lids leave the shut position slowly, then speed up, then settle.
+    t = np.linspace(0.0, 1.0, opening + 2)[1:-1]
+    ramp_down = 1.0 - t * t * (3.0 - 2.0 * t)
+    return np.concatenate([ramp_up, np.ones(hold), ramp_down]).astype(np.float32)
 
 
 def _smooth_noise(n: int, rng: np.random.Generator, sigma_frames: float) -> np.ndarray:
