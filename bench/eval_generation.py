@@ -695,6 +695,20 @@ def acceptance(generated: list[ClipReport], real: list[ClipReport]) -> list[tupl
     return out
 
 
+def report_all(reports: list[ClipReport], real: list[ClipReport]) -> None:
+    """The per-clip table, then each acceptance criterion with its evidence."""
+    print_table(reports + real)
+    if not reports:
+        return
+    print(f"\nissue 4 + 12 acceptance ({len(reports)} generated clips vs {len(real)} real videos):")
+    for name in unmeasurable_portraits(reports):
+        print(f"  excluded {name}: neither dlib's HOG nor MTCNN finds a face in the photo itself (e.g. eyes under "
+              "a hat brim), so no measure here applies; judge its contact sheet by eye")  # fmt: skip
+    for criterion, passed, evidence in acceptance(reports, real):
+        mark = "n/a " if passed is None else ("PASS" if passed else "FAIL")
+        print(f"  [{mark}] {criterion}: {evidence}")
+
+
 # ------------------------------------------------------------------------------------------------ fallback fit
 def _fit_side(image: np.ndarray, side: int) -> np.ndarray:
     """The image scaled down so its longer side is at most ``side`` (detection needs no more)."""
@@ -742,9 +756,16 @@ def main() -> None:
     parser.add_argument("--no-videos", action="store_true", help="skip the real videos")
     parser.add_argument("--quick", action="store_true", help="2 portraits x 1 speech, 4 s, real videos 4 s")
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--from-results", nargs="+", type=Path, metavar="RESULTS_JSON",
+                        help="print the table and the acceptance of earlier runs' results.json files taken together "
+                             "(a run sharded by --portraits over several processes), and exit")  # fmt: skip
     parser.add_argument("--fit-fallback", action="store_true",
                         help="print the MTCNN -> HOG box mapping fitted on the shared photos, and exit")  # fmt: skip
     args = parser.parse_args()
+    if args.from_results:
+        loaded = [ClipReport(**row) for path in args.from_results for row in json.loads(path.read_text())]
+        report_all([r for r in loaded if r.kind == "generated"], [r for r in loaded if r.kind == "real"])
+        return
     import torch
 
     torch.set_num_threads(1)
@@ -823,15 +844,7 @@ def main() -> None:
             real.append(report)
             print(f"measured {video.name} ({report.frames} frames)", file=sys.stderr)
 
-    print_table(reports + real)
-    if reports:
-        print("\nissue 4 + 12 acceptance (generated vs real):")
-        for name in unmeasurable_portraits(reports):
-            print(f"  excluded {name}: neither dlib's HOG nor MTCNN finds a face in the photo itself (e.g. eyes under "
-                  "a hat brim), so no measure here applies; judge its contact sheet by eye")  # fmt: skip
-        for criterion, passed, evidence in acceptance(reports, real):
-            mark = "n/a " if passed is None else ("PASS" if passed else "FAIL")
-            print(f"  [{mark}] {criterion}: {evidence}")
+    report_all(reports, real)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps([asdict(r) for r in reports + real], indent=1))
     print(f"\ncontact sheets and results.json under {args.out}")
