@@ -1,4 +1,4 @@
-"""The generator evaluation's acceptance logic: which clips count toward the blink criterion."""
+"""The generator evaluation's acceptance logic: which clips count toward which criterion, and why."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from bench.eval_generation import ClipReport, acceptance, blinks_measurable
 def _report(name: str, blinks: float, ratio: float | None, kind: str = "generated", silence: float | None = None,
             closed_gap: float | None = None) -> ClipReport:  # fmt: skip
     return ClipReport(
-        name=name, kind=kind, frames=250, fps=25.0, face_found=1.0, identity_mean=0.2, identity_max=0.3,
+        name=name, kind=kind, frames=250, fps=25.0, face_found=1.0, face_found_by_fallback=0.0,
+        identity_mean=0.2, identity_max=0.3,
         corr_envelope=0.5, av_offset_ms=0.0, corr_at_offset=0.5, silence_frames=10, silence_gap_median=silence,
         silence_gap_p90=silence, speech_gap_median=0.05, speech_gap_p90=0.1, blinks_per_min=blinks,
         blink_ms_median=200.0, blink_ms_min=120.0, blink_ms_max=280.0, head_deg_per_frame=0.7,
@@ -103,3 +104,22 @@ def test_issue_12_criteria_lip_r_lead_and_yaw() -> None:
     rows = {row[0]: row[1] for row in acceptance([clip(0.3, +10, 2.0), clip(0.2, +5, 3.0)], real)}
     assert rows["lip r (best lag) median >= 0.35"] is False and rows["lips lead audio by 0-120 ms"] is False
     assert rows["yaw std median 5-9 deg"] is False
+
+
+def test_a_portrait_whose_photo_shows_no_face_is_left_out_by_name_and_a_lost_render_still_fails() -> None:
+    from bench.eval_generation import unmeasurable_portraits
+
+    real = [_report("real", 15.0, None, kind="real")]
+    fine = _report("photo__speech", 14.0, 0.3)
+    hat = _report("hat__speech", 0.0, None)
+    hat.face_found, hat.source_face, hat.corr_at_offset = 0.2, False, 0.0
+    rows = {row[0]: row for row in acceptance([fine, hat], real)}
+    assert rows["face found in 100 % of frames"][1] is True
+    assert rows["lip r (best lag) median >= 0.35"][2].startswith("median 0.500")  # the hat clip's 0.0 not counted
+    assert unmeasurable_portraits([fine, hat]) == ["hat"]
+    # Negative control: the photo shows a face, the render loses it -> a failure, whoever found the other frames.
+    lost = _report("photo__other", 14.0, 0.3)
+    lost.face_found, lost.face_found_by_fallback = 0.9, 0.3
+    row = next(r for r in acceptance([fine, lost], real) if r[0].startswith("face found"))
+    assert row[1] is False and "photo (30 %)" in row[2]
+    assert acceptance([hat], real)[0][1] is None  # nothing measurable is not a pass

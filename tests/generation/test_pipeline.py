@@ -169,3 +169,15 @@ def test_render_on_cuda_matches_cpu(prepared: PreparedFace) -> None:
     cpu = Renderer(prepared.rig).render(motion)
     gpu = Renderer(build_rig(prepared.face, RenderConfig(), torch.device("cuda"))).render(motion)
     assert np.abs(cpu.astype(int) - gpu.astype(int)).mean() < 1.0
+
+
+def test_a_blink_holds_shut_and_reopens_slower_than_it_closes() -> None:
+    from generation.motion import blink_profile
+
+    for length in (5, 7, 10):
+        profile = blink_profile(length)
+        assert len(profile) == length and profile.max() == 1.0 and profile[-1] < 0.5
+        shut = np.nonzero(profile >= 1.0)[0]
+        assert len(shut) >= 2  # a hold, not a one-frame flicker
+        assert shut[0] < length - 1 - shut[-1]  # closing (before the hold) is shorter than opening (after it)
+        assert np.all(np.diff(profile[: shut[0] + 1]) > 0) and np.all(np.diff(profile[shut[-1]:]) < 0)
