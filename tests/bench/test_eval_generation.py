@@ -13,7 +13,7 @@ def _report(name: str, blinks: float, ratio: float | None, kind: str = "generate
         corr_envelope=0.5, av_offset_ms=0.0, corr_at_offset=0.5, silence_frames=10, silence_gap_median=silence,
         silence_gap_p90=silence, speech_gap_median=0.05, speech_gap_p90=0.1, blinks_per_min=blinks,
         blink_ms_median=200.0, blink_ms_min=120.0, blink_ms_max=280.0, head_deg_per_frame=0.7,
-        ear_closed_ratio=ratio, closed_gap=closed_gap,
+        ear_closed_ratio=ratio, closed_gap=closed_gap, known_blink_ms=240.0,
     )  # fmt: skip
 
 
@@ -123,3 +123,25 @@ def test_a_portrait_whose_photo_shows_no_face_is_left_out_by_name_and_a_lost_ren
     row = next(r for r in acceptance([fine, lost], real) if r[0].startswith("face found"))
     assert row[1] is False and "photo (30 %)" in row[2]
     assert acceptance([hat], real)[0][1] is None  # nothing measurable is not a pass
+
+
+def test_blink_durations_are_not_judged_where_a_known_blink_measures_wrong() -> None:
+    turned = _report("turned__speech", 14.0, 0.6)
+    turned.blink_ms_median = turned.blink_ms_min = turned.blink_ms_max = 80.0
+    turned.known_blink_ms = 80.0  # the probe's 280 ms blink read as 80 ms: the measure sees only the deepest frames
+    _, passed, evidence = _blink_row([_report("photo__speech", 14.0, 0.3), turned])
+    assert passed is True and "turned (80 ms)" in evidence and "over 1 clips (single" in evidence
+    turned.known_blink_ms = 240.0  # negative control: the measure reads this face right, so 80 ms is a flicker
+    assert _blink_row([_report("photo__speech", 14.0, 0.3), turned])[1] is False
+
+
+def test_a_pause_of_a_few_frames_is_not_judged_but_a_long_open_one_fails() -> None:
+    real = [_report("real", 15.0, None, kind="real", silence=0.05)]
+    fine = _report("photo__speech", 14.0, 0.3, silence=0.02, closed_gap=0.01)
+    jitter = _report("anime__speech", 14.0, 0.3, silence=0.10, closed_gap=0.01)
+    jitter.silence_frames = 4
+    row = next(r for r in acceptance([fine, jitter], real) if r[0].startswith("mouth opening in silence"))
+    assert row[1] is True and "1 clips whose pauses" in row[2]
+    jitter.silence_frames = 12  # negative control: the same opening over a long pause is a mouth left open
+    row = next(r for r in acceptance([fine, jitter], real) if r[0].startswith("mouth opening in silence"))
+    assert row[1] is False
