@@ -28,7 +28,11 @@ class RenderConfig:
     own_teeth_max: the longest stretch (IOD) of the photo's interior shown hanging from the upper lip: about the
         upper incisors' exposure; below it a wider opening shows the cavity, not the photo's lower rows again.
     occlusion: find what covers the mouth or eyes (``generation.occlusion``: a hand, a cup, a hat brim) and keep
-        it on top and unmoved in every frame; a mostly covered mouth is not opened, a covered eye not blinked.
+        it on top in every frame; a mostly covered mouth is not opened, a covered eye not blinked.
+    occluder_follows_head: move the occluder with the head pose (yaw, pitch, roll, shift, scale) through the same
+        mesh as the face, but never with the face's expression (jaw, lips, lids): the face and the hand or
+        microphone in front of it turn as one, and the occluder's far end blends into the body like the neck
+        does. False keeps it where the photo has it (the face then slides under it: a seam past ~10 degrees).
     rebuild_closed_lips: when closing an open photo mouth, refill whatever of the interior lies inside the mesh's
         lip contours (teeth, tongue) with the lips' own texture first; False closes by the warp alone (the naive
         path, kept as the tests' negative control).
@@ -48,4 +52,5 @@ class RenderConfig:
     still_background: bool = True
     own_teeth_max: float = 0.11
     occlusion: bool = True
+    occluder_follows_head: bool = True
     rebuild_closed_lips: bool = True

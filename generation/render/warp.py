@@ -56,21 +56,8 @@ class Warper:
               ) -> torch.Tensor:  # fmt: skip
         """(B, H, W, 3) float frames: every output pixel sampled from the base image through its triangle."""
         rig = self.rig
-        if triangles is None:
-            tri_cpu, tri, src_tri = self._tri_cpu, rig.triangles, rig._src_tri
-        else:
-            tri_cpu, tri = triangles.astype(np.int32), triangles
-            src_tri = torch.as_tensor(rig.source_vertices[triangles], dtype=torch.float32, device=rig.device)
-        ids = np.stack([self._raster(t, tri_cpu) for t in targets])  # (B, H, W) triangle ids
-        affine = self._affines(targets, tri, src_tri)  # (B, K, 2, 3) target -> source
-        ids_t = torch.from_numpy(ids).to(rig.device)
-        bsz, k = affine.shape[:2]
-        flat = affine.reshape(bsz * k, 6)
-        offset = (torch.arange(bsz, device=rig.device) * k)[:, None, None]
-        per_pixel = flat[(ids_t.long() + offset).reshape(-1)].reshape(bsz, rig.size, rig.size, 2, 3)
-        px = self.pixels[None, ..., 0:1]  # (1, H, W, 1)
-        py = self.pixels[None, ..., 1:2]
-        src = per_pixel[..., 0] * px + per_pixel[..., 1] * py + per_pixel[..., 2]  # (B, H, W, 2)
+        src = self.source_map(targets, triangles)  # (B, H, W, 2)
+        bsz = src.shape[0]
         grid = src * (2.0 / rig.size) - 1.0  # align_corners=False convention
         if rig.person is None:
             image = (rig.image if source is None else source).expand(bsz, -1, -1, -1)
@@ -94,6 +81,35 @@ class Warper:
         revealed = (rig.person[0, 0, y0:y1, x0:x1] - person).sub_(0.25).clamp_(min=0.0).mul_(1 / 0.75)
         region.add_(rig.plate_hwc[y0:y1, x0:x1].sub(region).mul_(revealed[..., None]))
         return out
+
+    def source_map(self, targets: np.ndarray, triangles: np.ndarray | None = None,
+                   box: tuple[int, int, int, int] | None = None) -> torch.Tensor:  # fmt: skip
+        """(B, h, w, 2) the photo position (x, y, pixels) each output pixel of ``box`` (y0, y1, x0, x1; default the
+        whole frame) is drawn from, through the target triangle it lies in."""
+        rig = self.rig
+        if triangles is None:
+            tri_cpu, tri, src_tri = self._tri_cpu, rig.triangles, rig._src_tri
+        else:
+            tri_cpu, tri = triangles.astype(np.int32), triangles
+            src_tri = torch.as_tensor(rig.source_vertices[triangles], dtype=torch.float32, device=rig.device)
+        y0, y1, x0, x1 = box if box is not None else (0, rig.size, 0, rig.size)
+        ids = np.stack([self._raster(t, tri_cpu)[y0:y1, x0:x1] for t in targets])  # (B, h, w) triangle ids
+        affine = self._affines(targets, tri, src_tri)  # (B, K, 2, 3) target -> source
+        ids_t = torch.from_numpy(np.ascontiguousarray(ids)).to(rig.device)
+        bsz, k = affine.shape[:2]
+        flat = affine.reshape(bsz * k, 6)
+        offset = (torch.arange(bsz, device=rig.device) * k)[:, None, None]
+        per_pixel = flat[(ids_t.long() + offset).reshape(-1)].reshape(bsz, y1 - y0, x1 - x0, 2, 3)
+        px = self.pixels[None, y0:y1, x0:x1, 0:1]  # (1, h, w, 1)
+        py = self.pixels[None, y0:y1, x0:x1, 1:2]
+        return per_pixel[..., 0] * px + per_pixel[..., 1] * py + per_pixel[..., 2]  # (B, h, w, 2)
+
+    def sample(self, image: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+        """(B, h, w, C): ``image`` (1, C, H, W) read bilinearly at ``source`` positions (B, h, w, 2) (pixels)."""
+        grid = source * (2.0 / self.rig.size) - 1.0  # align_corners=False convention
+        out = F.grid_sample(image.expand(len(source), -1, -1, -1), grid, mode="bilinear", padding_mode="border",
+                            align_corners=False)  # fmt: skip
+        return out.permute(0, 2, 3, 1).contiguous()
 
     def _raster(self, verts: np.ndarray, tri_cpu: np.ndarray) -> np.ndarray:
         """Triangle id per output pixel, drawn far-to-near (later ones win), 1/16 px precision.
