@@ -85,11 +85,12 @@ class Renderer:
     def _occluder_on_top(self, out: torch.Tensor, motion: MotionState) -> None:
         """Paste the photo's occluder pixels over the finished frames ``out`` (B, H, W, 3), in place.
 
-        A hand over the mouth or a microphone held to the chin is in front of the face and turns with it; kept
-        still while the face turned under it, the nose slid over the fingertips at 20 degrees. So the occluder
-        layer is warped by the head pose alone, through the same mesh: where it touches the face it moves as the
-        face does, and where it leaves the face (a wrist, an arm) it follows the ring anchors as the neck and
-        shoulders do. Only the expression (jaw, lips) moves the face under it.
+        A hand over the mouth is in front of the face and turns with it; kept still while the face turned under
+        it, the nose slid over the fingertips at 20 degrees. So the part of the occluder that is on the face
+        (``Occlusion.follows``) is warped by the head pose alone, as a flat plane at its depth (``deform_flat``):
+        it moves as one piece with the face it touches, not shaped by the cheek's relief, and where it leaves
+        the face (a wrist, an arm) it follows the ring anchors as the neck and shoulders do. Only the expression
+        (jaw, lips) moves the face under it. A held object (a microphone on its stand) stays where it is.
         """
         rig = self.rig
         targets = self.occluder_targets(motion)
@@ -108,3 +109,8 @@ class Renderer:
         layer = self._warper.sample(rig.occluder_layer, self._warper.source_map(targets, box=(y0, y1, x0, x1)))
         region = out[:, y0:y1, x0:x1]
         region.add_((layer[..., :3] - region).mul_(layer[..., 3:]))
+
+    def warp(self, targets: np.ndarray, triangles: np.ndarray | None = None, source: np.ndarray | None = None
+             ) -> np.ndarray:  # fmt: skip
+        """The mesh warp alone (no mouth interior, lids or occluders): ``Warper.warp``, (B, size, size, 3) uint8."""
+        return self._warper.warp(targets, triangles, source)
