@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from generation.motion import MotionState
-from generation.render.deform import deform_flat
+from generation.render.deform import N_MESH, deform_flat
 from generation.render.eyes import shade_closing_lids
 from generation.render.mouth import draw_mouth_interior
 from generation.render.rig import FaceRig
@@ -36,6 +36,11 @@ class Renderer:
         self.rig = rig
         self._warper = Warper(rig)
         self._pixels = self._warper.pixels  # (H, W, 2) pixel centres
+        # The vertices ``deform_flat`` moves as one plane (mesh and lash strip; not the ring or border anchors).
+        self._rigid = np.zeros(rig.n_vertices, dtype=bool)
+        self._rigid[:N_MESH] = True
+        lash = N_MESH + len(rig.ring)
+        self._rigid[lash : lash + len(rig.lash_parent)] = True
 
     @torch.no_grad()
     def render(self, motion: MotionState) -> np.ndarray:
@@ -106,7 +111,8 @@ class Renderer:
         y0, y1, x0, x1 = rig.follow_box
         y0, x0 = max(y0 - reach, 0), max(x0 - reach, 0)
         y1, x1 = min(y1 + reach, rig.size), min(x1 + reach, rig.size)
-        layer = self._warper.sample(rig.occluder_layer, self._warper.source_map(targets, box=(y0, y1, x0, x1)))
+        source = self._warper.source_map_rigid(targets, self._rigid, box=(y0, y1, x0, x1), step=4)
+        layer = self._warper.sample(rig.occluder_layer, source)
         region = out[:, y0:y1, x0:x1]
         region.add_((layer[..., :3] - region).mul_(layer[..., 3:]))
 
