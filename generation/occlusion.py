@@ -17,8 +17,9 @@ photo, from evidence that needs no weights beyond what mediapipe already bundles
 - eye bands: the skin of the upper lid and under the eye should look like the cheek; where both are something
   else (a hat brim, sunglasses), the eye is covered and is not animated.
 
-The result is a static mask in crop pixels: the renderer draws the face layer from the photo with the occluder
-filled in (``fill_occluded``), then pastes the photo's own occluder pixels back on top in every frame.
+The result is a mask in crop pixels: the renderer draws the face layer from the photo with the occluder filled in
+(``fill_occluded``), then pastes the photo's own occluder pixels back on top in every frame. The part on the face
+(hands, colour-found objects: ``Occlusion.follows``) turns with the head; held objects stay where they are.
 """
 
 from __future__ import annotations

@@ -29,10 +29,11 @@ class RenderConfig:
         upper incisors' exposure; below it a wider opening shows the cavity, not the photo's lower rows again.
     occlusion: find what covers the mouth or eyes (``generation.occlusion``: a hand, a cup, a hat brim) and keep
         it on top in every frame; a mostly covered mouth is not opened, a covered eye not blinked.
-    occluder_follows_head: move the occluder with the head pose (yaw, pitch, roll, shift, scale) through the same
-        mesh as the face, but never with the face's expression (jaw, lips, lids): the face and the hand or
-        microphone in front of it turn as one, and the occluder's far end blends into the body like the neck
-        does. False keeps it where the photo has it (the face then slides under it: a seam past ~10 degrees).
+    occluder_follows_head: move the part of an occluder that is on the face (a hand, a glove) with the head pose
+        (yaw, pitch, roll, shift, scale) as a flat plane at its depth, never with the face's expression (jaw,
+        lips, lids): the face and the hand in front of it turn as one, and its far end (a wrist) blends into the
+        body with the ring anchors. Held objects (a microphone on its stand) stay either way. False keeps all of
+        it where the photo has it (the face then slides under it: a seam past ~10 degrees).
     rebuild_closed_lips: when closing an open photo mouth, refill whatever of the interior lies inside the mesh's
         lip contours (teeth, tongue) with the lips' own texture first; False closes by the warp alone (the naive
         path, kept as the tests' negative control).
