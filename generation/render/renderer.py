@@ -106,15 +106,16 @@ class Renderer:
         if rig.still_paste is not None:
             rig.still_paste.onto(out)
         assert rig.occluder_layer is not None
-        # The occluder can move as far as any vertex does: the box grows by that much.
-        reach = int(np.ceil(np.abs(targets - rig.source_vertices[None]).max())) + 2
-        y0, y1, x0, x1 = rig.follow_box
-        y0, x0 = max(y0 - reach, 0), max(x0 - reach, 0)
-        y1, x1 = min(y1 + reach, rig.size), min(x1 + reach, rig.size)
-        source = self._warper.source_map_rigid(targets, self._rigid, box=(y0, y1, x0, x1), step=4)
-        layer = self._warper.sample(rig.occluder_layer, source)
-        region = out[:, y0:y1, x0:x1]
-        region.add_((layer[..., :3] - region).mul_(layer[..., 3:]))
+        for b in range(len(targets)):  # frame by frame: each frame's box (and so its pixels) is its own
+            # The occluder can move as far as any vertex does: the box grows by that much.
+            reach = int(np.ceil(np.abs(targets[b] - rig.source_vertices).max())) + 2
+            y0, y1, x0, x1 = rig.follow_box
+            y0, x0 = max(y0 - reach, 0), max(x0 - reach, 0)
+            y1, x1 = min(y1 + reach, rig.size), min(x1 + reach, rig.size)
+            source = self._warper.source_map_rigid(targets[b : b + 1], self._rigid, box=(y0, y1, x0, x1), step=4)
+            layer = self._warper.sample(rig.occluder_layer, source)[0]  # (h, w, 4)
+            region = out[b, y0:y1, x0:x1]
+            region.add_((layer[..., :3] - region).mul_(layer[..., 3:]))
 
     def warp(self, targets: np.ndarray, triangles: np.ndarray | None = None, source: np.ndarray | None = None
              ) -> np.ndarray:  # fmt: skip
