@@ -22,13 +22,7 @@ from generation.phonemes import PhoneRecognizer
 from generation.render import FaceRig, RenderConfig, Renderer, build_rig
 from generation.visemes import LipTrack, lips_from_acoustics, lips_from_phones
 
-__all__ = ["GenerationConfig", "PreparedFace", "TalkingFaceGenerator", "OCCLUDED_HEAD_LIMIT_DEG"]
-
-# A face with something over it (a hand, a microphone, a brim) keeps the occluder as the photo's own pixels while the
-# face moves under it; past ~10 degrees of turn the seam shows (at 20 degrees the nose of
-# occluded_hand_over_mouth slid over the fingertips, bench/RESULTS.md "Lip sync and head motion"). Such faces turn
-# within the limit the occlusion work was checked at.
-OCCLUDED_HEAD_LIMIT_DEG = 9.0
+__all__ = ["GenerationConfig", "PreparedFace", "TalkingFaceGenerator"]
 
 
 @dataclass(frozen=True)
@@ -161,9 +155,9 @@ class TalkingFaceGenerator:
     def crops(self, prepared: PreparedFace, audio: AudioTrack) -> Iterator[np.ndarray]:
         """Yield exactly frame_count(audio) rendered head crops, (size, size, 3) uint8 RGB, a batch at a time
         (the output frames themselves with crop framing)."""
-        limit = OCCLUDED_HEAD_LIMIT_DEG if prepared.rig.occlusion.any else None
-        motion = self.motion(audio, head_limit_deg=limit)
-        yield from self.render_motion(prepared, motion)
+        # An occluded face turns as far as a clear one: an occluder on the face turns with the head, a held one
+        # stays (RenderConfig.occluder_follows_head; bench/occluder_turns.py shows both at +-20 degrees).
+        yield from self.render_motion(prepared, self.motion(audio))
 
     @torch.no_grad()
     def render_motion(self, prepared: PreparedFace, motion: MotionState) -> Iterator[np.ndarray]:

@@ -17,8 +17,9 @@ photo, from evidence that needs no weights beyond what mediapipe already bundles
 - eye bands: the skin of the upper lid and under the eye should look like the cheek; where both are something
   else (a hat brim, sunglasses), the eye is covered and is not animated.
 
-The result is a static mask in crop pixels: the renderer draws the face layer from the photo with the occluder
-filled in (``fill_occluded``), then pastes the photo's own occluder pixels back on top in every frame.
+The result is a mask in crop pixels: the renderer draws the face layer from the photo with the occluder filled in
+(``fill_occluded``), then pastes the photo's own occluder pixels back on top in every frame. The part on the face
+(hands, colour-found objects: ``Occlusion.follows``) turns with the head; held objects stay where they are.
 """
 
 from __future__ import annotations
@@ -60,6 +61,12 @@ class Occlusion:
         mouth_covered: share of the mouth (outer-lip polygon) under the mask.
         eyes_covered: (right, left) whether each eye's surroundings are something other than skin.
         sources: which evidence found something ("hand", "colour", "object", "eyes").
+        follows: (H, W) bool, the part of ``mask`` that is on the face and turns with the head: hands (a hand over
+            the mouth, a chin resting on one) and things pressed to the face found by their colour (a glove, a
+            scarf). The rest, objects the person segmentation leaves out of the person (a microphone on its
+            stand), stays where the photo has it. None: nothing follows.
+        follow_alpha, still_alpha: (H, W) float32 ``alpha`` split into the two parts (feathered each); None when
+            nothing follows (``alpha`` is then all still).
     """
 
     mask: np.ndarray
@@ -67,6 +74,9 @@ class Occlusion:
     mouth_covered: float = 0.0
     eyes_covered: tuple[bool, bool] = (False, False)
     sources: tuple[str, ...] = field(default_factory=tuple)
+    follows: np.ndarray | None = None
+    follow_alpha: np.ndarray | None = None
+    still_alpha: np.ndarray | None = None
 
     @classmethod
     def nothing(cls, shape: tuple[int, int]) -> Occlusion:
@@ -145,8 +155,8 @@ def find_occluders(image: np.ndarray, landmarks: np.ndarray, iod: float, person:
     if held.any():
         sources.append("object")
     mask = hands | objects | held
+    grow = max(2, int(round(0.015 * iod)))
     if mask.any():
-        grow = max(2, int(round(0.015 * iod)))
         mask = cv2.dilate(mask.astype(np.uint8), _disk(grow)).astype(bool)
     mouth_area = lip_band.sum()
     mouth_covered = float((mask & lip_band).sum() / mouth_area) if mouth_area else 0.0
@@ -157,36 +167,64 @@ def find_occluders(image: np.ndarray, landmarks: np.ndarray, iod: float, person:
     )  # fmt: skip
     if any(eyes):
         sources.append("eyes")
+    sigma = max(1.5, 0.01 * iod)
+    # On the face (a hand, a glove): turns with the head. Held out from the person (a microphone): stays.
+    follows = mask & cv2.dilate((hands | objects).astype(np.uint8), _disk(grow)).astype(bool) if mask.any() else None
+    follow_alpha = still_alpha = None
+    if follows is not None and follows.any():
+        follow_alpha = _feathered(follows, sigma)
+        still_alpha = _feathered(mask & ~follows, sigma)
+    else:
+        follows = None
     return Occlusion(
         mask=mask,
-        alpha=_feathered(mask, max(1.5, 0.01 * iod)),
+        alpha=_feathered(mask, sigma),
         mouth_covered=mouth_covered,
         eyes_covered=(bool(eyes[0]), bool(eyes[1])),
         sources=tuple(sources),
+        follows=follows,
+        follow_alpha=follow_alpha,
+        still_alpha=still_alpha,
     )
 
 
-def fill_occluded(image: np.ndarray, mask: np.ndarray, person: np.ndarray | None = None, reach: int = 0
+def fill_occluded(image: np.ndarray, mask: np.ndarray, face: np.ndarray | None = None, margin: int = 8
                   ) -> np.ndarray:  # fmt: skip
-    """The crop with the occluder painted out (inpainted from the face around it): the face layer's texture.
+    """The crop with the occluder painted out (inpainted from what lies around it): the face layer's texture.
 
-    A head turn moves the face a few pixels under the still occluder; warped from the photo as it is, the face
-    would carry a second, moving copy of the occluder's edge out from under it.
+    A head turn moves the face a few pixels against the occluder; warped from the photo as it is, the face would
+    carry a second, moving copy of the occluder's edge out from under it. What the turn uncovers is drawn from
+    this fill, so the fill keeps to the side of the face outline it is on: inside the outline it is drawn from the
+    face only (behind a hand over the mouth lies more cheek and jaw), outside it from what is outside only (behind
+    the fingers beside a cheek lies the wall, behind a wrist under the chin the neck or the collar).
 
     Args:
-        person: (H, W) person probability. With it, background within ``reach`` px of the occluder is left out
-            of what the fill is drawn from (only the occluder's own pixels are replaced): what lies behind a
-            microphone held against the jaw is more jaw, and a chin that moves up would otherwise uncover a
-            crescent of background-coloured fill beside it.
+        face: (H, W) bool inside the face outline; None fills every occluder pixel from all its surroundings.
+        margin: px of the other side, next to the occluder, kept out of each side's fill (TELEA reads about
+            5 px around the hole).
     """
     if not mask.any():
         return image.copy()
-    hole = mask.astype(np.uint8)
-    if person is not None and reach > 0:
-        hole |= cv2.dilate(hole, _disk(reach)) & (person < 0.5)
-    filled = cv2.inpaint(image, hole * 255, 5, cv2.INPAINT_TELEA)
     out = image.copy()
-    out[mask] = filled[mask]
+    hole = mask.astype(np.uint8)
+    if face is None:
+        out[mask] = cv2.inpaint(image, hole * 255, 5, cv2.INPAINT_TELEA)[mask]
+        return out
+    near = cv2.dilate(hole, _disk(margin)).astype(bool)
+    for side in (face, ~face):
+        part = mask & side
+        if not part.any():
+            continue
+        # The other side next to the occluder is made part of the hole: none of its pixels feed this side.
+        side_hole = (mask | (near & ~side)).astype(np.uint8)
+        if side_hole.all() or not (side & ~mask).any():
+            continue  # nothing on this side to draw from: leave the photo's pixels there
+        ys, xs = np.nonzero(cv2.dilate(side_hole, _disk(margin)))
+        y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1  # the fill only reads near the hole
+        filled = cv2.inpaint(np.ascontiguousarray(image[y0:y1, x0:x1]), side_hole[y0:y1, x0:x1] * 255, 5,
+                             cv2.INPAINT_TELEA)  # fmt: skip
+        region = out[y0:y1, x0:x1]
+        region[part[y0:y1, x0:x1]] = filled[part[y0:y1, x0:x1]]
     return out
 
 

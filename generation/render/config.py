@@ -28,7 +28,12 @@ class RenderConfig:
     own_teeth_max: the longest stretch (IOD) of the photo's interior shown hanging from the upper lip: about the
         upper incisors' exposure; below it a wider opening shows the cavity, not the photo's lower rows again.
     occlusion: find what covers the mouth or eyes (``generation.occlusion``: a hand, a cup, a hat brim) and keep
-        it on top and unmoved in every frame; a mostly covered mouth is not opened, a covered eye not blinked.
+        it on top in every frame; a mostly covered mouth is not opened, a covered eye not blinked.
+    occluder_follows_head: move the part of an occluder that is on the face (a hand, a glove) with the head pose
+        (yaw, pitch, roll, shift, scale) as a flat plane at its depth, never with the face's expression (jaw,
+        lips, lids): the face and the hand in front of it turn as one, and its far end (a wrist) blends into the
+        body with the ring anchors. Held objects (a microphone on its stand) stay either way. False keeps all of
+        it where the photo has it (the face then slides under it: a seam past ~10 degrees).
     rebuild_closed_lips: when closing an open photo mouth, refill whatever of the interior lies inside the mesh's
         lip contours (teeth, tongue) with the lips' own texture first; False closes by the warp alone (the naive
         path, kept as the tests' negative control).
@@ -48,4 +53,5 @@ class RenderConfig:
     still_background: bool = True
     own_teeth_max: float = 0.11
     occlusion: bool = True
+    occluder_follows_head: bool = True
     rebuild_closed_lips: bool = True

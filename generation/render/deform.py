@@ -15,7 +15,7 @@ from generation.face import LANDMARKS
 from generation.motion import MotionState
 from generation.render.config import RenderConfig
 
-__all__ = ["N_MESH", "Skeleton", "deform_landmarks", "inner_lip_gap"]
+__all__ = ["N_MESH", "Skeleton", "deform_flat", "deform_landmarks", "inner_lip_gap"]
 
 N_MESH = 478
 
@@ -112,15 +112,39 @@ def deform_landmarks(rig: Skeleton, motion: MotionState) -> np.ndarray:
         current = lm[:, list(iris)] @ v3
         lm[:, list(iris)] += (target - current)[..., None] * v3
 
-    # Head pose: rotate in 3D about a pivot behind the face, project orthographically, scale and translate.
+    lash = lm[:, rig.lash_parent].copy()  # (B, 10, 3): rides on its (possibly closing) lid point
+    lash[..., :2] += rig.lash_offset
+    return _posed(rig, motion, np.concatenate([lm, lash], axis=1))
+
+
+def deform_flat(rig: Skeleton, motion: MotionState, depth: float) -> np.ndarray:
+    """The head pose of ``motion`` alone, applied to the rig's vertices as if they all lay in one plane at
+    ``depth`` (landmark z units): the rigid motion of a flat thing held in front of the face (a hand over the
+    mouth, a microphone), which turns with the head but is not shaped by it. The ring anchors follow it by
+    ``ring_follow`` and the border stays, as in ``deform_landmarks``, so past the face it blends into the body.
+
+    Returns:
+        (B, V, 2) in ``deform_landmarks``' layout; at rest, the base vertices themselves.
+    """
+    lm = rig.landmarks.copy()
+    lm[:, 2] = depth
+    lash = lm[rig.lash_parent].copy()
+    lash[:, :2] += rig.lash_offset
+    points = np.broadcast_to(np.concatenate([lm, lash])[None], (len(motion), N_MESH + len(lash), 3))
+    return _posed(rig, motion, points)
+
+
+def _posed(rig: Skeleton, motion: MotionState, points: np.ndarray) -> np.ndarray:
+    """Head pose: rotate ``points`` (B, 478 + 10, 3: landmarks and lash strip) in 3D about a pivot behind the
+    face, project orthographically, scale and translate; then the ring anchors and the border. (B, V, 2)."""
+    cfg = rig.config
+    bsz = len(motion)
     center = rig.landmarks.mean(0)
     pivot = center + np.array([0.0, 0.0, cfg.head_pivot_depth * rig.iod])
     rot = _rotation(np.asarray(motion.yaw), np.asarray(motion.pitch), np.asarray(motion.roll))  # (B, 3, 3)
-    lash = lm[:, rig.lash_parent].copy()  # (B, 10, 3): rides on its (possibly closing) lid point
-    lash[..., :2] += rig.lash_offset
-    points = np.concatenate([lm, lash], axis=1)  # (B, 478 + 10, 3)
     moved = np.einsum("bij,bnj->bni", rot, points - pivot) + pivot
-    xy_all = (moved[..., :2] - center[:2]) * col(motion.scale) + center[:2]
+    scale = np.asarray(motion.scale, dtype=np.float64)[:, None, None]  # (B, 1, 1)
+    xy_all = (moved[..., :2] - center[:2]) * scale + center[:2]
     xy_all += np.stack([np.asarray(motion.tx), np.asarray(motion.ty)], 1)[:, None, :] * rig.size
     xy, lash_xy = xy_all[:, :N_MESH], xy_all[:, N_MESH:]
 

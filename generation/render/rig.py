@@ -11,6 +11,8 @@ draw from it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 import torch
@@ -23,7 +25,7 @@ from generation.render.config import RenderConfig
 from generation.render.deform import N_MESH, deform_landmarks
 from generation.render.mouth_source import MouthSource
 
-__all__ = ["FaceRig", "background_plate"]
+__all__ = ["FaceRig", "Paste", "background_plate"]
 
 _EYES = (LANDMARKS.RIGHT_LID_PAIRS, LANDMARKS.LEFT_LID_PAIRS)
 
@@ -31,6 +33,33 @@ _EYES = (LANDMARKS.RIGHT_LID_PAIRS, LANDMARKS.LEFT_LID_PAIRS)
 def _smoothstep(x: np.ndarray) -> np.ndarray:
     x = np.clip(x, 0.0, 1.0)
     return x * x * (3 - 2 * x)
+
+
+@dataclass(frozen=True)
+class Paste:
+    """Photo pixels laid over frames where the photo has them: (h, w, 3) ``rgb`` and (h, w, 1) ``alpha`` inside
+    ``box`` (y0, y1, x0, x1), the box around the weight's non-zero pixels."""
+
+    rgb: torch.Tensor
+    alpha: torch.Tensor
+    box: tuple[int, int, int, int]
+
+    @classmethod
+    def of(cls, image: np.ndarray, alpha: np.ndarray | None, device: torch.device) -> Paste | None:
+        """The paste of ``image`` (H, W, 3) uint8 weighted by ``alpha`` (H, W); None where the weight is all 0."""
+        if alpha is None or not (alpha > 0).any():
+            return None
+        ys, xs = np.nonzero(alpha > 0)
+        y0, y1, x0, x1 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
+        rgb = torch.from_numpy(image[y0:y1, x0:x1].astype(np.float32))
+        weight = torch.from_numpy(alpha[y0:y1, x0:x1].astype(np.float32))[..., None]
+        return cls(rgb=rgb.to(device).contiguous(), alpha=weight.to(device).contiguous(), box=(y0, y1, x0, x1))
+
+    def onto(self, frames: torch.Tensor) -> None:
+        """Blend into ``frames`` (B, H, W, 3) float, in place."""
+        y0, y1, x0, x1 = self.box
+        region = frames[:, y0:y1, x0:x1]
+        region.add_((self.rgb - region).mul_(self.alpha))
 
 
 class FaceRig:
@@ -57,23 +86,29 @@ class FaceRig:
             find_occluders(face.image, face.landmarks, face.inter_ocular, person=mask) if config.occlusion
             else Occlusion.nothing(shape)
         )  # fmt: skip
-        # The photo's own pixels pasted over every frame, and their weight, inside the box (y0, y1, x0, x1) that
-        # holds the occluder and its feathered edge: (h, w, 3) and (h, w, 1).
-        self.occluder_rgb: torch.Tensor | None = None
-        self.occluder_alpha: torch.Tensor | None = None
-        self.occluder_box = (0, 0, 0, 0)
+        # The photo's own occluder pixels over every frame: ``occluder_paste`` all of it, where the photo has it
+        # (frames at the photo's own head pose); with a turned head ``still_paste`` the part that stays (a
+        # microphone on its stand) and ``occluder_layer`` the part that turns with the head (a hand), the whole
+        # photo with that part's weight as a fourth channel, (1, 4, H, W), for the renderer to warp.
+        occlusion = self.occlusion
+        self.occluder_paste = Paste.of(face.image, occlusion.alpha, device)
+        self.still_paste = self.occluder_paste
+        self.occluder_layer: torch.Tensor | None = None
+        self.follow_box = (0, 0, 0, 0)  # (y0, y1, x0, x1) around the layer's non-zero weight
+        if occlusion.follow_alpha is not None and config.occluder_follows_head:
+            self.still_paste = Paste.of(face.image, occlusion.still_alpha, device)
+            layer = np.concatenate([face.image.astype(np.float32), occlusion.follow_alpha[..., None]], -1)
+            layer_t = torch.from_numpy(layer).to(device=device, dtype=torch.float32)
+            self.occluder_layer = layer_t.permute(2, 0, 1).unsqueeze(0).contiguous()
+            ys, xs = np.nonzero(occlusion.follow_alpha > 0)
+            self.follow_box = (int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1)
         if self.occlusion.any:
-            ys, xs = np.nonzero(self.occlusion.alpha > 0)
-            y0, y1, x0, x1 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
-            self.occluder_box = (y0, y1, x0, x1)
-            rgb = torch.from_numpy(face.image[y0:y1, x0:x1].copy())
-            self.occluder_rgb = rgb.to(device=device, dtype=torch.float32).contiguous()
-            alpha = torch.from_numpy(self.occlusion.alpha[y0:y1, x0:x1].copy())
-            self.occluder_alpha = alpha.to(device=device, dtype=torch.float32)[..., None].contiguous()
             # The face layer is warped from the photo with the occluder painted out: a moving head would otherwise
             # carry a second copy of the occluder's edge out from under the still one.
-            reach = int(round(0.3 * face.inter_ocular))
-            filled = fill_occluded(face.image, self.occlusion.mask, person=mask, reach=reach)
+            outline = face.landmarks[list(LANDMARKS.FACE_OVAL), :2]
+            inside = np.zeros(shape, dtype=np.uint8)
+            cv2.fillPoly(inside, [np.round(outline * 16).astype(np.int32)], 1, cv2.LINE_8, shift=4)
+            filled = fill_occluded(face.image, self.occlusion.mask, face=inside.astype(bool))
             face = FaceAnalysis(image=filled, landmarks=face.landmarks, crop_box=face.crop_box)
         self._setup(face)
         self.photo_gap = self.rest_gap  # the photo's own opening, kept when the base is closed
@@ -128,6 +163,7 @@ class FaceRig:
             self.composite_box = (int(y0), int(y1), int(x0), int(x1))
             self.background = (1.0 - self.person[0, 0]).contiguous()  # (H, W)
             self.photo_background_hwc = self.image[0].permute(1, 2, 0).contiguous()  # (H, W, 3): stays still
+        self.occluder_depth = self._occluder_depth()
         self.lip_color = self._lip_color(face.image)
         self.lid_tone = _lid_tone(face.image, lm, v, self.iod)
         luminance = float(face.image[..., :3].mean())
@@ -264,6 +300,27 @@ class FaceRig:
         self.source_vertices = self.deform(own)[0]  # (V, 2): the base image itself
         src = torch.as_tensor(self.source_vertices[self.triangles], dtype=torch.float32)  # (K, 3, 2)
         self._src_tri = src.to(self.device)
+
+    def _occluder_depth(self) -> float:
+        """The depth (landmark z) of the plane the occluder's following part moves in (``deform_flat``).
+
+        A hand or a microphone in front of the face is a flat thing, not a surface: it turns as one piece with
+        the face it touches. Its depth is the median of the mesh points under it and within 0.15 IOD of it,
+        so along its edge it moves as the skin beside it does on average (the nose over the fingertips and the
+        cheek beside the palm both stay where they were against it).
+        """
+        mask = self.occlusion.mask if self.occlusion.follows is None else self.occlusion.follows
+        if not mask.any():
+            return float(np.median(self.landmarks[:, 2]))
+        grow = max(1, int(round(0.15 * self.iod)))
+        near = cv2.dilate(mask.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1,) * 2))
+        ij = np.clip(np.round(self.landmarks[:, :2]).astype(int), 0, self.size - 1)
+        covered = near[ij[:, 1], ij[:, 0]].astype(bool)
+        if covered.sum() < 3:  # beside the face (a microphone under the chin): the closest mesh points
+            ys, xs = np.nonzero(mask)
+            d = np.hypot(self.landmarks[:, 0, None] - xs[None], self.landmarks[:, 1, None] - ys[None]).min(1)
+            covered = d <= np.sort(d)[11]
+        return float(np.median(self.landmarks[covered, 2]))
 
     def _lip_color(self, image: np.ndarray) -> np.ndarray:
         pts = (

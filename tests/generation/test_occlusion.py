@@ -1,20 +1,21 @@
-"""Occluders stay on top: a synthetic hand-like blob over the example face's mouth, or a textured microphone held
-below it, is never drawn over, in any frame, and turning occlusion handling off (the negative control) does draw
-over it."""
+"""Occluders stay on top: a synthetic hand-like blob over the example face's mouth (which turns with the head), or a
+textured microphone held below it (which stays), is never drawn over, in any frame, and turning occlusion handling
+off (the negative control) does draw over it."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from generation import GenerationConfig, PreparedFace, TalkingFaceGenerator, load_audio, load_image
 from generation.face import LANDMARKS, FaceAnalysis, detect_landmarks
-from generation.generator import OCCLUDED_HEAD_LIMIT_DEG
 from generation.motion import MotionState
-from generation.render import RenderConfig, build_rig
+from generation.render import RenderConfig, Renderer, build_rig
 from tests.generation.occluders import GLOVE, with_glove, with_microphone
 
 
@@ -42,26 +43,63 @@ def photo(example_photo: Path) -> np.ndarray:
     return load_image(example_photo.read_bytes(), max_pixels=50_000_000)
 
 
+def _glove_in_frames(prepared: PreparedFace, motion: MotionState, photo_glove: np.ndarray
+                     ) -> list[tuple[np.ndarray, np.ndarray]]:  # fmt: skip
+    """Per frame of ``motion``: (where the glove's flat interior must be, the photo's pixels moved there).
+
+    The rule for an occluder on the face: the frame shows the photo's own occluder pixels, moved by the head pose
+    alone (``Renderer.occluder_targets``), never the face's expression. At the photo's own pose that is the
+    photo itself."""
+    renderer = Renderer(prepared.rig)
+    warper = renderer._warper
+    photo = torch.from_numpy(prepared.face.image.astype(np.float32)).permute(2, 0, 1)[None]
+    glove = torch.from_numpy(photo_glove.astype(np.float32))[None, None]
+    out = []
+    for b in range(len(motion)):
+        targets = renderer.occluder_targets(motion.select(np.array([b])))
+        if targets is None:
+            out.append((photo_glove, prepared.face.image.astype(int)))
+            continue
+        source = warper.source_map(targets)
+        moved = warper.sample(glove, source)[0, ..., 0].numpy() > 0.99
+        moved = cv2.erode(moved.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+        out.append((moved, warper.sample(photo, source)[0].numpy().round().astype(int)))
+    return out
+
+
 @pytest.mark.parametrize("cover", ["full", "side"])
 def test_occluder_over_the_mouth_is_never_drawn_over(generator: TalkingFaceGenerator, photo: np.ndarray,
                                                      example_audio: Path, cover: str) -> None:  # fmt: skip
+    """The glove is on the face, so it turns with the head (a hand over the mouth does): in every frame its
+    pixels are the photo's glove moved by the head pose alone, whole and glove-coloured, whatever the jaw, lips
+    and lids do under it."""
     prepared = generator.prepare(with_glove(photo, cover))
     rig = prepared.rig
     glove = _glove_pixels(prepared.face.image)
     assert glove.sum() > 2000
     assert rig.occlusion.mask[glove].mean() > 0.99  # found, as a whole
+    assert rig.occlusion.follows is not None and rig.occlusion.follows[glove].all()
     reference = prepared.face.image.astype(int)
     audio = load_audio(example_audio).head(2.0)
     # Speech from the real audio path, then a motion that pushes jaw, head and lids to their usual extremes. A
     # generator of its own for the audio: the phone recognizer's decoder adapts to what it heard (its cepstral
     # mean), so the shared one would decode the other tests' audio differently afterwards.
     speaker = TalkingFaceGenerator(generator.config)
-    frames = list(speaker.frames(prepared, audio)) + list(generator.render_motion(prepared, _motion(12)))
-    assert len(frames) == generator.frame_count(audio) + 12
-    worst = max(int(np.abs(f.astype(int) - reference)[glove].max()) for f in frames)
-    assert worst <= 1, worst
+    speech = speaker.motion(audio)
+    assert len(speech) == generator.frame_count(audio)
+    shifts = []
+    for motion in (speech, _motion(12)):
+        frames = list(generator.render_motion(prepared, motion))
+        for frame, (where, expected) in zip(frames, _glove_in_frames(prepared, motion, glove), strict=True):
+            assert where.sum() > 0.9 * glove.sum()  # moved whole, not squeezed by the face's relief
+            assert int(np.abs(frame.astype(int) - expected)[where].max()) <= 1
+            # Independent of the warp: what lies there is the flat glove, no lip, tooth or lid drawn on it.
+            assert (np.abs(frame[where].astype(int) - np.array(GLOVE)).sum(-1) < 12).mean() > 0.99
+            shifts.append(float(np.abs(np.argwhere(where).mean(0) - np.argwhere(glove).mean(0)).max()))
+    assert max(shifts) > 3.0, max(shifts)  # it did turn with the head: the test is not passing on a still glove
     # The face around the glove does move: the test is not passing on a still picture.
-    moved = max(float(np.abs(f.astype(int) - reference)[~rig.occlusion.mask].mean()) for f in frames)
+    moved = max(float(np.abs(f.astype(int) - reference)[~rig.occlusion.mask].mean())
+                for f in generator.render_motion(prepared, _motion(12)))  # fmt: skip
     assert moved > 1.0, moved
     # Negative control: the same frames with occlusion handling off draw the face (lips, interior) over it. The
     # glove is flat, so only what the warp drags over it shows: measured 6-12 % of its pixels (full), 4-6 % (side).
@@ -72,12 +110,36 @@ def test_occluder_over_the_mouth_is_never_drawn_over(generator: TalkingFaceGener
         for f in generator.render_motion(plain, _motion(12))
     )
     assert changed > 0.03, changed
+    # Negative control of the moving rule: kept where the photo has it, the glove is not where a turned head
+    # carries it (the face shows there instead).
+    still = PreparedFace(face=prepared.face, rig=build_rig(prepared.face, RenderConfig(occluder_follows_head=False),
+                                                           rig.device))  # fmt: skip
+    frames = list(generator.render_motion(still, _motion(12)))
+    carried = _glove_in_frames(prepared, _motion(12), glove)
+    pairs = zip(frames, carried, strict=True)
+    off = max(int(np.abs(f.astype(int) - expected)[where].max()) for f, (where, expected) in pairs)
+    assert off > 30, off
     if cover == "full":
         assert rig.occlusion.mouth_hidden
         assert any("mouth mostly covered" in w for w in prepared.warnings)
     else:
         assert not rig.occlusion.mouth_hidden
         assert 0.05 < rig.occlusion.mouth_covered < 0.8
+
+
+def test_turning_occluder_frames_do_not_depend_on_the_batch(generator: TalkingFaceGenerator,
+                                                             photo: np.ndarray) -> None:  # fmt: skip
+    """The occluder layer is drawn frame by frame, so a frame renders the same alone or in a batch with others
+    (a still frame among turning ones, too): CPU batches of 1 and GPU batches of 8 give the same video."""
+    prepared = generator.prepare(with_glove(photo, "side"))
+    motion = _motion(6)
+    motion.yaw[0] = motion.pitch[0] = motion.tx[0] = 0.0  # at the photo's own pose
+    alone = [frame for b in range(len(motion)) for frame in generator.render_motion(prepared, motion.slice(b, b + 1))]
+    batched = TalkingFaceGenerator(GenerationConfig(size=generator.config.size, batch_frames=6))
+    together = list(batched.render_motion(prepared, motion))
+    # 1: the batched face warp's own float rounding. One box for the whole batch (the layer's map interpolated on
+    # a grid laid over that box) differed by 5 here at the glove's edge, by 12 on occluded_hand_over_mouth.
+    assert max(int(np.abs(a.astype(int) - b.astype(int)).max()) for a, b in zip(alone, together, strict=True)) <= 1
 
 
 def _in_crop(mask: np.ndarray, face: FaceAnalysis) -> np.ndarray:
@@ -127,23 +189,30 @@ def test_microphone_in_the_background_is_not_an_occluder(generator: TalkingFaceG
     assert prepared.warnings == []
 
 
-def test_occluded_face_turns_within_the_occluded_limit(generator: TalkingFaceGenerator, photo: np.ndarray,
-                                                      example_audio: Path) -> None:  # fmt: skip
-    """Past ~10 degrees the seam between a face and the occluder kept over it shows: an occluded face's generated
-    motion stays within OCCLUDED_HEAD_LIMIT_DEG; the same audio and seeds turn a clear face further."""
-    prepared = generator.prepare(with_glove(photo, "full"))
-    assert prepared.rig.occlusion.any
+def test_occluded_face_turns_like_a_clear_one(generator: TalkingFaceGenerator, photo: np.ndarray,
+                                              example_audio: Path) -> None:  # fmt: skip
+    """With the occluder turning with the head (or, held, left where it is) there is no seam to hide: an occluded
+    face gets the same generated motion as the clear face, up to the usual 20 degrees (it was held within 9)."""
+    covered = generator.prepare(with_glove(photo, "full"))
+    clear = generator.prepare(photo)
+    assert covered.rig.occlusion.any and not clear.rig.occlusion.any
     audio = load_audio(example_audio)
+    turned = []
     captured: list[MotionState] = []
-    free = []
-    for seed in range(4):
-        speaker = TalkingFaceGenerator(GenerationConfig(size=generator.config.size, seed=seed))
-        free.append(float(np.degrees(np.abs(speaker.motion(audio).yaw)).max()))
-        speaker.render_motion = lambda _prepared, motion: (captured.append(motion), iter(()))[1]  # type: ignore[method-assign]
-        assert list(speaker.crops(prepared, audio)) == []
-    assert len(captured) == 4
-    turned = max(float(np.degrees(np.abs(m.yaw)).max()) for m in captured)
-    assert turned < OCCLUDED_HEAD_LIMIT_DEG < max(free), (turned, free)
+
+    def capture(_prepared: PreparedFace, motion: MotionState) -> Iterator[np.ndarray]:
+        captured.append(motion)
+        return iter(())
+
+    for seed in range(2):
+        captured.clear()
+        for prepared in (covered, clear):
+            speaker = TalkingFaceGenerator(GenerationConfig(size=generator.config.size, seed=seed))
+            speaker.render_motion = capture  # type: ignore[method-assign]
+            assert list(speaker.crops(prepared, audio)) == []
+        np.testing.assert_array_equal(captured[0].yaw, captured[1].yaw)
+        turned.append(float(np.degrees(np.abs(captured[0].yaw)).max()))
+    assert max(turned) > 9.0, turned  # past the old limit for occluded faces
 
 
 def test_clear_face_has_no_occluder_and_no_warning(prepared: PreparedFace) -> None:
