@@ -212,7 +212,8 @@ def list_(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Subjects and their consent records."""
 
     def body() -> None:
-        from safeguards.consent import list_consents, list_subjects
+        from safeguards.consent_records import list_consents
+        from safeguards.subjects import list_subjects
 
         with runtime() as rt, rt.session() as session:
             rows = []
@@ -324,7 +325,7 @@ def blocklist(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """The active block list."""
 
     def body() -> None:
-        from safeguards.consent import list_blocked
+        from safeguards.blocklist import list_blocked
 
         with runtime() as rt, rt.session() as session:
             rows = [

@@ -20,30 +20,25 @@ from sqlmodel import Session, col, delete, select
 from generation.media import load_image
 from policies import POLICY_ERROR, REVIEWABLE_CODES, PolicyDecision
 from policies.facts import GenerationFacts
+from safeguards.blocklist import add_block_references, block_identity, blocked_references, unblock_identity
 from safeguards.consent import (
     ANY_CLIENT,
-    BandHit,
     BlockedIdentity,
     BlockedIdentityCreate,
     ConsentCreate,
     ConsentRecord,
     ErasedFingerprint,
-    ReferencePhoto,
     Subject,
     SubjectCreate,
     SubjectReference,
-    add_block_references,
-    block_identity,
-    blocked_references,
-    enroll_subject,
-    get_subject,
-    grant_consent,
-    revoke_consent,
-    unblock_identity,
 )
+from safeguards.consent_records import grant_consent, revoke_consent
+from safeguards.enrollment import BandHit, enroll_subject
 from safeguards.errors import ConsentNotFound
 from safeguards.identity import Band, IdentityThresholds
+from safeguards.reference_photos import ReferencePhoto
 from safeguards.reviews import IdentityReview, decide_review, queue_review, record_use
+from safeguards.subjects import get_subject
 from service import output_access, webhooks
 from service.errors import InvalidInput, SubjectErased
 from service.keys import derive_key

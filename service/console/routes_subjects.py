@@ -10,7 +10,9 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from safeguards.consent import BlockedIdentityPublic, SubjectPublic, list_blocked, list_subjects
+from safeguards.blocklist import list_blocked
+from safeguards.consent import BlockedIdentityPublic, SubjectPublic
+from safeguards.subjects import list_subjects
 from service import consent_ops
 from service.api.uploads import read_upload
 from service.console.subject_view import subject_view

@@ -9,15 +9,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
 from sqlmodel import col, select
 
-from safeguards.consent import (
-    BlockedIdentityPublic,
-    ConsentRecordPublic,
-    Subject,
-    SubjectPublic,
-    get_subject,
-    list_blocked,
-    list_consents,
-)
+from safeguards.blocklist import list_blocked
+from safeguards.consent import BlockedIdentityPublic, ConsentRecordPublic, Subject, SubjectPublic
+from safeguards.consent_records import list_consents
+from safeguards.subjects import get_subject
 from service import consent_ops
 from service.api.deps import RequestId, RequireScope, RuntimeDep, SessionDep
 from service.api.paging import page_body
