@@ -45,7 +45,7 @@ _STOP_CODES = frozenset({"consent_revoked", "consent_expired", "cancelled"})
 def stop_reason(rt: Runtime, generation_id: str, consent_record_id: str | None) -> StreamStopped | None:
     """Why a running live stream must stop now, or None. Reads the consent record the stream was admitted under
     (revoked or expired since) and the job's cancel flag (set by a cancel request or by
-    `consent_ops.cancel_jobs_of_revoked_consent`, from any replica)."""
+    `revoked_jobs.cancel_jobs_of_revoked_consent`, from any replica)."""
     from safeguards.consent import ConsentRecord
 
     now = datetime.now(UTC)

@@ -37,13 +37,16 @@ from generation.media import AudioTrack, MediaType, encode_mp4, load_audio, load
 from policies import PolicyDecision, evaluate_generation
 from policies.facts import GenerationFacts
 from safeguards.gate import assess_generation_request
+from safeguards.identity import Band, IdentityThresholds
 from safeguards.provenance import ManifestSpec, Signer, read_provenance, sign_mp4
 from safeguards.watermark import TAG_BITS, WATERMARK_ALGORITHM, Watermarker, WatermarkPayload
-from service import consent_ops, job_state, leases
+from service import identity_reviews, job_state, leases
 from service.errors import Denied, describe, unavailable_code
+from service.fingerprints import keyed_fingerprint
 from service.marking import FrameMarker
 from service.models import Generation, JobStatus
 from service.runtime import Runtime
+from service.settings import Settings
 from service.storage import OUTPUTS_PREFIX, StagedOutput, check_output_path
 from service.structured_logs import bind_job, unbind_job
 
@@ -149,6 +152,16 @@ def validate_inputs(rt: Runtime, photo_path: Path, audio_path: Path) -> Validate
         return ValidatedInputs(photo, None, exc.duration_s, **typed)
 
 
+def identity_thresholds(settings: Settings) -> IdentityThresholds:
+    """The subject and block-list bands from the settings (a band whose ends are swapped is a startup error)."""
+    return IdentityThresholds(
+        subject=Band(settings.subject_match_threshold, settings.subject_review_threshold),
+        block=Band(settings.block_match_threshold, settings.block_review_threshold),
+        poor_photo_margin=settings.poor_photo_margin,
+    )
+
+
+
 def check_generation_policy(
     rt: Runtime,
     *,
@@ -176,7 +189,7 @@ def check_generation_policy(
             purpose=purpose,
             audio_duration_s=inputs.audio_duration_s,
             max_audio_s=rt.settings.max_audio_seconds,
-            thresholds=consent_ops.identity_thresholds(rt.settings),
+            thresholds=identity_thresholds(rt.settings),
             now=datetime.now(UTC),
             photo_sha256=inputs.photo_sha256,
         )
@@ -190,21 +203,21 @@ def check_generation_policy(
         details={"generation_id": generation_id, "decision": decision.to_dict(), "facts": _audited_facts(rt, facts)},
     )
     if not decision.allowed:
-        reviews = consent_ops.queue_identity_reviews(
+        reviews = identity_reviews.queue_identity_reviews(
             rt, facts=facts, decision=decision, actor=actor, request_id=request_id, generation_id=generation_id
         )
         shown = decision.to_dict() | ({"review_ids": [r.id for r in reviews]} if reviews else {})
         raise Denied(decision.reasons, decision.messages, shown)
-    consent_ops.record_review_use(rt, facts=facts, actor=actor, request_id=request_id, generation_id=generation_id)
+    identity_reviews.record_review_use(rt, facts=facts, actor=actor, request_id=request_id, generation_id=generation_id)
     return decision, facts
 
 
 def _audited_facts(rt: Runtime, facts: GenerationFacts) -> dict[str, Any]:
     """The facts for the audit log, the photo named by its keyed fingerprint: a plain SHA-256 in an append-only log
-    would outlive the subject's erasure (consent_ops.keyed_fingerprint)."""
+    would outlive the subject's erasure (service/fingerprints.py)."""
     audited = facts.to_dict()
     digest = audited.pop("photo_sha256", None)
-    audited["photo_fingerprint"] = consent_ops.keyed_fingerprint(rt, digest) if digest else None
+    audited["photo_fingerprint"] = keyed_fingerprint(rt, digest) if digest else None
     return audited
 
 
@@ -457,7 +470,7 @@ def _run_leased(
                         "policy_hash": decision.policy_hash,
                         "policy_decision": "allow",
                         # Whether a human approved a borderline likeness for this photo, and who.
-                        "human_review": consent_ops.human_review_summary(facts),
+                        "human_review": identity_reviews.human_review_summary(facts),
                     },
                 ),
             )
@@ -491,15 +504,15 @@ def _run_leased(
                     "consent_record_id": consent_id,
                     "policy_decision_id": decision.decision_id,
                     "policy_version": decision.policy_version,
-                    "human_review": consent_ops.human_review_summary(facts),
+                    "human_review": identity_reviews.human_review_summary(facts),
                     "watermark_tag": f"{gen.watermark_tag:08x}",
                     "frames": total,
                     "framing": framing.mode,
                     "frame_size": "{}x{}".format(*prepared.output_size),
                     "duration_s": round(inputs.audio.duration_s, 3),
                     # Keyed fingerprints, not plain hashes, of the inputs (see _audited_facts).
-                    "photo_fingerprint": consent_ops.keyed_fingerprint(rt, sha256_file(photo_path)),
-                    "audio_fingerprint": consent_ops.keyed_fingerprint(rt, sha256_file(audio_path)),
+                    "photo_fingerprint": keyed_fingerprint(rt, sha256_file(photo_path)),
+                    "audio_fingerprint": keyed_fingerprint(rt, sha256_file(audio_path)),
                     # The types the bytes have (and the C2PA ingredients carry), whatever the file names said.
                     "photo_type": inputs.photo_type.mime if inputs.photo_type else None,
                     "audio_type": inputs.audio_type.mime if inputs.audio_type else None,
