@@ -25,16 +25,12 @@ from policies import PolicyDecision
 from safeguards.watermark import Watermarker, WatermarkPayload
 from service import job_state, leases
 from service.errors import Denied, StreamStopped, describe
+from service.job_generator import job_generator
 from service.marking import FrameMarker
+from service.media_inputs import ValidatedInputs, photo_type
 from service.models import Generation, JobStatus
-from service.pipeline import (
-    ValidatedInputs,
-    check_generation_policy,
-    create_generation,
-    job_generator,
-    photo_type,
-    update_generation,
-)
+from service.pipeline import create_generation, update_generation
+from service.policy_check import check_generation_policy
 from service.runtime import Runtime
 
 JPEG_QUALITY = 90
