@@ -34,12 +34,9 @@ from safeguards.watermark import (  # noqa: E402
 )
 from service import consent_ops  # noqa: E402
 from service.detect import run_detection  # noqa: E402
-from service.pipeline import (  # noqa: E402
-    check_generation_policy,
-    create_generation,
-    run_generation,
-    validate_inputs,
-)
+from service.media_inputs import validate_inputs  # noqa: E402
+from service.pipeline import create_generation, run_generation  # noqa: E402
+from service.policy_check import check_generation_policy  # noqa: E402
 from service.runtime import Runtime, initialize  # noqa: E402
 from service.settings import Settings  # noqa: E402
 

@@ -44,7 +44,6 @@ from scipy.stats import beta
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from safeguards.consent import score_references  # noqa: E402
 from safeguards.identity import (  # noqa: E402
     DEFAULT_POOR_PHOTO_MARGIN,
     Band,
@@ -53,6 +52,7 @@ from safeguards.identity import (  # noqa: E402
     IdentityThresholds,
     face_distance,
 )
+from safeguards.likeness import score_references  # noqa: E402
 
 # Celebrities and portraits: (person, file, which face left to right; None = the only face). Obama joins identities/.
 EXTRA_PHOTOS: list[tuple[str, str, int | None]] = [

@@ -78,8 +78,10 @@ def check_block_list() -> list[tuple[str, bool, str]]:
 
     import safeguards.consent  # noqa: F401  (tables)
     from generation import load_image
-    from safeguards.consent import BlockedIdentityCreate, ReferencePhoto, block_identity, closest_blocked
+    from safeguards.blocklist import block_identity, closest_blocked
+    from safeguards.consent import BlockedIdentityCreate
     from safeguards.identity import DEFAULT_BLOCK_MATCH_THRESHOLD, FaceAnalyzer
+    from safeguards.reference_photos import ReferencePhoto
 
     analyzer = FaceAnalyzer()
     out = []

@@ -22,7 +22,7 @@ class GenerationFacts:
     subject_exists: bool
     face_count: int
     # Distance between the photo's face and the subject's enrolled references (the larger of nearest-reference and
-    # distance-to-mean, see safeguards.consent.IdentityScore); None without exactly one face.
+    # distance-to-mean, see safeguards.likeness.IdentityScore); None without exactly one face.
     subject_distance: float | None
     # At or under: the subject. Over `subject_review_threshold`: someone else. In between: `subject_uncertain`.
     subject_match_threshold: float

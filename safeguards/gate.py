@@ -16,15 +16,11 @@ import numpy as np
 from sqlmodel import Session
 
 from policies.facts import GenerationFacts
-from safeguards.consent import (
-    BlockedIdentity,
-    IdentityScore,
-    Subject,
-    closest_blocked_score,
-    consent_status,
-    reference_score,
-)
+from safeguards.blocklist import closest_blocked_score
+from safeguards.consent import BlockedIdentity, Subject
+from safeguards.consent_records import consent_status
 from safeguards.identity import FaceAnalyzer, IdentityThresholds
+from safeguards.likeness import IdentityScore, reference_score
 from safeguards.reviews import approvals_for
 
 __all__ = ["assess_generation_request"]

@@ -29,7 +29,7 @@ from enum import StrEnum
 from sqlalchemy import JSON
 from sqlmodel import Field, Session, SQLModel, col, select
 
-from safeguards.consent import UTCDateTime, _now, new_id
+from safeguards.db_types import UTCDateTime, new_id, utc_now
 from safeguards.errors import InvalidReviewDecision, ReviewNotFound, ReviewNotPending
 
 __all__ = [
@@ -144,7 +144,7 @@ def queue_review(
         request_id=request_id,
         generation_id=generation_id,
         decision_id=decision_id,
-        created_at=_now(now),
+        created_at=utc_now(now),
     )
     session.add(review)
     session.flush()
@@ -200,7 +200,7 @@ def decide_review(
         )
     if approve and valid_for <= timedelta(0):
         raise InvalidReviewDecision("an approval must stay valid for a positive time")
-    at = _now(now)
+    at = utc_now(now)
     review.status = (ReviewStatus.approved if approve else ReviewStatus.rejected).value
     review.decided_at = at
     review.decided_by = decided_by
@@ -221,7 +221,7 @@ def approvals_for(
 ) -> list[IdentityReview]:
     """Unexpired approvals that cover this photo for this subject: `subject_uncertain` ones, and
     `possible_protected_identity` ones for exactly `blocked_identity_id` (none when it is None)."""
-    when = _now(at)
+    when = utc_now(at)
     stmt = select(IdentityReview).where(
         IdentityReview.photo_sha256 == photo_sha256,
         IdentityReview.subject_id == subject_id,
@@ -241,7 +241,7 @@ def approvals_for(
 
 def record_use(*, session: Session, review_ids: Sequence[str], now: datetime | None = None) -> None:
     """Count one use of each approval (a generation allowed because of it). Flushes, no commit."""
-    at = _now(now)
+    at = utc_now(now)
     for review_id in review_ids:
         review = get_review(session=session, review_id=review_id)
         review.uses += 1

@@ -283,7 +283,8 @@ def generate(
     """Generate a watermarked, C2PA-signed talking-face MP4 (only with the subject's consent)."""
     from generation.controls import Controls
     from generation.framing import Framing
-    from service.pipeline import check_output_path, generate_file
+    from service.pipeline import generate_file
+    from service.storage import check_output_path
     from service.validation import check_text
 
     def body() -> None:

@@ -145,7 +145,7 @@ def erase(
     name. Consent is revoked; the audit log stays intact. The same photo enrolls again only with a new consent."""
 
     def body() -> None:
-        from service import consent_ops
+        from service import erasure
 
         if not yes:
             if not sys.stdin.isatty():
@@ -153,7 +153,7 @@ def erase(
             if not typer.confirm(f"Erase subject {subject} and delete their data for good?"):
                 raise_invalid("not confirmed; nothing was erased", code="confirmation_required")
         with runtime() as rt:
-            report = consent_ops.erase_subject(rt, subject, actor=actor())
+            report = erasure.erase_subject(rt, subject, actor=actor())
         data = report.to_dict()
         if as_json:
             emit(data, True)
@@ -212,7 +212,8 @@ def list_(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Subjects and their consent records."""
 
     def body() -> None:
-        from safeguards.consent import list_consents, list_subjects
+        from safeguards.consent_records import list_consents
+        from safeguards.subjects import list_subjects
 
         with runtime() as rt, rt.session() as session:
             rows = []
@@ -274,7 +275,7 @@ def block(
     """
 
     def body() -> None:
-        from service import consent_ops
+        from service import blocklist_ops
 
         files: list[Path] = []
         for p in photos:
@@ -287,19 +288,19 @@ def block(
         contents = [(f, _read(f, "photo")) for f in files]
         with runtime() as rt:
             if add_to:
-                total = consent_ops.add_block_photos(
+                total = blocklist_ops.add_block_photos(
                     rt, blocked_id=add_to, photos=[c for _, c in contents], actor=actor()
                 )
                 out.print(f"added {len(contents)} photo(s) to {shown(add_to)}; it has {total} now")
             elif label:
-                entry = consent_ops.block(
+                entry = blocklist_ops.block(
                     rt, photos=[c for _, c in contents], label=label, reason=reason, actor=actor()
                 )
                 out.print(f"blocked {entry.id} ({shown(label)}) from {len(contents)} photo(s)")
             else:
                 for f, content in contents:
                     name = f.stem.replace("_", " ")
-                    entry = consent_ops.block(rt, photos=[content], label=name, reason=reason, actor=actor())
+                    entry = blocklist_ops.block(rt, photos=[content], label=name, reason=reason, actor=actor())
                     out.print(f"blocked {entry.id} ({shown(name)}) from {shown(f.name)}")
 
     guarded(body)
@@ -310,10 +311,10 @@ def unblock(blocked_id: Annotated[str, typer.Argument(help="Block-list entry id 
     """Lift a block-list entry (kept in the history, marked removed)."""
 
     def body() -> None:
-        from service import consent_ops
+        from service import blocklist_ops
 
         with runtime() as rt:
-            consent_ops.unblock(rt, blocked_id=blocked_id, actor=actor())
+            blocklist_ops.unblock(rt, blocked_id=blocked_id, actor=actor())
         out.print(f"unblocked {shown(blocked_id)}")
 
     guarded(body)
@@ -324,7 +325,7 @@ def blocklist(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """The active block list."""
 
     def body() -> None:
-        from safeguards.consent import list_blocked
+        from safeguards.blocklist import list_blocked
 
         with runtime() as rt, rt.session() as session:
             rows = [
@@ -399,10 +400,10 @@ def review(
 
 def _decide(review_id: str, approve: bool, justification: str) -> None:
     def body() -> None:
-        from service import consent_ops
+        from service import identity_reviews
 
         with runtime() as rt:
-            decided = consent_ops.decide(
+            decided = identity_reviews.decide(
                 rt, review_id=review_id, approve=approve, justification=justification, actor=actor()
             )
         until = f" until {decided.expires_at:%Y-%m-%d}" if decided.expires_at else ""

@@ -16,9 +16,10 @@ from sqlmodel import col, select
 
 from service import job_state, leases
 from service.models import Generation, JobStatus
-from service.pipeline import is_transient, run_claimed
+from service.pipeline import run_claimed
 from service.reaper import reap_expired_leases
 from service.retention import purge_outputs
+from service.run_failures import is_transient
 from service.runtime import Runtime
 from service.sweep import sweep_stale_files
 

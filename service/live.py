@@ -25,16 +25,12 @@ from policies import PolicyDecision
 from safeguards.watermark import Watermarker, WatermarkPayload
 from service import job_state, leases
 from service.errors import Denied, StreamStopped, describe
+from service.job_generator import job_generator
 from service.marking import FrameMarker
+from service.media_inputs import ValidatedInputs, photo_type
 from service.models import Generation, JobStatus
-from service.pipeline import (
-    ValidatedInputs,
-    check_generation_policy,
-    create_generation,
-    job_generator,
-    photo_type,
-    update_generation,
-)
+from service.pipeline import create_generation, update_generation
+from service.policy_check import check_generation_policy
 from service.runtime import Runtime
 
 JPEG_QUALITY = 90
@@ -45,7 +41,7 @@ _STOP_CODES = frozenset({"consent_revoked", "consent_expired", "cancelled"})
 def stop_reason(rt: Runtime, generation_id: str, consent_record_id: str | None) -> StreamStopped | None:
     """Why a running live stream must stop now, or None. Reads the consent record the stream was admitted under
     (revoked or expired since) and the job's cancel flag (set by a cancel request or by
-    `consent_ops.cancel_jobs_of_revoked_consent`, from any replica)."""
+    `revoked_jobs.cancel_jobs_of_revoked_consent`, from any replica)."""
     from safeguards.consent import ConsentRecord
 
     now = datetime.now(UTC)

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, Column
 from sqlmodel import Field, SQLModel
 
-from safeguards.consent import UTCDateTime
+from safeguards.db_types import UTCDateTime
 
 
 def utcnow() -> datetime:

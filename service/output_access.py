@@ -19,7 +19,8 @@ from pathlib import Path
 
 from sqlmodel import Session, col, select
 
-from safeguards.consent import ANY_CLIENT, Subject, consent_status
+from safeguards.consent import ANY_CLIENT, Subject
+from safeguards.consent_records import consent_status
 from service import webhooks
 from service.models import Generation, JobStatus
 from service.runtime import Runtime

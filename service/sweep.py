@@ -18,7 +18,7 @@ from pathlib import Path
 from sqlmodel import col, select
 
 from service.models import Generation, JobStatus
-from service.pipeline import PART_GLOBS
+from service.run_files import PART_GLOBS
 from service.runtime import Runtime
 from service.storage import STAGED_OUTPUTS_PREFIX, UPLOADS_PREFIX, S3Storage
 

@@ -10,8 +10,10 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from safeguards.consent import BlockedIdentityPublic, SubjectPublic, list_blocked, list_subjects
-from service import consent_ops
+from safeguards.blocklist import list_blocked
+from safeguards.consent import BlockedIdentityPublic, SubjectPublic
+from safeguards.subjects import list_subjects
+from service import blocklist_ops, consent_ops, erasure
 from service.api.uploads import read_upload
 from service.console.subject_view import subject_view
 from service.console.web import PREFIX, ConsoleUser, audit_console, render, request_id, require, require_post, runtime
@@ -238,7 +240,7 @@ async def erase(
     if confirmation.strip() != expected:
         return _confirm_page(request, user, **page, error="The text typed does not match. Nothing was erased.")
     report = await asyncio.to_thread(
-        consent_ops.erase_subject, rt, subject_id, actor=user.actor, request_id=request_id(request)
+        erasure.erase_subject, rt, subject_id, actor=user.actor, request_id=request_id(request)
     )
     audit_console(
         request, action="console.subject_erased", actor=user.actor, subject=subject_id,
@@ -263,7 +265,7 @@ async def block(
     if not contents:
         raise InvalidInput("choose at least one photo of the person to block", code="invalid_image")
     entry = await asyncio.to_thread(
-        consent_ops.block, rt, photos=contents, label=label, reason=reason, actor=user.actor,
+        blocklist_ops.block, rt, photos=contents, label=label, reason=reason, actor=user.actor,
         request_id=request_id(request),
     )  # fmt: skip
     audit_console(request, action="console.identity_blocked", actor=user.actor, details={"blocked_id": entry.id})

@@ -10,14 +10,9 @@ from typing import Any
 
 from sqlmodel import col, select
 
-from safeguards.consent import (
-    ConsentRecord,
-    Subject,
-    SubjectReferencePublic,
-    get_subject,
-    list_consents,
-    list_references,
-)
+from safeguards.consent import ConsentRecord, Subject, SubjectReferencePublic
+from safeguards.consent_records import list_consents
+from safeguards.subjects import get_subject, list_references
 from service.models import Generation, JobStatus
 from service.output_access import withheld_reason
 from service.runtime import Runtime

@@ -14,29 +14,17 @@ from PIL import Image
 from pydantic import ValidationError
 from sqlmodel import Session
 
+from safeguards.blocklist import block_identity, closest_blocked, list_blocked, unblock_identity
 from safeguards.consent import (
     BlockedIdentityCreate,
     BlockedIdentityPublic,
     ConsentCreate,
-    ReferencePhoto,
     SubjectCreate,
     SubjectPublic,
     SubjectReferencePublic,
-    add_reference,
-    block_identity,
-    closest_blocked,
-    closest_reference_distance,
-    consent_status,
-    enroll_subject,
-    get_subject,
-    grant_consent,
-    list_blocked,
-    list_consents,
-    list_references,
-    list_subjects,
-    revoke_consent,
-    unblock_identity,
 )
+from safeguards.consent_records import consent_status, grant_consent, list_consents, revoke_consent
+from safeguards.enrollment import add_reference, enroll_subject
 from safeguards.errors import (
     BlockedIdentityMatch,
     BlockedIdentityNotFound,
@@ -54,6 +42,9 @@ from safeguards.identity import (
     DEFAULT_SUBJECT_MATCH_THRESHOLD,
     FaceAnalyzer,
 )
+from safeguards.likeness import closest_reference_distance
+from safeguards.reference_photos import ReferencePhoto
+from safeguards.subjects import get_subject, list_references, list_subjects
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 EVIDENCE = hashlib.sha256(b"signed consent form").hexdigest()

@@ -14,16 +14,10 @@ from PIL import Image
 from sqlmodel import Session
 
 from policies import GenerationFacts, evaluate_generation
-from safeguards.consent import (
-    BlockedIdentityCreate,
-    ConsentCreate,
-    ReferencePhoto,
-    SubjectCreate,
-    block_identity,
-    enroll_subject,
-    grant_consent,
-    revoke_consent,
-)
+from safeguards.blocklist import block_identity
+from safeguards.consent import BlockedIdentityCreate, ConsentCreate, SubjectCreate
+from safeguards.consent_records import grant_consent, revoke_consent
+from safeguards.enrollment import enroll_subject
 from safeguards.gate import assess_generation_request
 from safeguards.identity import (
     DEFAULT_BLOCK_MATCH_THRESHOLD,
@@ -33,6 +27,7 @@ from safeguards.identity import (
     FaceAnalyzer,
     IdentityThresholds,
 )
+from safeguards.reference_photos import ReferencePhoto
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 

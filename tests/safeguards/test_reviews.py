@@ -18,21 +18,10 @@ from PIL import Image, ImageEnhance
 from sqlmodel import Session
 
 from policies import evaluate_generation
-from safeguards.consent import (
-    BlockedIdentity,
-    BlockedIdentityCreate,
-    ConsentCreate,
-    ReferencePhoto,
-    SubjectCreate,
-    add_block_references,
-    block_identity,
-    blocked_references,
-    closest_blocked_score,
-    enroll_subject,
-    grant_consent,
-    reference_score,
-    score_references,
-)
+from safeguards.blocklist import add_block_references, block_identity, blocked_references, closest_blocked_score
+from safeguards.consent import BlockedIdentity, BlockedIdentityCreate, ConsentCreate, SubjectCreate
+from safeguards.consent_records import grant_consent
+from safeguards.enrollment import enroll_subject
 from safeguards.errors import (
     BlockedIdentityMatch,
     InvalidReviewDecision,
@@ -47,6 +36,8 @@ from safeguards.identity import (
     FaceAnalyzer,
     IdentityThresholds,
 )
+from safeguards.likeness import reference_score, score_references
+from safeguards.reference_photos import ReferencePhoto
 from safeguards.reviews import (
     IdentityReviewPublic,
     ReviewStatus,

@@ -16,18 +16,14 @@ from sqlmodel import Session
 
 from bench.bench_small_faces import paste_face
 from policies import evaluate_generation
-from safeguards.consent import (
-    BlockedIdentityCreate,
-    ConsentCreate,
-    ReferencePhoto,
-    SubjectCreate,
-    block_identity,
-    enroll_subject,
-    grant_consent,
-)
+from safeguards.blocklist import block_identity
+from safeguards.consent import BlockedIdentityCreate, ConsentCreate, SubjectCreate
+from safeguards.consent_records import grant_consent
+from safeguards.enrollment import enroll_subject
 from safeguards.errors import MultipleFacesInPhoto
 from safeguards.gate import assess_generation_request
 from safeguards.identity import DEFAULT_BLOCK_MATCH_THRESHOLD, FaceAnalyzer, IdentityThresholds
+from safeguards.reference_photos import ReferencePhoto
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 CORNER = (400, 380)  # background in the example portrait, away from the face

@@ -16,7 +16,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from audit import compute_entry_hash
-from safeguards.consent import ConsentCreate, Subject, grant_consent, list_consents
+from safeguards.consent import ConsentCreate, Subject
+from safeguards.consent_records import grant_consent, list_consents
 from service.api.main import create_app
 from service.auth import create_client, set_disabled
 from service.console import session as sessions

@@ -32,8 +32,8 @@ from fastapi.testclient import TestClient
 from service import consent_ops
 from service.db import LOCK_WAIT_SECONDS
 from service.models import Generation, JobStatus
-from service.pipeline import PART_GLOBS
 from service.reaper import reap_expired_leases
+from service.run_files import PART_GLOBS
 from service.runtime import Runtime, initialize
 from service.settings import Settings
 from tests.service.conftest import short_speech

@@ -10,7 +10,7 @@ from sqlalchemy import inspect, text
 from sqlmodel import select
 
 from safeguards.consent import SubjectReference
-from service import consent_ops
+from service import consent_ops, erasure
 from service.detect import run_detection
 from service.errors import Denied
 from service.pipeline import generate_file
@@ -80,7 +80,7 @@ def test_generation_chain_on_postgresql(
             return hits
 
         assert len(found()) >= len(needles)  # the search finds them while they are there
-        erased = consent_ops.erase_subject(rt, subject.id, actor="test")
+        erased = erasure.erase_subject(rt, subject.id, actor="test")
         assert erased.references_deleted == 1 and erased.generations_erased
         # The CLI wrote pg.mp4 where its user asked, outside the data dir: counted, left to them.
         assert erased.outputs_outside_data_dir == 1 and (tmp_path / "pg.mp4").exists()

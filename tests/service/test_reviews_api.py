@@ -19,7 +19,8 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from sqlmodel import Session
 
-from safeguards.consent import BlockedIdentity, blocked_references
+from safeguards.blocklist import blocked_references
+from safeguards.consent import BlockedIdentity
 from service.api.main import create_app
 from service.auth import create_client
 from service.models import Generation

@@ -24,9 +24,11 @@ from service.api.uploads import safe_suffix, save_upload, share_staged_uploads
 from service.auth import Principal
 from service.errors import Conflict, Gone, NotFound
 from service.jobs import discard_uploads
+from service.media_inputs import sha256_file, validate_inputs
 from service.models import FINAL_STATUSES, Generation, GenerationPublic, JobStatus
 from service.pagination import keyset_page
-from service.pipeline import check_generation_policy, create_generation, sha256_file, validate_inputs
+from service.pipeline import create_generation
+from service.policy_check import check_generation_policy
 from service.storage import UPLOADS_PREFIX
 from service.validation import SAFE_TEXT_PATTERN
 

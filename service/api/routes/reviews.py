@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 from sqlmodel import col, select
 
 from safeguards.reviews import IdentityReview, IdentityReviewPublic, ReviewStatus, get_review
-from service import consent_ops
+from service import identity_reviews
 from service.api.deps import RequestId, RequireScope, RuntimeDep, SessionDep
 from service.api.paging import page_body
 from service.auth import Principal
@@ -93,7 +93,7 @@ def reject_review(
 def _decide(
     rt: RuntimeDep, principal: Principal, rid: str, review_id: str, decision: ReviewDecision, *, approve: bool
 ) -> IdentityReviewPublic:
-    review = consent_ops.decide(
+    review = identity_reviews.decide(
         rt, review_id=review_id, approve=approve, justification=decision.justification, actor=principal.actor,
         request_id=rid,
     )  # fmt: skip

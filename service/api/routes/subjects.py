@@ -9,16 +9,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
 from sqlmodel import col, select
 
-from safeguards.consent import (
-    BlockedIdentityPublic,
-    ConsentRecordPublic,
-    Subject,
-    SubjectPublic,
-    get_subject,
-    list_blocked,
-    list_consents,
-)
-from service import consent_ops
+from safeguards.blocklist import list_blocked
+from safeguards.consent import BlockedIdentityPublic, ConsentRecordPublic, Subject, SubjectPublic
+from safeguards.consent_records import list_consents
+from safeguards.subjects import get_subject
+from service import blocklist_ops, consent_ops, erasure
 from service.api.deps import RequestId, RequireScope, RuntimeDep, SessionDep
 from service.api.paging import page_body
 from service.api.uploads import read_upload
@@ -161,7 +156,7 @@ async def erase_subject(rt: RuntimeDep, principal: Writer, rid: RequestId, subje
     videos and uploads of their generations, and their name. Their consent is revoked, the subject stays as an
     erased tombstone, and the audit log stays intact. Erasing again changes nothing (`already_erased`).
     The same photo enrolls again only with a new consent (`new_consent_after_erasure`)."""
-    report = await asyncio.to_thread(consent_ops.erase_subject, rt, subject_id, actor=principal.actor, request_id=rid)
+    report = await asyncio.to_thread(erasure.erase_subject, rt, subject_id, actor=principal.actor, request_id=rid)
     return report.to_dict()
 
 
@@ -183,12 +178,12 @@ async def add_to_blocklist(
 ) -> BlockedIdentityPublic:
     contents = [await read_upload(p, rt.settings.max_upload_bytes, "photo") for p in photo]
     entry = await asyncio.to_thread(
-        consent_ops.block, rt, photos=contents, label=label, reason=reason, actor=principal.actor, request_id=rid
+        blocklist_ops.block, rt, photos=contents, label=label, reason=reason, actor=principal.actor, request_id=rid
     )
     return BlockedIdentityPublic.model_validate(entry, from_attributes=True)
 
 
 @router.delete("/blocklist/{blocked_id}")
 def remove_from_blocklist(rt: RuntimeDep, principal: Writer, rid: RequestId, blocked_id: str) -> BlockedIdentityPublic:
-    entry = consent_ops.unblock(rt, blocked_id=blocked_id, actor=principal.actor, request_id=rid)
+    entry = blocklist_ops.unblock(rt, blocked_id=blocked_id, actor=principal.actor, request_id=rid)
     return BlockedIdentityPublic.model_validate(entry, from_attributes=True)

@@ -3,7 +3,7 @@ decision (`consent_identity_review`); every photo of a blocked identity keeps it
 (`consent_blocked_reference`).
 
 Blocked identities made earlier get their one embedding as their first reference row, as
-`safeguards.consent.add_block_references` would do on their first new photo.
+`safeguards.blocklist.add_block_references` would do on their first new photo.
 
 Revision ID: 0003
 Revises: 0002
