@@ -127,8 +127,12 @@ def test_a_killed_generate_is_failed_by_the_reaper_and_leaves_the_output_path_al
     assert leftovers and all(p.name.startswith(".") and any(p.match(g) for g in PART_GLOBS) for p in leftovers)
     lookalike = killed_run.out_dir / ".keep.mp4.notes.txt"  # the user's, only named alike: never touched
     lookalike.write_text("mine")
-    # Before the lease runs out, nobody may touch the job (its runner could be alive, only slow).
-    assert gen_id not in reap_expired_leases(rt)
+    # Before the lease runs out, nobody may touch the job (its runner could be alive, only slow). Asked at a moment
+    # just before the recorded expiry, not at "now": on a loaded machine the fixture's teardown alone can outlast
+    # the short test lease.
+    expires = _jobs_for(rt, keep)[0].lease_expires_at
+    assert expires is not None
+    assert gen_id not in reap_expired_leases(rt, now=expires - timedelta(seconds=0.5))
     assert all(p.exists() for p in leftovers)
     time.sleep(LEASE_S + 0.5)
     assert gen_id in reap_expired_leases(rt, now=datetime.now(UTC) + timedelta(seconds=1))
