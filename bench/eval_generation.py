@@ -4,7 +4,8 @@ The generator sees faces through mediapipe's mesh; this harness measures them wi
 68-point shape predictor, ResNet embeddings via safeguards.identity) and OpenCV's solvePnP, so a renderer cannot
 pass by fooling its own landmarks. For every clip it measures:
 
-- face found: share of frames where dlib's HOG detector finds a face;
+- face found: share of frames where dlib's HOG detector finds a face (MTCNN's box, mapped onto HOG's, where HOG
+  misses a frame; a portrait whose own photo shows neither detector a face is excluded from every criterion, by name);
 - identity: dlib ResNet distance of sampled frames to the source photo (MTCNN box + DlibEmbedder, as the gate);
 - lip sync: Pearson correlation of the inner-lip gap with the 2-8 Hz audio envelope, and the audio-visual offset
   at the peak of their cross-correlation (positive = the mouth moves after the sound);
@@ -18,12 +19,19 @@ pass by fooling its own landmarks. For every clip it measures:
   see blinks on that face: its clips' blink rates are printed but left out of the blink criterion, and named;
 - head motion: mean rotation between consecutive frames from solvePnP on six 68-point landmarks.
 
+Each portrait is probed first with renders whose truth is known (``instrument_probe``): lids fully shut on a still
+head, and a head turning with the lips closed and one blink of 280 ms. A face on which dlib reads the shut lids as
+open, the closed lips as open, or the known blink as much shorter or longer is named and left out of that one
+criterion: there the instrument, not the generator, is wrong. ``--from-results`` judges stored runs together
+(``--reprobe`` re-runs the probes over them).
+
 The same measurements run on the real videos in ../shared/media/videos, printed side by side, and a contact sheet
 (PNG grid of frames, plus mouth and eye close-ups at the widest openings and deepest blinks) is written per clip
 under bench/out/eval/.
 
 Run: OMP_WAIT_POLICY=PASSIVE .venv/bin/python bench/eval_generation.py [--quick] [--seconds S]
-     [--portraits NAME ...] [--speech NAME ...] [--identity-every K] [--no-videos]
+     [--portraits NAME ...] [--speech NAME ...] [--identity-every K] [--no-videos] [--seed N] [--out DIR]
+     .venv/bin/python bench/eval_generation.py --from-results DIR1/results.json DIR2/results.json [--reprobe]
 """
 
 from __future__ import annotations
