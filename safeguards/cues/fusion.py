@@ -9,7 +9,8 @@ thousands):
    and by source footage), so it learns how far each cue can be trusted on material it was not fitted on.
 
 Classes are weighted equally, so the probability is calibrated for an even prior (as likely fake as real).
-The threshold and its expected false-positive rate come from real clips scored by models that never saw them.
+The threshold and its expected false-positive rate come from real clips scored by models that never saw them
+(`threshold_from_real`: split-conformal, at a stated target false-positive rate).
 The model is a small JSON file shipped in the package (`safeguards/models/detector_fusion_v1.json`).
 """
 
@@ -27,7 +28,18 @@ import numpy as np
 
 from safeguards.cues.base import CueMeasurement, CueResult
 
-__all__ = ["CueModel", "FusionModel", "FusedScore", "Row", "fit_fusion", "renderer_specialist", "DEFAULT_FUSION"]
+__all__ = [
+    "CueModel",
+    "FusionModel",
+    "FusedScore",
+    "Row",
+    "fit_fusion",
+    "renderer_specialist",
+    "threshold_from_real",
+    "fpr_interval",
+    "DEFAULT_FUSION",
+    "TARGET_FPR",
+]
 
 DEFAULT_FUSION = "detector_fusion_v1.json"
 
@@ -260,6 +272,44 @@ def _oof_logits(rows: Sequence[Row], names: Sequence[str], c: float, folds: int)
     return z
 
 
+# The false-positive rate the shipped threshold aims at. With n held-out real clips the smallest reachable rate is
+# 1/(n+1) (threshold above all of them): 1/15 with the shared set's 14, so today the rule is "above every real clip".
+TARGET_FPR = 0.05
+
+
+def threshold_from_real(real_scores: Sequence[float], target_fpr: float = TARGET_FPR) -> tuple[float, float]:
+    """Threshold from held-out real scores at a target false-positive rate, and the rate a new real clip meets.
+
+    Split-conformal: for n real scores exchangeable with a new real clip's, the new one lands above the k-th
+    highest with probability k/(n+1). The threshold sits just above the k-th highest, k = floor(target (n+1)),
+    at least 1 (with few real clips the target is out of reach and the threshold goes above all of them). The
+    returned rate is (m+1)/(n+1), m the real scores at or above the threshold: exact in expectation when the
+    threshold is where k put it, an upper bound when the 0.5 floor or the 0.99 cap moved it. Why not the share of
+    real scores above it: that share is what the rule was fitted to, and evaluated on clips it did not see the
+    same rule flags k of n, not k-1 (`fpr_interval` gives the spread).
+    """
+    s = sorted((float(v) for v in real_scores), reverse=True)
+    if not s:
+        return 0.5, float("nan")
+    k = min(max(1, int(math.floor(target_fpr * (len(s) + 1)))), len(s))
+    # Just above the k-th highest (a visible margin, but never past the (k-1)-th: that would change k).
+    margin = 1e-3 if k == 1 else min(1e-3, (s[k - 2] - s[k - 1]) / 2)
+    threshold = min(max(0.5, s[k - 1] + margin), 0.99)
+    at_or_above = sum(v >= threshold for v in s)
+    return float(threshold), (at_or_above + 1) / (len(s) + 1)
+
+
+def fpr_interval(real_scores: Sequence[float], threshold: float, level: float = 0.9) -> tuple[float, float]:
+    """Central ``level`` interval of the false-positive rate the fixed calibration set leaves a new real clip:
+    Beta(m+1, n-m), m of the n real scores at or above ``threshold`` (the split-conformal coverage law)."""
+    from scipy.stats import beta
+
+    n = len(real_scores)
+    m = sum(float(v) >= threshold for v in real_scores)
+    lo, hi = beta.ppf([(1 - level) / 2, (1 + level) / 2], m + 1, max(n - m, 1))
+    return float(lo), float(hi)
+
+
 def fit_fusion(
     rows: Sequence[Row],
     *,
@@ -267,6 +317,7 @@ def fit_fusion(
     stack_c: float = 0.5,
     folds: int = 6,
     real_scores: Sequence[float] | None = None,
+    target_fpr: float = TARGET_FPR,
     version: str = "detector-fusion-v1",
     notes: dict[str, Any] | None = None,
     specialists: dict[str, dict[str, Any]] | None = None,
@@ -274,8 +325,8 @@ def fit_fusion(
     """Fit the per-cue models on all rows and the stacking weights on out-of-fold cue logits.
 
     ``real_scores`` are probabilities of real clips scored by models that never saw them (the caller's
-    leave-one-source-out loop); the threshold is set just above the second highest, so at most one of them is
-    flagged, and the expected false-positive rate is the share at or above it. Without them the threshold is 0.5.
+    leave-one-source-out loop); the threshold and its expected false-positive rate come from them at
+    ``target_fpr`` (`threshold_from_real`). Without them the threshold is 0.5.
     """
     specialists = specialists or {}
     names = sorted({n for r in rows for n in r.cues} - set(specialists))
@@ -288,9 +339,7 @@ def fit_fusion(
     w = np.maximum(w, 0.0)
     threshold, fpr = 0.5, float("nan")
     if real_scores is not None and len(real_scores) >= 2:
-        s = sorted(real_scores, reverse=True)
-        threshold = min(max(0.5, s[1] + 1e-3), 0.99)
-        fpr = float(np.mean(np.array(real_scores) >= threshold))
+        threshold, fpr = threshold_from_real(real_scores, target_fpr)
     return FusionModel(
         version=version,
         cues=cues,

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from safeguards.cues import CueMeasurement, FusionModel
-from safeguards.cues.fusion import Row, fit_fusion
+from safeguards.cues.fusion import Row, fit_fusion, fpr_interval, threshold_from_real
 
 SAMPLE = Path(__file__).parent / "data" / "detector_features_sample.json"
 
@@ -57,11 +57,41 @@ def test_fused_score_reports_contributions_and_skips_cues_that_do_not_apply() ->
     assert fused.probability == pytest.approx(1 / (1 + np.exp(-total)))
 
 
-def test_threshold_flags_at_most_one_held_out_real_score() -> None:
+def test_threshold_with_few_real_scores_goes_above_all_of_them() -> None:
+    """Five real clips cannot show a 5 % rate: the threshold is above every one, the rate 1/(5+1)."""
     reals = [0.05, 0.1, 0.2, 0.62, 0.7]
-    model = fit_fusion(_rows(), real_scores=reals)
-    assert 0.62 < model.threshold < 0.7
-    assert model.expected_fpr == pytest.approx(0.2)
+    model = fit_fusion(_rows(), real_scores=reals, target_fpr=0.05)
+    assert 0.7 < model.threshold < 0.71
+    assert model.expected_fpr == pytest.approx(1 / 6)
+
+
+def test_threshold_with_many_real_scores_meets_its_target_rate_on_new_real_clips() -> None:
+    """Split-conformal: over many calibration sets of 99 real scores, a new real clip from the same distribution
+    lands above the threshold 5 % of the time (an off-by-one in k gives 4 % or 6 %)."""
+    rng = np.random.default_rng(3)
+    lo, hi = 0.52, 0.96  # inside the rule's 0.5 floor and 0.99 cap, so the uniform law gives the rate exactly
+    rates = []
+    for _ in range(2000):
+        thr, expected = threshold_from_real(rng.uniform(lo, hi, 99), target_fpr=0.05)
+        assert expected == pytest.approx(0.05)
+        rates.append((hi - thr) / (hi - lo))
+    # The threshold's 1e-3 margin over the 5th highest score lowers the rate by at most 1e-3 / (hi - lo) = 0.002.
+    assert 0.046 < np.mean(rates) < 0.051
+
+
+def test_threshold_judged_leave_one_out_flags_k_real_clips() -> None:
+    """Each real clip judged by the threshold made without it: the rule flags k of them, here k = 1."""
+    reals = list(np.linspace(0.51, 0.9, 14))
+    flagged = sum(r >= threshold_from_real(reals[:i] + reals[i + 1 :])[0] for i, r in enumerate(reals))
+    assert flagged == 1
+
+
+def test_fpr_interval_is_the_beta_law_of_a_new_real_clip() -> None:
+    """No real score at or above the threshold of 14: Beta(1, 14), whose quantiles are 1 - (1 - q)^(1/14)."""
+    reals = list(np.linspace(0.3, 0.7, 14))
+    lo, hi = fpr_interval(reals, 0.71)
+    assert lo == pytest.approx(1 - 0.95 ** (1 / 14), rel=1e-6)
+    assert hi == pytest.approx(1 - 0.05 ** (1 / 14), rel=1e-6)
 
 
 def test_model_round_trips_through_json(tmp_path: Path) -> None:
