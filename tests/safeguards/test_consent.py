@@ -62,11 +62,6 @@ def _photo_from_file(path: Path) -> ReferencePhoto:
 
 
 @pytest.fixture(scope="module")
-def analyzer() -> FaceAnalyzer:
-    return FaceAnalyzer()
-
-
-@pytest.fixture(scope="module")
 def astronaut(example_photo: Path) -> ReferencePhoto:
     return _photo_from_file(example_photo)
 

@@ -3,22 +3,18 @@
 from __future__ import annotations
 
 import hashlib
-import io
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from PIL import Image
 from sqlmodel import Session
 
 from policies import GenerationFacts, evaluate_generation
 from safeguards.blocklist import block_identity
-from safeguards.consent import BlockedIdentityCreate, ConsentCreate, SubjectCreate
+from safeguards.consent import BlockedIdentityCreate, ConsentCreate
 from safeguards.consent_records import grant_consent, revoke_consent
-from safeguards.enrollment import enroll_subject
-from safeguards.gate import assess_generation_request
 from safeguards.identity import (
     DEFAULT_BLOCK_MATCH_THRESHOLD,
     DEFAULT_BLOCK_REVIEW_THRESHOLD,
@@ -28,28 +24,12 @@ from safeguards.identity import (
     IdentityThresholds,
 )
 from safeguards.reference_photos import ReferencePhoto
-
-T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-
-
-def _photo(image: np.ndarray) -> ReferencePhoto:
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG")
-    return ReferencePhoto(image_rgb=image, content=buf.getvalue())
-
-
-def _rgb(path: Path) -> np.ndarray:
-    return np.asarray(Image.open(path).convert("RGB"))
-
-
-@pytest.fixture(scope="module")
-def analyzer() -> FaceAnalyzer:
-    return FaceAnalyzer()
+from tests.safeguards.consenting import T0, assess, enroll_consenting_subject, reference_photo, rgb
 
 
 @pytest.fixture(scope="module")
 def astronaut(example_photo: Path) -> np.ndarray:
-    return _rgb(example_photo)
+    return rgb(example_photo)
 
 
 @pytest.fixture()
@@ -61,42 +41,7 @@ def session(sqlite_engine: Any) -> Any:
 @pytest.fixture()
 def subject_id(session: Session, analyzer: FaceAnalyzer, astronaut: np.ndarray) -> str:
     """Eileen Collins enrolled from the example photo, consenting to "education" for client_a for 30 days."""
-    subject = enroll_subject(
-        session=session,
-        subject_in=SubjectCreate(display_name="Eileen Collins"),
-        photos=[_photo(astronaut)],
-        analyzer=analyzer,
-        created_by="admin:test",
-        block_threshold=DEFAULT_BLOCK_MATCH_THRESHOLD,
-        now=T0,
-    )
-    grant_consent(
-        session=session,
-        consent_in=ConsentCreate(
-            subject_id=subject.id,
-            purposes=["education"],
-            allowed_clients=["client_a"],
-            expires_at=T0 + timedelta(days=30),
-            evidence_sha256=hashlib.sha256(b"form").hexdigest(),
-        ),
-        granted_by="admin:test",
-        now=T0,
-    )
-    session.commit()
-    return subject.id
-
-
-def _assess(session: Session, analyzer: FaceAnalyzer, photo: np.ndarray, subject_id: str, **kw: Any) -> Any:
-    args: dict[str, Any] = {
-        "client_id": "client_a",
-        "purpose": "education",
-        "audio_duration_s": 9.7,
-        "max_audio_s": 120.0,
-        "thresholds": IdentityThresholds(),
-        "now": T0 + timedelta(days=1),
-    }
-    args.update(kw)
-    return assess_generation_request(session=session, analyzer=analyzer, photo_rgb=photo, subject_id=subject_id, **args)
+    return enroll_consenting_subject(session, analyzer, astronaut)
 
 
 def _reasons(facts: GenerationFacts) -> list[str]:
@@ -106,7 +51,7 @@ def _reasons(facts: GenerationFacts) -> list[str]:
 def test_consenting_subject_with_their_photo_is_allowed(
     session: Session, analyzer: FaceAnalyzer, astronaut: np.ndarray, subject_id: str
 ) -> None:
-    facts = _assess(session, analyzer, astronaut, subject_id)
+    facts = assess(session, analyzer, astronaut, subject_id)
     assert isinstance(facts, GenerationFacts)
     assert facts.subject_exists and facts.face_count == 1
     assert facts.subject_distance is not None and facts.subject_distance < 0.01
@@ -126,7 +71,7 @@ def test_consenting_subject_with_their_photo_is_allowed(
     assert _reasons(facts) == []
     # A brighter, mirrored copy of the same person still matches.
     variant = np.clip(astronaut[:, ::-1].astype(np.int16) + 25, 0, 255).astype(np.uint8)
-    facts = _assess(session, analyzer, variant, subject_id)
+    facts = assess(session, analyzer, variant, subject_id)
     assert facts.subject_distance is not None and facts.subject_distance < DEFAULT_SUBJECT_MATCH_THRESHOLD
     assert _reasons(facts) == []
 
@@ -134,10 +79,10 @@ def test_consenting_subject_with_their_photo_is_allowed(
 def test_no_face_and_multiple_faces(
     session: Session, analyzer: FaceAnalyzer, astronaut: np.ndarray, subject_id: str
 ) -> None:
-    none = _assess(session, analyzer, np.full((256, 256, 3), 200, np.uint8), subject_id)
+    none = assess(session, analyzer, np.full((256, 256, 3), 200, np.uint8), subject_id)
     assert none.face_count == 0 and none.subject_distance is None
     assert _reasons(none)[0] == "no_face"
-    two = _assess(session, analyzer, np.hstack([astronaut, astronaut]), subject_id)
+    two = assess(session, analyzer, np.hstack([astronaut, astronaut]), subject_id)
     assert two.face_count == 2 and two.subject_distance is None
     assert _reasons(two)[0] == "multiple_faces"
 
@@ -145,12 +90,12 @@ def test_no_face_and_multiple_faces(
 def test_unknown_subject_and_missing_consent(
     session: Session, analyzer: FaceAnalyzer, astronaut: np.ndarray, subject_id: str
 ) -> None:
-    unknown = _assess(session, analyzer, astronaut, "subj_nobody")
+    unknown = assess(session, analyzer, astronaut, "subj_nobody")
     assert not unknown.subject_exists and unknown.subject_distance is None
     assert unknown.consent_state == "none" and unknown.consent_record_id is None
     assert "unknown_subject" in _reasons(unknown)
 
-    before = _assess(session, analyzer, astronaut, subject_id, now=T0 - timedelta(days=1))
+    before = assess(session, analyzer, astronaut, subject_id, now=T0 - timedelta(days=1))
     assert before.consent_state == "none"
     assert _reasons(before) == ["no_consent"]
 
@@ -158,7 +103,7 @@ def test_unknown_subject_and_missing_consent(
 def test_expired_and_revoked_consent(
     session: Session, analyzer: FaceAnalyzer, astronaut: np.ndarray, subject_id: str
 ) -> None:
-    expired = _assess(session, analyzer, astronaut, subject_id, now=T0 + timedelta(days=31))
+    expired = assess(session, analyzer, astronaut, subject_id, now=T0 + timedelta(days=31))
     assert expired.consent_state == "expired" and expired.consent_record_id is not None
     assert _reasons(expired) == ["consent_expired"]
 
@@ -167,7 +112,7 @@ def test_expired_and_revoked_consent(
     )
     session.commit()
     # The very next request sees it.
-    revoked = _assess(session, analyzer, astronaut, subject_id, now=T0 + timedelta(hours=2, seconds=1))
+    revoked = assess(session, analyzer, astronaut, subject_id, now=T0 + timedelta(hours=2, seconds=1))
     assert revoked.consent_state == "revoked"
     assert _reasons(revoked) == ["consent_revoked"]
 
@@ -175,13 +120,13 @@ def test_expired_and_revoked_consent(
 def test_wrong_purpose_wrong_client_and_long_audio(
     session: Session, analyzer: FaceAnalyzer, astronaut: np.ndarray, subject_id: str
 ) -> None:
-    purpose = _assess(session, analyzer, astronaut, subject_id, purpose="marketing")
+    purpose = assess(session, analyzer, astronaut, subject_id, purpose="marketing")
     assert purpose.purpose == "marketing" and purpose.consent_state == "active"
     assert _reasons(purpose) == ["consent_wrong_purpose"]
-    client = _assess(session, analyzer, astronaut, subject_id, client_id="client_b")
+    client = assess(session, analyzer, astronaut, subject_id, client_id="client_b")
     assert client.client_id == "client_b"
     assert _reasons(client) == ["consent_wrong_client"]
-    long_audio = _assess(session, analyzer, astronaut, subject_id, audio_duration_s=3600.0)
+    long_audio = assess(session, analyzer, astronaut, subject_id, audio_duration_s=3600.0)
     assert long_audio.audio_duration_s == 3600.0
     assert _reasons(long_audio) == ["audio_too_long"]
 
@@ -192,17 +137,17 @@ def test_blocked_identity_is_reported_even_for_an_enrolled_subject(
     blocked = block_identity(
         session=session,
         blocked_in=BlockedIdentityCreate(label="Eileen Collins", reason="public figure"),
-        photo=_photo(np.ascontiguousarray(astronaut[:, ::-1])),
+        photo=reference_photo(np.ascontiguousarray(astronaut[:, ::-1])),
         analyzer=analyzer,
         created_by="admin:test",
     )
     session.commit()
-    facts = _assess(session, analyzer, astronaut, subject_id)
+    facts = assess(session, analyzer, astronaut, subject_id)
     assert facts.blocked_identity_id == blocked.id
     assert facts.blocked_distance is not None and facts.blocked_distance <= DEFAULT_BLOCK_MATCH_THRESHOLD
     assert _reasons(facts) == ["blocked_identity"]
     # Also inside a group photo (denied for two faces, and the blocked person is named).
-    group = _assess(session, analyzer, np.hstack([astronaut, astronaut]), subject_id)
+    group = assess(session, analyzer, np.hstack([astronaut, astronaut]), subject_id)
     assert group.blocked_identity_id == blocked.id
     assert _reasons(group)[:2] == ["multiple_faces", "blocked_identity"]
 
@@ -211,8 +156,8 @@ def test_blocked_identity_is_reported_even_for_an_enrolled_subject(
 def test_someone_else_in_the_photo_is_a_subject_mismatch(
     session: Session, analyzer: FaceAnalyzer, subject_id: str, shared_media: Path
 ) -> None:
-    other = _rgb(shared_media / "portraits" / "woman_smiling_happy.png")
-    facts = _assess(session, analyzer, other, subject_id)
+    other = rgb(shared_media / "portraits" / "woman_smiling_happy.png")
+    facts = assess(session, analyzer, other, subject_id)
     assert facts.face_count == 1
     assert facts.subject_distance is not None and facts.subject_distance > DEFAULT_SUBJECT_REVIEW_THRESHOLD
     assert _reasons(facts) == ["subject_mismatch"]
@@ -227,7 +172,7 @@ def test_public_figure_blocked_from_one_photo_is_denied_in_another(
         session=session,
         blocked_in=BlockedIdentityCreate(label="Barack Obama", reason="public figure"),
         photo=ReferencePhoto(
-            image_rgb=_rgb(celeb / "obama_face_recognition.jpg"),
+            image_rgb=rgb(celeb / "obama_face_recognition.jpg"),
             content=(celeb / "obama_face_recognition.jpg").read_bytes(),
         ),
         analyzer=analyzer,
@@ -235,10 +180,10 @@ def test_public_figure_blocked_from_one_photo_is_denied_in_another(
     )
     session.commit()
     for photo in ("obama_small.jpg", "two_people_obama_biden.jpg"):
-        facts = _assess(session, analyzer, _rgb(celeb / photo), subject_id)
+        facts = assess(session, analyzer, rgb(celeb / photo), subject_id)
         assert facts.blocked_identity_id == obama.id, photo
         assert {"blocked_identity", "possible_protected_identity"} & set(_reasons(facts)), photo
-    biden = _assess(session, analyzer, _rgb(celeb / "biden_face_recognition.jpg"), subject_id)
+    biden = assess(session, analyzer, rgb(celeb / "biden_face_recognition.jpg"), subject_id)
     assert biden.blocked_identity_id is None
     assert _reasons(biden) == ["subject_mismatch"]
 
@@ -260,11 +205,11 @@ def test_every_celebrity_with_two_photos_is_caught_from_the_other(
     entry = block_identity(
         session=session,
         blocked_in=BlockedIdentityCreate(label=blocked_from, reason="public figure"),
-        photo=ReferencePhoto(image_rgb=_rgb(celeb / blocked_from), content=(celeb / blocked_from).read_bytes()),
+        photo=ReferencePhoto(image_rgb=rgb(celeb / blocked_from), content=(celeb / blocked_from).read_bytes()),
         analyzer=analyzer,
         created_by="admin:test",
     )
-    facts = _assess(session, analyzer, _rgb(celeb / probe), subject_id)
+    facts = assess(session, analyzer, rgb(celeb / probe), subject_id)
     assert facts.blocked_identity_id == entry.id
     # Refused: blocked outright or held for review, never allowed.
     assert {"blocked_identity", "possible_protected_identity"} & set(_reasons(facts))
@@ -316,7 +261,7 @@ def test_block_band_constructed(
     )
     session.add(row)
     session.commit()
-    facts = _assess(session, analyzer, astronaut, subject_id)
+    facts = assess(session, analyzer, astronaut, subject_id)
     assert _reasons(facts) == reasons
     if reasons:
         assert facts.blocked_identity_id == row.id
@@ -369,7 +314,7 @@ def test_subject_band_constructed(
         now=T0,
     )
     session.commit()
-    facts = _assess(session, analyzer, astronaut, subject.id)
+    facts = assess(session, analyzer, astronaut, subject.id)
     assert facts.subject_distance == pytest.approx(distance, abs=1e-4)
     assert _reasons(facts) == reasons
 
@@ -380,7 +325,7 @@ def test_a_poor_photo_widens_the_bands(
     import cv2
 
     blurred = cv2.GaussianBlur(astronaut, (0, 0), 4)
-    facts = _assess(session, analyzer, blurred, subject_id)
+    facts = assess(session, analyzer, blurred, subject_id)
     assert "blurry" in facts.face_quality_issues
     margin = IdentityThresholds().poor_photo_margin
     assert facts.subject_match_threshold == pytest.approx(DEFAULT_SUBJECT_MATCH_THRESHOLD - margin)

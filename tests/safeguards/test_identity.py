@@ -27,11 +27,6 @@ def _rgb(path: Path) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def analyzer() -> FaceAnalyzer:
-    return FaceAnalyzer()
-
-
-@pytest.fixture(scope="module")
 def astronaut(example_photo: Path) -> np.ndarray:
     return _rgb(example_photo)
 

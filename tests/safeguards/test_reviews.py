@@ -58,11 +58,6 @@ def _photo(image: np.ndarray) -> ReferencePhoto:
 
 
 @pytest.fixture(scope="module")
-def analyzer() -> FaceAnalyzer:
-    return FaceAnalyzer()
-
-
-@pytest.fixture(scope="module")
 def astronaut(example_photo: Path) -> ReferencePhoto:
     data = example_photo.read_bytes()
     return ReferencePhoto(image_rgb=np.asarray(Image.open(io.BytesIO(data)).convert("RGB")), content=data)

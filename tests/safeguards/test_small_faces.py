@@ -4,8 +4,6 @@ portraits gain no false faces."""
 
 from __future__ import annotations
 
-import hashlib
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,34 +15,19 @@ from sqlmodel import Session
 from bench.bench_small_faces import paste_face
 from policies import evaluate_generation
 from safeguards.blocklist import block_identity
-from safeguards.consent import BlockedIdentityCreate, ConsentCreate, SubjectCreate
-from safeguards.consent_records import grant_consent
+from safeguards.consent import BlockedIdentityCreate, SubjectCreate
 from safeguards.enrollment import enroll_subject
 from safeguards.errors import MultipleFacesInPhoto
-from safeguards.gate import assess_generation_request
-from safeguards.identity import DEFAULT_BLOCK_MATCH_THRESHOLD, FaceAnalyzer, IdentityThresholds
+from safeguards.identity import DEFAULT_BLOCK_MATCH_THRESHOLD, FaceAnalyzer
 from safeguards.reference_photos import ReferencePhoto
+from tests.safeguards.consenting import T0, assess, enroll_consenting_subject, reference_photo, rgb
 
-T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 CORNER = (400, 380)  # background in the example portrait, away from the face
-
-
-def _rgb(path: Path) -> np.ndarray:
-    return np.asarray(Image.open(path).convert("RGB"))
-
-
-def _photo(image: np.ndarray) -> ReferencePhoto:
-    return ReferencePhoto(image_rgb=image, content=image.tobytes()[:4096])
-
-
-@pytest.fixture(scope="module")
-def analyzer() -> FaceAnalyzer:
-    return FaceAnalyzer()
 
 
 @pytest.fixture(scope="module")
 def astronaut(example_photo: Path) -> np.ndarray:
-    return _rgb(example_photo)
+    return rgb(example_photo)
 
 
 @pytest.fixture(scope="module")
@@ -60,44 +43,11 @@ def session(sqlite_engine: Any) -> Any:
 
 @pytest.fixture()
 def subject_id(session: Session, analyzer: FaceAnalyzer, astronaut: np.ndarray) -> str:
-    subject = enroll_subject(
-        session=session,
-        subject_in=SubjectCreate(display_name="Eileen Collins"),
-        photos=[_photo(astronaut)],
-        analyzer=analyzer,
-        created_by="admin:test",
-        block_threshold=DEFAULT_BLOCK_MATCH_THRESHOLD,
-        now=T0,
-    )
-    grant_consent(
-        session=session,
-        consent_in=ConsentCreate(
-            subject_id=subject.id,
-            purposes=["education"],
-            allowed_clients=["client_a"],
-            expires_at=T0 + timedelta(days=30),
-            evidence_sha256=hashlib.sha256(b"form").hexdigest(),
-        ),
-        granted_by="admin:test",
-        now=T0,
-    )
-    session.commit()
-    return subject.id
+    return enroll_consenting_subject(session, analyzer, astronaut)
 
 
 def _assess(session: Session, analyzer: FaceAnalyzer, photo: np.ndarray, subject_id: str) -> Any:
-    return assess_generation_request(
-        session=session,
-        analyzer=analyzer,
-        photo_rgb=photo,
-        subject_id=subject_id,
-        client_id="client_a",
-        purpose="education",
-        audio_duration_s=5.0,
-        max_audio_s=120.0,
-        thresholds=IdentityThresholds(),
-        now=T0 + timedelta(days=1),
-    )
+    return assess(session, analyzer, photo, subject_id, audio_duration_s=5.0)
 
 
 @pytest.mark.parametrize("face_px", [20, 25, 30, 35])
@@ -134,7 +84,7 @@ def test_an_enrollment_photo_with_a_small_second_face_is_refused(
         enroll_subject(
             session=session,
             subject_in=SubjectCreate(display_name="Two"),
-            photos=[_photo(photo)],
+            photos=[reference_photo(photo)],
             analyzer=analyzer,
             created_by="admin:test",
             block_threshold=DEFAULT_BLOCK_MATCH_THRESHOLD,
@@ -149,7 +99,7 @@ def test_the_smallest_counted_face_grows_with_the_photo_and_is_stated(analyzer: 
     assert analyzer.smallest_counted_face_px(3024, 4032) == 53
     # A face of that size in a large photo is counted: the example face scaled into a 3000 px canvas.
     canvas = np.full((3000, 2400, 3), 90, np.uint8)
-    small = _rgb(Path(__file__).resolve().parents[2] / "examples" / "astronaut_eileen_collins.png")
+    small = rgb(Path(__file__).resolve().parents[2] / "examples" / "astronaut_eileen_collins.png")
     side = round(512 * 45 / 90)  # the example's face is ~90 px wide: make it ~45 px, over 20 * 3000 / 1536 = 40
     canvas[1000 : 1000 + side, 1000 : 1000 + side] = np.asarray(Image.fromarray(small).resize((side, side)))
     assert analyzer.count(canvas) == 1
@@ -174,7 +124,7 @@ def test_a_blocked_person_pasted_small_is_caught_by_the_block_list(
     session: Session, analyzer: FaceAnalyzer, astronaut: np.ndarray, subject_id: str, shared_media: Path, face_px: int
 ) -> None:
     celeb = shared_media / "celebrities"
-    obama_photo = _rgb(celeb / "obama_face_recognition.jpg")
+    obama_photo = rgb(celeb / "obama_face_recognition.jpg")
     obama = block_identity(
         session=session,
         blocked_in=BlockedIdentityCreate(label="Barack Obama", reason="public figure"),
@@ -210,7 +160,7 @@ def test_no_false_small_faces_on_the_shared_portraits(analyzer: FaceAnalyzer, sh
     for folder in ("portraits", "celebrities"):
         for path in sorted((shared_media / folder).iterdir()):
             if path.suffix.lower() in {".jpg", ".jpeg", ".png"}:
-                counts[path.name] = analyzer.count(_rgb(path))
+                counts[path.name] = analyzer.count(rgb(path))
     assert len(counts) >= 30
     wrong = {name: n for name, n in counts.items() if n != (2 if name in two else 0 if name in none else 1)}
     assert wrong == {}
