@@ -37,6 +37,7 @@ Run: OMP_WAIT_POLICY=PASSIVE .venv/bin/python bench/eval_generation.py [--quick]
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib.util
 import json
 import math
@@ -120,6 +121,13 @@ class DlibFaces:
         self._detect_side = detect_side
         self._fallback = fallback
         self.fallback_frames = 0  # frames whose box came from the fallback detector (HOG found none)
+
+    def without_fallback(self) -> DlibFaces:
+        """The same detector and predictor (not loaded again), HOG only."""
+        other = copy.copy(self)
+        other._fallback = None
+        other.fallback_frames = 0
+        return other
 
     def _fallback_rect(self, frame: np.ndarray, previous: np.ndarray | None) -> Any | None:
         """A HOG-like dlib rectangle from the fallback detector's box, or None.
@@ -775,7 +783,7 @@ def acceptance(generated: list[ClipReport], real: list[ClipReport]) -> list[tupl
 
 def reprobe(generated: list[ClipReport], media: Path) -> None:
     """Run ``instrument_probe`` on each portrait of these clips and copy it into their reports."""
-    faces = DlibFaces()
+    faces = DlibFaces(fallback=Identity().analyzer)  # the instrument of a full run, fallback included
     generator = TalkingFaceGenerator(GenerationConfig(size=512, fps=25, seed=0))
     photos = {p.stem: p for p in (media / "portraits").iterdir()}
     for stem in sorted({r.name.split("__")[0] for r in generated}):
@@ -883,7 +891,7 @@ def main() -> None:
 
     identity = Identity()
     faces = DlibFaces(fallback=identity.analyzer)
-    hog_only = DlibFaces()
+    hog_only = faces.without_fallback()
     if args.fit_fallback:
         photos = [p for d in ("portraits", "identities", "celebrities") for p in sorted((args.media / d).rglob("*"))
                   if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp")]  # fmt: skip
